@@ -1,0 +1,233 @@
+"""The declarative model specification every mechanistic core is written in.
+
+A model is data plus pure ``jax.numpy`` functions: states, parameters, inputs and
+observables carry UCUM units; the right-hand side maps ``(t, x, u, p)`` to ``dx/dt``
+where ``x`` is the state vector, ``u`` the vector of rate inputs held constant over
+the current interval and ``p`` a mapping from parameter name to value.
+
+Batch contract: the engine calls these functions with trailing batch axes, i.e. ``x``
+of shape ``(n_states, *batch)``, ``u`` of shape ``(n_rates,)`` or ``(n_rates, *batch)``
+and each ``p[name]`` of shape ``batch``. Write them with ``x[i]`` indexing,
+``jnp.stack`` along axis 0 and elementwise arithmetic, and they work for one patient
+and for a cohort alike (``check_model`` verifies it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import jax.numpy as jnp
+import numpy as np
+
+from twinloop.errors import InputError, ModelError
+
+if TYPE_CHECKING:
+    from twinloop.models.inputs import Inputs
+
+ParamMap = Mapping[str, Any]
+RhsFn = Callable[[Any, Any, Any, ParamMap], Any]
+InitialStateFn = Callable[[ParamMap], Any]
+ObservableFn = Callable[[Any, ParamMap], Any]
+DiscreteUpdateFn = Callable[[Any, Any, Any, Any, ParamMap], Any]
+ScenarioFn = Callable[[ParamMap], "tuple[Inputs, float]"]
+
+# UCUM unit expressions: atoms, prefixes, annotations in braces, powers, '.' and '/'.
+_UCUM_PATTERN = re.compile(r"^[A-Za-z0-9%\[\]{}'_.*/^()+-]+$")
+
+
+def _check_unit(kind: str, name: str, unit: str) -> None:
+    if not isinstance(unit, str) or not _UCUM_PATTERN.match(unit):
+        raise ModelError(
+            f"The unit of {kind} '{name}' must be a UCUM unit string such as 'mg/dL' "
+            f"or '1' for dimensionless; got {unit!r}."
+        )
+
+
+@dataclass(frozen=True)
+class State:
+    """One state variable. ``nonnegative`` states must stay >= 0 in simulation."""
+
+    name: str
+    unit: str
+    description: str = ""
+    nonnegative: bool = True
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One model parameter with its unit, default value and plausible bounds."""
+
+    name: str
+    unit: str
+    default: float
+    lower: float
+    upper: float
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.lower <= self.default <= self.upper:
+            raise ModelError(
+                f"Parameter '{self.name}' has default {self.default} outside its "
+                f"bounds [{self.lower}, {self.upper}]; widen the bounds or fix the default."
+            )
+
+
+@dataclass(frozen=True)
+class Input:
+    """An input channel a model accepts.
+
+    ``kind='rate'``: a piecewise-constant rate (e.g. insulin in U/min, carbohydrate
+    intake in g/min, an infusion in mg/h). ``kind='bolus'``: an instantaneous amount
+    added to the state ``target`` (e.g. a drug dose in mg into the central
+    compartment), multiplied by ``scale(p)`` when the state's unit differs.
+    """
+
+    name: str
+    unit: str
+    kind: Literal["rate", "bolus"]
+    description: str = ""
+    target: str | None = None
+    scale: Callable[[ParamMap], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("rate", "bolus"):
+            raise ModelError(f"Input '{self.name}' has kind {self.kind!r}; expected 'rate' or 'bolus'.")
+        if self.kind == "bolus" and not self.target:
+            raise ModelError(f"Bolus input '{self.name}' must name the state it is added to (target=...).")
+
+
+@dataclass(frozen=True)
+class Observable:
+    """A quantity computed from the state, e.g. a concentration or a glucose level."""
+
+    name: str
+    unit: str
+    fn: ObservableFn
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A mechanistic model: the declarative specification the engine integrates.
+
+    Arguments:
+        id: registry key, e.g. ``"t1d-uva-padova"``.
+        version: model version; changes whenever equations or defaults change.
+        time_unit: UCUM unit of model time (``"min"``, ``"h"``, ``"d"``).
+        states, parameters, inputs, observables: the declarations.
+        rhs: ``rhs(t, x, u, p) -> dx/dt`` in ``jax.numpy``; ``u`` holds the rate inputs
+            in declaration order.
+        initial_state: ``initial_state(p) -> x0``, a rule from the parameters.
+        steady_state_inputs: if given, ``initial_state(p)`` is declared to be a steady
+            state under these rate inputs (``p -> u``).
+        discrete_update: optional ``f(x, u_prev, u_next, dt_next, p) -> x`` applied at
+            every grid point, for model memory updated in discrete time.
+        sample_time: if set, inputs are held constant over intervals of this length
+            and the integration grid contains every multiple of it.
+        standard_scenario: ``p -> (inputs, t_end)``, the scenario ``check_model`` uses.
+        presets: named parameter sets (e.g. published virtual patients).
+        references: literature the equations and defaults come from.
+    """
+
+    id: str
+    version: str
+    name: str
+    description: str
+    time_unit: str
+    states: tuple[State, ...]
+    parameters: tuple[Parameter, ...]
+    inputs: tuple[Input, ...]
+    observables: tuple[Observable, ...]
+    rhs: RhsFn
+    initial_state: InitialStateFn
+    standard_scenario: ScenarioFn
+    steady_state_inputs: Callable[[ParamMap], Any] | None = None
+    discrete_update: DiscreteUpdateFn | None = None
+    sample_time: float | None = None
+    presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    references: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_unit("model time", self.id, self.time_unit)
+        for group, kind in (
+            (self.states, "state"),
+            (self.parameters, "parameter"),
+            (self.inputs, "input"),
+            (self.observables, "observable"),
+        ):
+            names = [item.name for item in group]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ModelError(f"Model '{self.id}' declares the {kind} names {duplicates} more than once.")
+            for item in group:
+                _check_unit(kind, item.name, item.unit)
+        for inp in self.bolus_inputs:
+            if inp.target not in self.state_names:
+                raise ModelError(
+                    f"Bolus input '{inp.name}' of model '{self.id}' targets unknown state "
+                    f"'{inp.target}'; expected one of {list(self.state_names)}."
+                )
+
+    # --- names and lookups -------------------------------------------------
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def observable_names(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.observables)
+
+    @property
+    def rate_inputs(self) -> tuple[Input, ...]:
+        return tuple(i for i in self.inputs if i.kind == "rate")
+
+    @property
+    def bolus_inputs(self) -> tuple[Input, ...]:
+        return tuple(i for i in self.inputs if i.kind == "bolus")
+
+    @property
+    def default_parameters(self) -> np.ndarray:
+        return np.array([p.default for p in self.parameters], dtype=np.float64)
+
+    def param_map(self, vector: Any) -> dict[str, Any]:
+        """Name the entries of a parameter vector (works on traced arrays)."""
+        return {name: vector[i] for i, name in enumerate(self.parameter_names)}
+
+    def preset(self, name: str) -> np.ndarray:
+        """Return the parameter vector of a named preset, e.g. a virtual patient."""
+        if name not in self.presets:
+            known = ", ".join(sorted(self.presets)) or "none"
+            raise InputError(f"Unknown patient '{name}' for model '{self.id}'; known patients: {known}.")
+        values = self.presets[name]
+        return np.array([values[p] for p in self.parameter_names], dtype=np.float64)
+
+    def parameters_from(self, table: Mapping[str, Sequence[float]] | Any) -> np.ndarray:
+        """Build an ``(n, n_params)`` matrix from a mapping or DataFrame of columns."""
+        missing = [p for p in self.parameter_names if p not in table]
+        if missing:
+            raise InputError(
+                f"Parameters {missing} of model '{self.id}' are missing from the given "
+                "table; give one column per parameter (see `twinloop models show`)."
+            )
+        columns = [np.asarray(table[p], dtype=np.float64).reshape(-1) for p in self.parameter_names]
+        return np.stack(columns, axis=1)
+
+    # --- evaluation helpers used by the engine and check_model --------------
+    def observe(self, x: Any, p: ParamMap) -> Any:
+        """All observables of one state vector, stacked in declaration order."""
+        return jnp.stack([jnp.asarray(o.fn(x, p), dtype=jnp.float64) for o in self.observables])
+
+    def bolus_matrix(self, p: ParamMap) -> Any:
+        """``(n_bolus_inputs, n_states)`` map from bolus amounts to state increments."""
+        rows = []
+        for inp in self.bolus_inputs:
+            row = jnp.zeros(len(self.states)).at[self.state_names.index(str(inp.target))]
+            rows.append(row.set(1.0 if inp.scale is None else inp.scale(p)))
+        return jnp.stack(rows) if rows else jnp.zeros((0, len(self.states)))

@@ -1,0 +1,301 @@
+"""UVA/Padova type 1 diabetes model (Dalla Man et al. 2007), as simglucose implements it.
+
+Thirteen physiological states: a three-compartment gastro-intestinal tract whose
+gastric emptying slows with the size of the meal being eaten, two-compartment glucose
+kinetics with endogenous production, insulin-dependent utilisation and renal
+excretion, plasma and liver insulin, delayed insulin action, two subcutaneous insulin
+compartments and a subcutaneous glucose compartment. A fourteenth state, ``meal_size``,
+is the model's meal memory (stomach content when eating began plus the grams eaten
+since, in mg); it changes only in discrete time, at the start of each minute.
+
+Input semantics follow simglucose: ``insulin`` is a rate in U/min (basal and bolus
+alike; a pump bolus of B units is B U/min for one minute); ``carbs`` is the
+carbohydrate eaten, in g/min, held constant over each minute. Build announced meals
+with :meth:`twinloop.Inputs.meals` (5 g/min by default).
+
+The 30 virtual patients (10 children, 10 adolescents, 10 adults) are simglucose's
+published parameter sets, MIT licence (see ``data/LICENSE-simglucose.txt``).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jax.numpy as jnp
+
+from twinloop.models.base import Input, Model, Observable, ParamMap, Parameter, State
+from twinloop.models.inputs import Inputs
+
+ID = "t1d-uva-padova"
+VERSION = "1.0.0"
+U_TO_PMOL = 6000.0  # 1 U of insulin = 6000 pmol
+INSULIN, CARBS = 0, 1  # rate-input indices
+MEAL_SIZE = 13  # index of the meal-memory state
+
+# (name, unit, description, nonnegative)
+_STATES = (
+    ("stomach_solid", "mg", "Qsto1: glucose in the stomach, solid phase", True),
+    ("stomach_liquid", "mg", "Qsto2: glucose in the stomach, liquid phase", True),
+    ("gut", "mg", "Qgut: glucose in the intestine", True),
+    ("glucose_plasma", "mg/kg", "Gp: glucose mass in plasma and fast tissues", True),
+    ("glucose_tissue", "mg/kg", "Gt: glucose mass in slowly equilibrating tissues", True),
+    ("insulin_plasma", "pmol/kg", "Ip: insulin mass in plasma", True),
+    ("insulin_action", "pmol/L", "X: insulin action on glucose utilisation (can be < 0)", False),
+    ("insulin_delay_1", "pmol/L", "I1: first delay compartment of insulin action on production", True),
+    ("insulin_delay_2", "pmol/L", "Id: delayed insulin signal acting on production", True),
+    ("insulin_liver", "pmol/kg", "Il: insulin mass in the liver", True),
+    ("insulin_sc_1", "pmol/kg", "Isc1: subcutaneous insulin, non-monomeric", True),
+    ("insulin_sc_2", "pmol/kg", "Isc2: subcutaneous insulin, monomeric", True),
+    ("glucose_sc", "mg/kg", "Gs: subcutaneous glucose mass", True),
+    ("meal_size", "mg", "Dbar: stomach content at eating onset + amount eaten since", True),
+)
+
+_FLUX = "mg/kg/min"
+_PER_MIN = "1/min"
+_ACTION = "mg.L/(kg.min.pmol)"
+# (name, unit, description); bounds come from the published patients.
+_PARAMETERS = (
+    ("BW", "kg", "body weight"),
+    ("kabs", _PER_MIN, "rate of intestinal absorption"),
+    ("kmax", _PER_MIN, "maximum rate of gastric emptying"),
+    ("kmin", _PER_MIN, "minimum rate of gastric emptying"),
+    ("b", "1", "fraction of the meal at which gastric emptying first falls to half"),
+    ("d", "1", "fraction of the meal at which gastric emptying recovers to half"),
+    ("f", "1", "fraction of intestinal absorption that appears in plasma"),
+    ("Vg", "dL/kg", "distribution volume of glucose"),
+    ("Vi", "L/kg", "distribution volume of insulin"),
+    ("kp1", _FLUX, "extrapolated endogenous glucose production at zero glucose and insulin"),
+    ("kp2", _PER_MIN, "liver glucose effectiveness"),
+    ("kp3", _ACTION, "effect of delayed insulin on glucose production"),
+    ("Fsnc", _FLUX, "insulin-independent glucose utilisation"),
+    ("ke1", _PER_MIN, "glomerular filtration rate"),
+    ("ke2", "mg/kg", "renal threshold of glucose"),
+    ("k1", _PER_MIN, "rate from plasma to tissue glucose"),
+    ("k2", _PER_MIN, "rate from tissue to plasma glucose"),
+    ("Vm0", _FLUX, "basal insulin-dependent utilisation capacity"),
+    ("Vmx", _ACTION, "insulin sensitivity of glucose utilisation"),
+    ("Km0", "mg/kg", "Michaelis-Menten constant of utilisation"),
+    ("m1", _PER_MIN, "rate from liver to plasma insulin"),
+    ("m2", _PER_MIN, "rate from plasma to liver insulin"),
+    ("m4", _PER_MIN, "peripheral insulin degradation"),
+    ("m30", _PER_MIN, "hepatic insulin extraction"),
+    ("ka1", _PER_MIN, "absorption of non-monomeric subcutaneous insulin"),
+    ("ka2", _PER_MIN, "absorption of monomeric subcutaneous insulin"),
+    ("kd", _PER_MIN, "dissociation of subcutaneous insulin"),
+    ("Ib", "pmol/L", "basal plasma insulin concentration"),
+    ("p2u", _PER_MIN, "rate of insulin action on utilisation"),
+    ("ki", _PER_MIN, "rate of delayed insulin action on production"),
+    ("ksc", _PER_MIN, "rate of subcutaneous glucose equilibration"),
+    ("u2ss", "pmol/kg/min", "basal (steady-state) insulin infusion rate"),
+    ("Gpb", "mg/kg", "basal plasma glucose mass"),
+    ("Gtb", "mg/kg", "basal tissue glucose mass"),
+    ("Ipb", "pmol/kg", "basal plasma insulin mass"),
+    ("Ilb", "pmol/kg", "basal liver insulin mass"),
+    ("isc1ss", "pmol/kg", "basal subcutaneous insulin, compartment 1"),
+    ("isc2ss", "pmol/kg", "basal subcutaneous insulin, compartment 2"),
+)
+# Parameters that are the same for every published patient get physiological bounds.
+_FIXED_BOUNDS = {"f": (0.5, 1.0), "Fsnc": (0.5, 2.0), "ke1": (0.0, 0.005), "ke2": (200.0, 500.0)}
+
+REFERENCES = (
+    "Dalla Man C, Rizza RA, Cobelli C. Meal simulation model of the glucose-insulin system. "
+    "IEEE Trans Biomed Eng. 2007;54(10):1740-1749. doi:10.1109/TBME.2007.893506",
+    "Kovatchev BP, Breton M, Dalla Man C, Cobelli C. In silico preclinical trials: a proof of "
+    "concept in closed-loop control of type 1 diabetes. J Diabetes Sci Technol. 2009;3(1):44-55.",
+    "Xie J. Simglucose v0.2.1 (2018), github.com/jxx123/simglucose: the implementation, "
+    "patient parameters and input semantics reproduced here (MIT licence).",
+)
+
+
+@dataclass(frozen=True)
+class Therapy:
+    """A virtual patient's insulin therapy settings (simglucose's Quest.csv)."""
+
+    carb_ratio_g_per_U: float
+    correction_factor_mg_dl_per_U: float
+    age_years: float
+    total_daily_insulin_U: float
+
+
+def _read_csv(name: str) -> list[dict[str, str]]:
+    text = resources.files("twinloop.models").joinpath("data", name).read_text()
+    return list(csv.DictReader(text.splitlines()))
+
+
+@cache
+def patients() -> dict[str, dict[str, float]]:
+    """The 30 published virtual patients: name -> parameter values."""
+    rows = _read_csv("uva_padova_patients.csv")
+    names = [p[0] for p in _PARAMETERS]
+    return {row["Name"]: {n: float(row[n]) for n in names} for row in rows}
+
+
+@cache
+def therapies() -> dict[str, Therapy]:
+    """Carbohydrate ratio, correction factor, age and daily insulin of each patient."""
+    return {
+        row["Name"]: Therapy(float(row["CR"]), float(row["CF"]), float(row["Age"]), float(row["TDI"]))
+        for row in _read_csv("uva_padova_therapy.csv")
+    }
+
+
+def basal_rate_U_per_min(p: ParamMap) -> Any:
+    """The basal insulin rate that keeps the patient at steady state (U/min)."""
+    return p["u2ss"] * p["BW"] / U_TO_PMOL
+
+
+def rhs(t: Any, x: Any, u: Any, p: ParamMap) -> Any:
+    """dx/dt of the 14 states; ``u = [insulin U/min, carbs g/min]``."""
+    del t
+    carbs_mg = u[CARBS] * 1000.0
+    insulin = u[INSULIN] * U_TO_PMOL / p["BW"]  # pmol/kg/min
+    qsto = x[0] + x[1]
+    dbar = x[MEAL_SIZE]
+    safe_dbar = jnp.where(dbar > 0, dbar, 1.0)
+    aa = 5.0 / (2.0 * safe_dbar * (1.0 - p["b"]))
+    cc = 5.0 / (2.0 * safe_dbar * p["d"])
+    kgut_meal = p["kmin"] + (p["kmax"] - p["kmin"]) / 2.0 * (
+        jnp.tanh(aa * (qsto - p["b"] * safe_dbar)) - jnp.tanh(cc * (qsto - p["d"] * safe_dbar)) + 2.0
+    )
+    kgut = jnp.where(dbar > 0, kgut_meal, p["kmax"])
+
+    rate_appearance = p["f"] * p["kabs"] * x[2] / p["BW"]
+    egp = p["kp1"] - p["kp2"] * x[3] - p["kp3"] * x[8]
+    renal = jnp.where(x[3] > p["ke2"], p["ke1"] * (x[3] - p["ke2"]), 0.0)
+    utilisation = (p["Vm0"] + p["Vmx"] * x[6]) * x[4] / (p["Km0"] + x[4])
+    plasma_insulin = x[5] / p["Vi"]
+
+    dx = jnp.stack(
+        [
+            -p["kmax"] * x[0] + carbs_mg,
+            p["kmax"] * x[0] - kgut * x[1],
+            kgut * x[1] - p["kabs"] * x[2],
+            jnp.maximum(egp, 0.0) + rate_appearance - p["Fsnc"] - renal - p["k1"] * x[3] + p["k2"] * x[4],
+            -utilisation + p["k1"] * x[3] - p["k2"] * x[4],
+            -(p["m2"] + p["m4"]) * x[5] + p["m1"] * x[9] + p["ka1"] * x[10] + p["ka2"] * x[11],
+            -p["p2u"] * x[6] + p["p2u"] * (plasma_insulin - p["Ib"]),
+            -p["ki"] * (x[7] - plasma_insulin),
+            -p["ki"] * (x[8] - x[7]),
+            -(p["m1"] + p["m30"]) * x[9] + p["m2"] * x[5],
+            insulin - (p["ka1"] + p["kd"]) * x[10],
+            p["kd"] * x[10] - p["ka2"] * x[11],
+            -p["ksc"] * x[12] + p["ksc"] * x[3],
+            0.0 * dbar,
+        ]
+    )
+    # As in simglucose: compartments that went negative stop changing.
+    frozen = jnp.array([False, False, False, True, True, True, False, False, False, True, True, True, True, False])
+    frozen = frozen.reshape(frozen.shape + (1,) * (x.ndim - 1))
+    return jnp.where(frozen & (x < 0), 0.0, dx)
+
+
+def meal_memory(x: Any, u_prev: Any, u_next: Any, p: ParamMap) -> Any:
+    """At each minute: start a new meal memory when eating begins, add what is eaten."""
+    del p
+    grams = u_next[CARBS] * 1.0  # g/min held for one minute
+    eating, was_eating = u_next[CARBS] > 0, u_prev[CARBS] > 0
+    onset = eating & ~was_eating
+    dbar = jnp.where(onset, x[0] + x[1], x[MEAL_SIZE]) + jnp.where(eating, grams * 1000.0, 0.0)
+    return x.at[MEAL_SIZE].set(dbar)
+
+
+def initial_state(p: ParamMap) -> Any:
+    """The basal steady state of the patient (simglucose's x0), no meal in memory."""
+    zero = 0.0 * p["Gpb"]
+    return jnp.stack(
+        [
+            zero, zero, zero, p["Gpb"], p["Gtb"], p["Ipb"], zero, p["Ib"], p["Ib"],
+            p["Ilb"], p["isc1ss"], p["isc2ss"], p["Gpb"], zero,
+        ]
+    )  # fmt: skip
+
+
+def steady_state_inputs(p: ParamMap) -> Any:
+    """Basal insulin and no carbohydrate: the inputs under which x0 is a steady state."""
+    return jnp.stack([basal_rate_U_per_min(p), 0.0 * p["BW"]])
+
+
+def default_carb_ratio(p: Mapping[str, float]) -> float:
+    """Carbohydrate ratio by the '500 rule', taking basal as half of daily insulin."""
+    daily_insulin = 2.0 * float(basal_rate_U_per_min(p)) * 1440.0
+    return 500.0 / daily_insulin
+
+
+def basal_bolus(
+    p: Mapping[str, float],
+    meals: Iterable[tuple[float, float]],
+    *,
+    carb_ratio_g_per_U: float | None = None,
+    t_end: float = 1440.0,
+    eat_rate_g_per_min: float = 5.0,
+) -> Inputs:
+    """Meals plus open-loop basal-bolus insulin.
+
+    Basal at the steady-state rate over ``[0, t_end)``; at each meal a bolus of
+    ``grams / carb_ratio`` units delivered over one minute (as simglucose's pump does).
+    Without ``carb_ratio_g_per_U`` the '500 rule' estimate is used.
+    """
+    meals = list(meals)
+    cr = carb_ratio_g_per_U if carb_ratio_g_per_U is not None else default_carb_ratio(p)
+    plan = Inputs.meals(meals, rate_g_per_min=eat_rate_g_per_min) + Inputs.rate(
+        "insulin", 0.0, t_end, float(basal_rate_U_per_min(p))
+    )
+    for time, grams in meals:
+        if grams > 0:
+            plan = plan + Inputs.pulse("insulin", float(time), grams / cr, 1.0)
+    return plan
+
+
+STANDARD_MEALS = ((420.0, 50.0), (720.0, 70.0), (1140.0, 80.0))
+
+
+def standard_scenario(p: Mapping[str, float]) -> tuple[Inputs, float]:
+    """One day, breakfast 50 g at 07:00, lunch 70 g at 12:00, dinner 80 g at 19:00."""
+    return basal_bolus(p, STANDARD_MEALS), 1440.0
+
+
+def _bounds(name: str, values: list[float]) -> tuple[float, float]:
+    if name in _FIXED_BOUNDS:
+        return _FIXED_BOUNDS[name]
+    return 0.5 * min(values), 2.0 * max(values)
+
+
+def build() -> Model:
+    """Construct the model specification (called once by the registry)."""
+    table = patients()
+    reference = table["adult#001"]
+    parameters = tuple(
+        Parameter(name, unit, reference[name], *_bounds(name, [v[name] for v in table.values()]), description=desc)
+        for name, unit, desc in _PARAMETERS
+    )
+    return Model(
+        id=ID,
+        version=VERSION,
+        name="UVA/Padova type 1 diabetes simulator (simglucose variant)",
+        description=__doc__ or "",
+        time_unit="min",
+        states=tuple(State(n, u, d, nonneg) for n, u, d, nonneg in _STATES),
+        parameters=parameters,
+        inputs=(
+            Input("insulin", "U/min", "rate", "subcutaneous insulin delivery, basal and bolus"),
+            Input("carbs", "g/min", "rate", "carbohydrate eaten per minute"),
+        ),
+        observables=(
+            Observable("plasma_glucose", "mg/dL", lambda x, p: x[3] / p["Vg"], "Gp / Vg"),
+            Observable("subcutaneous_glucose", "mg/dL", lambda x, p: x[12] / p["Vg"], "Gs / Vg (simglucose's BG)"),
+            Observable("plasma_insulin", "pmol/L", lambda x, p: x[5] / p["Vi"], "Ip / Vi"),
+        ),
+        rhs=rhs,
+        initial_state=initial_state,
+        standard_scenario=standard_scenario,
+        steady_state_inputs=steady_state_inputs,
+        discrete_update=meal_memory,
+        sample_time=1.0,
+        presets=table,
+        references=REFERENCES,
+    )

@@ -1,0 +1,108 @@
+"""The default backend: explicit Runge-Kutta on a batch-last state, per-patient step sizes.
+
+The cohort's state is one ``(n_states, n_patients)`` array, so every operation of the
+model's right-hand side runs over contiguous patients (SIMD-friendly; a vmapped solve
+puts patients first and turns each ``x[i]`` into a strided gather, measured 4-11x
+slower). Every patient still has its own adaptive step size: inside a grid interval,
+each loop iteration tries one step per unfinished patient, accepts or rejects it by
+that patient's error norm, and patients that reached the interval's end wait. The
+Butcher tableaus are diffrax's. Forward-mode differentiable (``jax.jacfwd``); use the
+``diffrax`` backend for reverse mode or implicit solvers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import jax
+import jax.numpy as jnp
+
+from twinloop.models.base import Model
+
+TABLEAU_SOLVERS = {"tsit5": diffrax.Tsit5, "dopri5": diffrax.Dopri5, "dopri8": diffrax.Dopri8,
+                   "bosh3": diffrax.Bosh3, "heun": diffrax.Heun}  # fmt: skip
+SAFETY, MIN_FACTOR, MAX_FACTOR = 0.9, 0.2, 10.0
+
+
+def _rk_step(f: Callable[[Any, Any], Any], tableau: Any, t: Any, x: Any, dt: Any, k1: Any) -> tuple[Any, Any, Any]:
+    """One explicit RK step of size ``dt`` (per patient): ``x1``, its error, the last stage.
+
+    For first-same-as-last tableaus the last stage is ``f(x1)``.
+    """
+    ks = [k1]
+    for a_row, c in zip(tableau.a_lower, tableau.c, strict=True):
+        incr = sum(float(a) * k for a, k in zip(a_row, ks, strict=False) if float(a) != 0.0)
+        ks.append(f(t + float(c) * dt, x + dt * incr))
+    x1 = x + dt * sum(float(b) * k for b, k in zip(tableau.b_sol, ks, strict=False) if float(b) != 0.0)
+    err = dt * sum(float(e) * k for e, k in zip(tableau.b_error, ks, strict=False) if float(e) != 0.0)
+    return x1, err, ks[-1]
+
+
+def _is_fsal(tableau: Any) -> bool:
+    last = tableau.a_lower[-1]
+    return len(last) == len(tableau.b_sol) - 1 and float(tableau.c[-1]) == 1.0 and all(
+        float(a) == float(b) for a, b in zip(last, tableau.b_sol[:-1], strict=True)
+    )
+
+
+def interval_integrator(
+    model: Model, solver: str, rtol: float, atol: float, fixed_dt: float | None, max_steps: int
+) -> Callable[..., tuple[Any, Any, Any]]:
+    """``integrate(x, u, p, t0, t1, dt) -> (x(t1), dt_next, code)`` for a batch-last state."""
+    tableau = TABLEAU_SOLVERS[solver].tableau
+    order = TABLEAU_SOLVERS[solver]().order(None)
+    fsal = _is_fsal(tableau)
+    exponent = -1.0 / (order + 1)
+
+    def integrate(x: Any, u: Any, p: Any, t0: Any, t1: Any, dt: Any) -> tuple[Any, Any, Any]:
+        def f(t: Any, y: Any) -> Any:
+            return model.rhs(t, y, u, p)
+
+        span = t1 - t0
+        n = x.shape[-1]
+        t = jnp.full((n,), t0)
+        if fixed_dt is not None:
+            dt = jnp.full((n,), span / jnp.ceil(span / fixed_dt - 1e-9))
+        k1 = f(t, x)
+
+        def cond(state: tuple[Any, ...]) -> Any:
+            t, _, _, _, code, steps = state
+            return jnp.any((t < t1) & (code == 0)) & (steps < max_steps)
+
+        def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
+            t, x, dt, k1, code, steps = state
+            active = (t < t1) & (code == 0)
+            h = jnp.minimum(dt, t1 - t)
+            h = jnp.where(active, h, span)  # finished patients take a harmless dummy step
+            x_new, err, f_new = _rk_step(f, tableau, t, x, h, k1)
+            if fixed_dt is None:
+                scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
+                ratio = jnp.sqrt(jnp.mean((err / scale) ** 2, axis=0))
+                accept = active & (ratio <= 1.0)
+                factor = jnp.clip(SAFETY * jnp.where(ratio > 0, ratio, 1e-10) ** exponent, MIN_FACTOR, MAX_FACTOR)
+                clipped = h < dt
+                dt_next = jnp.where(accept & clipped, jnp.maximum(dt, h * factor), h * factor)
+                dt = jnp.where(active, dt_next, dt)
+            else:
+                accept = active
+            finite = jnp.all(jnp.isfinite(x_new), axis=0)
+            code = jnp.where(active & ~finite, 4, code)
+            code = jnp.where(active & (h < 1e-12 * jnp.maximum(span, 1.0)) & ~accept, 2, code)
+            accept = accept & finite
+            reached = jnp.where(t1 - (t + h) <= 1e-12 * jnp.maximum(jnp.abs(t1), 1.0), t1, t + h)
+            t = jnp.where(accept, reached, t)
+            x = jnp.where(accept, x_new, x)
+            if fsal:
+                k1 = jnp.where(accept, f_new, k1)
+            else:
+                k1 = jnp.where(accept, f(t, x), k1)
+            return t, x, dt, k1, code, steps + 1
+
+        code0 = jnp.zeros((n,), dtype=jnp.int32)
+        t, x, dt, _, code, _ = jax.lax.while_loop(cond, body, (t, x, dt, k1, code0, jnp.asarray(0)))
+        code = jnp.where((code == 0) & (t < t1), 1, code)
+        return x, dt, code
+
+    return integrate

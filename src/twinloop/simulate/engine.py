@@ -1,0 +1,448 @@
+"""The batched integration engine: one model, many virtual patients, one compiled solve.
+
+Time is cut into the intervals of a shared grid (output times, every input breakpoint,
+every multiple of the model's sample time). On each interval the rate inputs are
+constant and diffrax integrates with the chosen solver; at each grid point boluses are
+added and the model's discrete update runs. No step therefore straddles a dose or a
+change of rate. Patients are vmapped; a cohort runs in fixed-size chunks through one
+compiled function (the last chunk is padded), so memory stays bounded and nothing is
+recompiled between chunks or calls.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from twinloop.errors import InputError
+from twinloop.models.base import Model
+from twinloop.models.inputs import Inputs
+from twinloop.simulate.batched import TABLEAU_SOLVERS, interval_integrator
+from twinloop.simulate.grid import integration_grid, rasterize
+from twinloop.simulate.trajectories import Trajectories
+
+SOLVERS: dict[str, Callable[[], diffrax.AbstractSolver]] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+FAILURE_REASONS = {
+    1: "the solver reached its maximum number of steps (max_steps)",
+    2: "the step size collapsed below the minimum (dt_min)",
+    3: "the solver failed (see diffrax's result code)",
+    4: "the state became non-finite (NaN or inf)",
+}
+
+
+class SimulationWarning(UserWarning):
+    """Some patients of a cohort failed to integrate; the rest completed."""
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """How each grid interval is integrated.
+
+    Arguments:
+        backend: ``"batched"`` (default): explicit RK on a batch-last state with a
+            step size per patient, fast, forward-mode differentiable. ``"diffrax"``:
+            a vmapped ``diffrax.diffeqsolve`` per patient and interval, reverse-mode
+            differentiable and open to implicit solvers.
+        solver: one of ``SOLVERS`` (explicit Tsit5 by default; ``kvaerno5`` for stiff models).
+        rtol, atol: tolerances of the adaptive PID step-size controller.
+        fixed_dt: if set, take constant steps of at most this size instead of adapting.
+        max_steps: the most steps allowed inside one grid interval.
+    """
+
+    backend: Literal["batched", "diffrax"] = "batched"
+    solver: str = "tsit5"
+    rtol: float = 1e-6
+    atol: float = 1e-6
+    fixed_dt: float | None = None
+    max_steps: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("batched", "diffrax"):
+            raise InputError(f"Unknown backend {self.backend!r}; choose 'batched' or 'diffrax'.")
+        known = TABLEAU_SOLVERS if self.backend == "batched" else SOLVERS
+        if self.solver not in known:
+            raise InputError(
+                f"Unknown solver {self.solver!r} for the {self.backend} backend; choose one of {', '.join(known)}."
+            )
+        if not (self.rtol > 0 and self.atol > 0):
+            raise InputError(f"Tolerances must be > 0; got rtol={self.rtol}, atol={self.atol}.")
+        if self.fixed_dt is not None and not self.fixed_dt > 0:
+            raise InputError(f"fixed_dt must be > 0 when given; got {self.fixed_dt}.")
+        if self.max_steps < 1:
+            raise InputError(f"max_steps must be >= 1; got {self.max_steps}.")
+
+
+def _add_boluses(model: Model, x: Any, amounts: Any, p: Any) -> Any:
+    """Add the bolus amounts given at one grid point to their target states."""
+    for b, inp in enumerate(model.bolus_inputs):
+        scale = 1.0 if inp.scale is None else inp.scale(p)
+        x = x.at[model.state_names.index(str(inp.target))].add(amounts[b] * scale)
+    return x
+
+
+def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], save_states: bool) -> Callable[..., Any]:
+    """Scan one patient (or a batch-last cohort) over the grid.
+
+    At grid point k: add boluses, run the model's discrete update, record, then
+    integrate over ``[grid[k], grid[k+1]]`` with the rates of that interval.
+    """
+
+    def run(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> dict[str, Any]:
+        p = model.param_map(params)
+
+        def at_grid_point(x: Any, k: Any, u_prev: Any, u_next: Any) -> Any:
+            x = _add_boluses(model, x, jumps[k], p)
+            if model.discrete_update is not None:
+                x = jnp.where(on_sample[k], model.discrete_update(x, u_prev, u_next, p), x)
+            return x
+
+        def record(x: Any) -> dict[str, Any]:
+            out = {"observables": model.observe(x, p)}
+            if save_states:
+                out["states"] = x
+            return out
+
+        def step(carry: tuple[Any, ...], k: Any) -> tuple[tuple[Any, ...], Any]:
+            x, u_prev, dt, code = carry
+            u = rates[k]
+            x = at_grid_point(x, k, u_prev, u)
+            x_next, dt, step_code = integrate(x, u, p, grid[k], grid[k + 1], dt)
+            code = jnp.where(code == 0, step_code, code)
+            return (x_next, u, dt, code), record(x)
+
+        x0 = jnp.asarray(model.initial_state(p), dtype=jnp.float64)
+        batch = x0.shape[1:]
+        u0 = jnp.zeros_like(rates[0])
+        dt0 = jnp.full(batch, grid[1] - grid[0])
+        code0 = jnp.zeros(batch, dtype=jnp.int32)
+        ks = jnp.arange(grid.shape[0] - 1)
+        (x_end, u_last, _, code), recorded = jax.lax.scan(step, (x0, u0, dt0, code0), ks)
+        last = record(at_grid_point(x_end, grid.shape[0] - 1, u_last, u_last))
+        out = {k: jnp.concatenate([v, last[k][None]])[out_idx] for k, v in recorded.items()}
+        finite = jnp.all(jnp.isfinite(out["observables"]), axis=(0, 1))
+        out["code"] = jnp.where((code == 0) & ~finite, 4, code)
+        return out
+
+    return run
+
+
+def _diffrax_integrator(model: Model, settings: SolverSettings) -> Callable[..., tuple[Any, Any, Any]]:
+    """Per-patient ``diffeqsolve`` over one interval (vmapped by the caller)."""
+    solver = SOLVERS[settings.solver]()
+    term = diffrax.ODETerm(lambda t, y, args: model.rhs(t, y, args[0], args[1]))
+
+    def integrate(x: Any, u: Any, p: Any, t0: Any, t1: Any, dt: Any) -> tuple[Any, Any, Any]:
+        span = t1 - t0
+        controller: diffrax.AbstractStepSizeController
+        if settings.fixed_dt is None:
+            controller = diffrax.PIDController(rtol=settings.rtol, atol=settings.atol)
+            dt0 = span
+        else:
+            controller = diffrax.ConstantStepSize()
+            dt0 = span / jnp.ceil(span / settings.fixed_dt - 1e-9)
+        sol = diffrax.diffeqsolve(
+            term, solver, t0, t1, dt0, x, args=(u, p),
+            stepsize_controller=controller, saveat=diffrax.SaveAt(t1=True),
+            max_steps=settings.max_steps, throw=False,
+        )  # fmt: skip
+        ys = sol.ys if sol.ys is not None else x[None]
+        return ys[-1], dt, _failure_code(sol.result)
+
+    return integrate
+
+
+def _failure_code(result: Any) -> Any:
+    return jnp.where(
+        result == diffrax.RESULTS.successful,
+        0,
+        jnp.where(
+            result == diffrax.RESULTS.max_steps_reached,
+            1,
+            jnp.where(result == diffrax.RESULTS.dt_min_reached, 2, 3),
+        ),
+    )
+
+
+_COMPILED: dict[tuple[Any, ...], Callable[..., dict[str, Any]]] = {}
+
+
+def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared: bool) -> Callable[..., Any]:
+    """One jitted solve per (model, settings, save, input sharing), reused across calls.
+
+    Both backends take ``params (n, n_params)``, rates ``(n, G-1, R)`` and jumps
+    ``(n, G, B)`` (without the leading ``n`` when shared) and return patient-first arrays.
+    """
+    key = (id(model), model.id, model.version, settings, save_states, shared)
+    if key in _COMPILED:
+        return _COMPILED[key]
+    if settings.backend == "batched":
+        integrate = interval_integrator(
+            model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps
+        )
+        run = _grid_runner(model, integrate, save_states)
+
+        def batch_last(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> Any:
+            if not shared:  # (n, G, C) -> (G, C, n)
+                rates, jumps = jnp.moveaxis(rates, 0, -1), jnp.moveaxis(jumps, 0, -1)
+            out = run(params.T, rates, jumps, grid, on_sample, out_idx)
+            out["observables"] = jnp.moveaxis(out["observables"], -1, 0)  # (T, O, n) -> (n, T, O)
+            if "states" in out:
+                out["states"] = jnp.moveaxis(out["states"], -1, 0)
+            return out
+
+        fn = jax.jit(batch_last)
+    else:
+        run = _grid_runner(model, _diffrax_integrator(model, settings), save_states)
+        axis = None if shared else 0
+        fn = eqx.filter_jit(jax.vmap(run, in_axes=(0, axis, axis, None, None, None)))
+    _COMPILED[key] = fn
+    return fn
+
+
+def _as_param_matrix(model: Model, params: Any) -> np.ndarray:
+    if isinstance(params, Mapping) or hasattr(params, "columns"):
+        matrix = model.parameters_from(params)
+    else:
+        matrix = np.asarray(params, dtype=np.float64)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+    n_params = len(model.parameters)
+    if matrix.ndim != 2 or matrix.shape[1] != n_params:
+        raise InputError(
+            f"params must have shape (n_patients, {n_params}) for model '{model.id}' "
+            f"(parameters in the order {list(model.parameter_names)}); got shape {matrix.shape}."
+        )
+    if not np.all(np.isfinite(matrix)):
+        row = int(np.argwhere(~np.isfinite(matrix))[0, 0])
+        raise InputError(f"params of patient {row} contain a non-finite value; every parameter must be finite.")
+    return matrix
+
+
+def _as_times(times: Any) -> np.ndarray:
+    t = np.asarray(times, dtype=np.float64).reshape(-1)
+    if t.size < 2:
+        raise InputError(f"times must hold at least two output times; got {t.size}.")
+    if not np.all(np.isfinite(t)) or np.any(np.diff(t) <= 0):
+        raise InputError("times must be finite and strictly increasing.")
+    return t
+
+
+def _patient_ids(ids: Sequence[str] | None, n: int) -> list[str]:
+    if ids is None:
+        width = max(4, len(str(n - 1)))
+        return [f"vp{i:0{width}d}" for i in range(n)]
+    out = [str(i) for i in ids]
+    if len(out) != n:
+        raise InputError(f"patient_ids has {len(out)} entries for {n} patients; give one id per patient.")
+    if len(set(out)) != n:
+        raise InputError("patient_ids must be unique.")
+    return out
+
+
+def simulate_chunks(
+    model: Model,
+    params: Any,
+    inputs: Inputs | Sequence[Inputs],
+    *,
+    times: Any,
+    patient_ids: Sequence[str] | None = None,
+    settings: SolverSettings | None = None,
+    chunk_size: int = 1000,
+    save: Literal["observables", "all"] = "observables",
+    progress: bool = False,
+) -> Iterator[Trajectories]:
+    """Integrate a cohort chunk by chunk, yielding one :class:`Trajectories` per chunk.
+
+    Arguments are those of :func:`simulate`; use this generator to stream a large
+    cohort to disk with bounded memory.
+    """
+    settings = settings or SolverSettings()
+    matrix = _as_param_matrix(model, params)
+    t_out = _as_times(times)
+    ids = _patient_ids(patient_ids, matrix.shape[0])
+    shared = isinstance(inputs, Inputs)
+    plans: list[Inputs] = [inputs] if isinstance(inputs, Inputs) else list(inputs)
+    if not shared and len(plans) != matrix.shape[0]:
+        raise InputError(f"Got {len(plans)} input plans for {matrix.shape[0]} patients; give one plan or one per patient.")
+    for plan in plans:
+        plan.validate(model)
+    if save not in ("observables", "all"):
+        raise InputError(f"save must be 'observables' or 'all'; got {save!r}.")
+    if chunk_size < 1:
+        raise InputError(f"chunk_size must be >= 1; got {chunk_size}.")
+
+    grid = integration_grid(model, plans, t_out)
+    out_idx = np.searchsorted(grid, t_out)
+    on_sample = _on_sample(model, grid)
+    fn = _compiled(model, settings, save == "all", shared)
+    if shared:
+        rates_all, jumps_all = (a[0] for a in rasterize(model, plans, grid))
+
+    n = matrix.shape[0]
+    size = min(chunk_size, n)
+    n_chunks = math.ceil(n / size)
+    with _progress_bar(progress and n_chunks > 1, n, model.id) as bar:
+        for c in range(n_chunks):
+            lo, hi = c * size, min((c + 1) * size, n)
+            idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
+            if not shared:
+                rates_all, jumps_all = rasterize(model, [plans[i] for i in idx], grid)
+            out = fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx)
+            out = jax.device_get(out)
+            yield _chunk_result(model, out, hi - lo, t_out, ids[lo:hi], settings)
+            bar(hi - lo)
+
+
+def _on_sample(model: Model, grid: np.ndarray) -> np.ndarray:
+    if not model.sample_time:
+        return np.zeros(grid.shape, dtype=bool)
+    phase = (grid - grid[0]) / model.sample_time
+    return np.abs(phase - np.round(phase)) < 1e-9
+
+
+def _chunk_result(
+    model: Model, out: dict[str, Any], n: int, times: np.ndarray, ids: list[str], settings: SolverSettings
+) -> Trajectories:
+    codes = np.asarray(out["code"])[:n]
+    failures = {ids[i]: FAILURE_REASONS[int(codes[i])] for i in np.flatnonzero(codes)}
+    states = np.asarray(out["states"])[:n] if "states" in out else None
+    return Trajectories(
+        model_id=model.id,
+        model_version=model.version,
+        time_unit=model.time_unit,
+        times=times,
+        patient_ids=ids,
+        observable_names=model.observable_names,
+        observable_units=tuple(o.unit for o in model.observables),
+        observables=np.asarray(out["observables"])[:n],
+        state_names=model.state_names if states is not None else (),
+        state_units=tuple(s.unit for s in model.states) if states is not None else (),
+        states=states,
+        failures=failures,
+        settings={"backend": settings.backend, "solver": settings.solver, "rtol": settings.rtol, "atol": settings.atol,
+                  "fixed_dt": settings.fixed_dt, "max_steps": settings.max_steps},
+    )  # fmt: skip
+
+
+class _progress_bar:
+    """A Rich progress bar over patients, or a no-op."""
+
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn(f"simulating {self.label}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("patients"), TimeRemainingColumn(), transient=True,
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("simulate", total=self.total)
+        return self._advance
+
+    def _advance(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def simulate(
+    model: Model,
+    params: Any,
+    inputs: Inputs | Sequence[Inputs],
+    *,
+    times: Any,
+    patient_ids: Sequence[str] | None = None,
+    settings: SolverSettings | None = None,
+    chunk_size: int = 1000,
+    save: Literal["observables", "all"] = "observables",
+    progress: bool = True,
+) -> Trajectories:
+    """Integrate N virtual patients at once and return their trajectories.
+
+    Arguments:
+        model: the mechanistic model (``twinloop.models.get(...)``).
+        params: ``(n_patients, n_params)`` array in the model's parameter order, one
+            parameter vector, or a mapping / DataFrame with one column per parameter.
+        inputs: one :class:`Inputs` plan shared by all patients, or one per patient.
+        times: the output times, in model time units, strictly increasing.
+        patient_ids: one id per patient (default ``vp0000``, ``vp0001``, ...).
+        settings: solver and tolerances (:class:`SolverSettings`).
+        chunk_size: patients per compiled batch; bounds memory.
+        save: ``"observables"`` (default) or ``"all"`` to keep every state too.
+        progress: show a progress bar when there is more than one chunk.
+
+    Returns:
+        :class:`Trajectories`. Patients whose integration failed are listed in
+        ``failures`` (id -> reason) and a :class:`SimulationWarning` is issued; the
+        others are unaffected.
+
+    Raises:
+        InputError: for parameters, inputs, times or settings that do not fit the model.
+
+    Example:
+        >>> import twinloop as tl
+        >>> model = tl.models.get("t1d-uva-padova")
+        >>> p = model.param_map(model.preset("adult#001"))
+        >>> plan = tl.models.t1d_uva_padova.basal_bolus(p, [(420, 50)])
+        >>> traj = tl.simulate(model, model.preset("adult#001"), plan, times=range(0, 1441, 5))
+        >>> traj["plasma_glucose"].shape
+        (1, 289)
+    """
+    chunks = list(
+        simulate_chunks(
+            model, params, inputs, times=times, patient_ids=patient_ids, settings=settings,
+            chunk_size=chunk_size, save=save, progress=progress,
+        )  # fmt: skip
+    )
+    result = Trajectories.concat(chunks)
+    if result.failures:
+        shown = "; ".join(f"{k}: {v}" for k, v in list(result.failures.items())[:5])
+        warnings.warn(
+            f"{len(result.failures)} of {result.n_patients} patients failed to integrate ({shown}).",
+            SimulationWarning,
+            stacklevel=2,
+        )
+    return result
+
+
+def observable_function(model: Model, inputs: Inputs, times: Any, settings: SolverSettings | None = None) -> Callable[[Any], Any]:
+    """``params -> observables (n_times, n_observables)`` for one patient, as a pure JAX
+    function (batched backend) to differentiate with ``jax.jacfwd`` or use in inference."""
+    settings = settings or SolverSettings()
+    if settings.backend != "batched":
+        raise InputError("observable_function uses the batched backend; leave settings.backend at 'batched'.")
+    inputs.validate(model)
+    t_out = _as_times(times)
+    grid = integration_grid(model, [inputs], t_out)
+    rates, jumps = (jnp.asarray(a[0]) for a in rasterize(model, [inputs], grid))
+    integrate = interval_integrator(model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps)
+    run = _grid_runner(model, integrate, save_states=False)
+    args = (rates, jumps, jnp.asarray(grid), jnp.asarray(_on_sample(model, grid)), jnp.asarray(np.searchsorted(grid, t_out)))
+
+    def observables(params: Any) -> Any:
+        return run(params[:, None], *args)["observables"][..., 0]
+
+    return observables
