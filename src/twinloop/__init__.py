@@ -6,7 +6,7 @@ Example:
     >>> traj = tl.simulate(model, model.preset("adult#001"), tl.Inputs(), times=[0.0, 60.0])
 """
 
-from twinloop import _config as _config  # noqa: I001  (float64 and the compile cache first)
+from twinloop import _config as _config
 from twinloop import models as models
 from twinloop.errors import InputError as InputError
 from twinloop.errors import ModelError as ModelError

@@ -14,8 +14,8 @@ from pathlib import Path
 # cache work, and the engine reports failed solves from diffrax's result codes.
 os.environ.setdefault("EQX_ON_ERROR", "nan")
 
-import jax  # noqa: E402
-import platformdirs  # noqa: E402
+import jax
+import platformdirs
 
 
 def cache_dir() -> Path:

@@ -24,13 +24,13 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
-from simglucose.actuator.pump import InsulinPump  # noqa: E402
-from simglucose.controller.basal_bolus_ctrller import BBController  # noqa: E402
-from simglucose.patient.t1dpatient import T1DPatient  # noqa: E402
-from simglucose.sensor.cgm import CGMSensor  # noqa: E402
-from simglucose.simulation.env import T1DSimEnv  # noqa: E402
-from simglucose.simulation.scenario import CustomScenario  # noqa: E402
-from simglucose.simulation.sim_engine import SimObj  # noqa: E402
+from simglucose.actuator.pump import InsulinPump
+from simglucose.controller.basal_bolus_ctrller import BBController
+from simglucose.patient.t1dpatient import T1DPatient
+from simglucose.sensor.cgm import CGMSensor
+from simglucose.simulation.env import T1DSimEnv
+from simglucose.simulation.scenario import CustomScenario
+from simglucose.simulation.sim_engine import SimObj
 
 MEALS_H = ((7.0, 50.0), (12.0, 70.0), (19.0, 80.0))
 PATIENTS = [f"{g}#{i:03d}" for g in ("adolescent", "adult", "child") for i in range(1, 11)]
@@ -44,7 +44,7 @@ class RecordingPatient(T1DPatient):
         super().reset()
         self.log: list[tuple[float, float, float, float, float]] = []
 
-    def step(self, action):  # noqa: ANN001
+    def step(self, action):
         vg = self._params.Vg
         self.log.append((self.t, action.insulin, action.CHO, self.state[3] / vg, self.state[12] / vg))
         super().step(action)
@@ -57,7 +57,10 @@ def simulate_patient(name: str, seed: int = 1) -> pd.DataFrame:
     scenario = CustomScenario(start_time=start, scenario=list(MEALS_H))
     env = T1DSimEnv(patient, CGMSensor.withName("GuardianRT", seed=seed), InsulinPump.withName("Insulet"), scenario)
     SimObj(env, BBController(), timedelta(days=1), animate=False, path=None).simulate()
-    log = pd.DataFrame(patient.log, columns=["minute", "insulin_U_per_min", "carbs_g", "plasma_glucose_mg_dl", "subcutaneous_glucose_mg_dl"])
+    log = pd.DataFrame(
+        patient.log,
+        columns=["minute", "insulin_U_per_min", "carbs_g", "plasma_glucose_mg_dl", "subcutaneous_glucose_mg_dl"],
+    )
     log.insert(0, "patient", name)
     return log
 

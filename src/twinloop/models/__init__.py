@@ -2,14 +2,15 @@
 
 from twinloop.models import pk_one_compartment as pk_one_compartment
 from twinloop.models import t1d_uva_padova as t1d_uva_padova
+from twinloop.models.t1d_cgm import CGMSensor as CGMSensor
 from twinloop.models.base import Input as Input
 from twinloop.models.base import Model as Model
 from twinloop.models.base import Observable as Observable
 from twinloop.models.base import Parameter as Parameter
 from twinloop.models.base import State as State
+from twinloop.models.check import CheckResult as CheckResult
+from twinloop.models.check import check_model as check_model
 from twinloop.models.inputs import Inputs as Inputs
 from twinloop.models.registry import available as available
 from twinloop.models.registry import get as get
 from twinloop.models.registry import register as register
-from twinloop.models.check import CheckResult as CheckResult
-from twinloop.models.check import check_model as check_model

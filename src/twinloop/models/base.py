@@ -31,7 +31,7 @@ ParamMap = Mapping[str, Any]
 RhsFn = Callable[[Any, Any, Any, ParamMap], Any]
 InitialStateFn = Callable[[ParamMap], Any]
 ObservableFn = Callable[[Any, ParamMap], Any]
-DiscreteUpdateFn = Callable[[Any, Any, Any, Any, ParamMap], Any]
+DiscreteUpdateFn = Callable[[Any, Any, Any, ParamMap], Any]
 ScenarioFn = Callable[[ParamMap], "tuple[Inputs, float]"]
 
 # UCUM unit expressions: atoms, prefixes, annotations in braces, powers, '.' and '/'.
@@ -123,8 +123,8 @@ class Model:
         initial_state: ``initial_state(p) -> x0``, a rule from the parameters.
         steady_state_inputs: if given, ``initial_state(p)`` is declared to be a steady
             state under these rate inputs (``p -> u``).
-        discrete_update: optional ``f(x, u_prev, u_next, dt_next, p) -> x`` applied at
-            every grid point, for model memory updated in discrete time.
+        discrete_update: optional ``f(x, u_prev, u_next, p) -> x`` applied at every
+            multiple of ``sample_time``, for model memory updated in discrete time.
         sample_time: if set, inputs are held constant over intervals of this length
             and the integration grid contains every multiple of it.
         standard_scenario: ``p -> (inputs, t_end)``, the scenario ``check_model`` uses.

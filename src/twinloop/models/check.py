@@ -30,7 +30,7 @@ class CheckResult:
 
 
 def _units(model: Model) -> str:
-    items = [*model.states, *model.parameters, *model.inputs, *model.observables]
+    items: list[Any] = [*model.states, *model.parameters, *model.inputs, *model.observables]
     missing = [i.name for i in items if not i.unit]
     if missing or not model.time_unit:
         raise AssertionError(f"no unit declared for {missing or ['model time']}")

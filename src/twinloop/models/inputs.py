@@ -81,7 +81,13 @@ class Inputs:
         return cls.rate(channel, start, start + _finite("infusion duration", duration), rate)
 
     @classmethod
-    def series(cls, channel: str, times: Sequence[float], rates: Sequence[float], end: float | None = None) -> Inputs:
+    def series(
+        cls,
+        channel: str,
+        times: Sequence[float] | np.ndarray,
+        rates: Sequence[float] | np.ndarray,
+        end: float | None = None,
+    ) -> Inputs:
         """A recorded rate series: ``rates[i]`` holds over ``[times[i], times[i+1])``.
 
         The last rate holds until ``end`` (default: one median interval after the
@@ -198,8 +204,7 @@ class Inputs:
                 )
             if kinds[channel] != kind:
                 raise InputError(
-                    f"Input '{channel}' of model '{model.id}' is a {kinds[channel]} input; "
-                    f"it was given as a {kind}."
+                    f"Input '{channel}' of model '{model.id}' is a {kinds[channel]} input; it was given as a {kind}."
                 )
 
 

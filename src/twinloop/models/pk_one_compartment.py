@@ -14,7 +14,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from twinloop.models.base import Input, Model, Observable, ParamMap, Parameter, State
+from twinloop.models.base import Input, Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
 
 ID = "pk-one-compartment"

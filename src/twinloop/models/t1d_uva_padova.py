@@ -27,8 +27,9 @@ from importlib import resources
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
-from twinloop.models.base import Input, Model, Observable, ParamMap, Parameter, State
+from twinloop.models.base import Input, Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
 
 ID = "t1d-uva-padova"
@@ -249,6 +250,21 @@ def basal_bolus(
         if grams > 0:
             plan = plan + Inputs.pulse("insulin", float(time), grams / cr, 1.0)
     return plan
+
+
+def recorded_inputs(minutes: Any, insulin_U_per_min: Any, carbs_g: Any, *, eat_rate_g_per_min: float = 5.0) -> Inputs:
+    """Inputs from a per-minute record, as simglucose delivers them.
+
+    ``insulin_U_per_min[i]`` holds over ``[minutes[i], minutes[i+1])``; ``carbs_g[i]`` is
+    carbohydrate announced at ``minutes[i]``, eaten at ``eat_rate_g_per_min``. The last
+    row only closes the record (its values apply after its end).
+    """
+    t = np.asarray(minutes, dtype=np.float64)
+    insulin = np.nan_to_num(np.asarray(insulin_U_per_min, dtype=np.float64))
+    carbs = np.nan_to_num(np.asarray(carbs_g, dtype=np.float64))
+    plan = Inputs.series("insulin", t[:-1], insulin[:-1], end=float(t[-1])) if t.size > 1 else Inputs()
+    meals = [(float(m), float(g)) for m, g in zip(t[:-1], carbs[:-1], strict=True) if g > 0]
+    return plan + Inputs.meals(meals, rate_g_per_min=eat_rate_g_per_min)
 
 
 STANDARD_MEALS = ((420.0, 50.0), (720.0, 70.0), (1140.0, 80.0))

@@ -42,8 +42,10 @@ def _rk_step(f: Callable[[Any, Any], Any], tableau: Any, t: Any, x: Any, dt: Any
 
 def _is_fsal(tableau: Any) -> bool:
     last = tableau.a_lower[-1]
-    return len(last) == len(tableau.b_sol) - 1 and float(tableau.c[-1]) == 1.0 and all(
-        float(a) == float(b) for a, b in zip(last, tableau.b_sol[:-1], strict=True)
+    return (
+        len(last) == len(tableau.b_sol) - 1
+        and float(tableau.c[-1]) == 1.0
+        and all(float(a) == float(b) for a, b in zip(last, tableau.b_sol[:-1], strict=True))
     )
 
 
@@ -52,7 +54,7 @@ def interval_integrator(
 ) -> Callable[..., tuple[Any, Any, Any]]:
     """``integrate(x, u, p, t0, t1, dt) -> (x(t1), dt_next, code)`` for a batch-last state."""
     tableau = TABLEAU_SOLVERS[solver].tableau
-    order = TABLEAU_SOLVERS[solver]().order(None)
+    order = int(TABLEAU_SOLVERS[solver]().order(None) or 1)
     fsal = _is_fsal(tableau)
     exponent = -1.0 / (order + 1)
 
@@ -94,10 +96,7 @@ def interval_integrator(
             reached = jnp.where(t1 - (t + h) <= 1e-12 * jnp.maximum(jnp.abs(t1), 1.0), t1, t + h)
             t = jnp.where(accept, reached, t)
             x = jnp.where(accept, x_new, x)
-            if fsal:
-                k1 = jnp.where(accept, f_new, k1)
-            else:
-                k1 = jnp.where(accept, f(t, x), k1)
+            k1 = jnp.where(accept, f_new if fsal else f(t, x), k1)
             return t, x, dt, k1, code, steps + 1
 
         code0 = jnp.zeros((n,), dtype=jnp.int32)

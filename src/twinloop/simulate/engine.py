@@ -207,7 +207,7 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
                 out["states"] = jnp.moveaxis(out["states"], -1, 0)
             return out
 
-        fn = jax.jit(batch_last)
+        fn: Callable[..., Any] = jax.jit(batch_last)
     else:
         run = _grid_runner(model, _diffrax_integrator(model, settings), save_states)
         axis = None if shared else 0
@@ -280,7 +280,9 @@ def simulate_chunks(
     shared = isinstance(inputs, Inputs)
     plans: list[Inputs] = [inputs] if isinstance(inputs, Inputs) else list(inputs)
     if not shared and len(plans) != matrix.shape[0]:
-        raise InputError(f"Got {len(plans)} input plans for {matrix.shape[0]} patients; give one plan or one per patient.")
+        raise InputError(
+            f"Got {len(plans)} input plans for {matrix.shape[0]} patients; give one plan or one per patient."
+        )
     for plan in plans:
         plan.validate(model)
     if save not in ("observables", "all"):
@@ -298,7 +300,7 @@ def simulate_chunks(
     n = matrix.shape[0]
     size = min(chunk_size, n)
     n_chunks = math.ceil(n / size)
-    with _progress_bar(progress and n_chunks > 1, n, model.id) as bar:
+    with _ProgressBar(progress and n_chunks > 1, n, model.id) as bar:
         for c in range(n_chunks):
             lo, hi = c * size, min((c + 1) * size, n)
             idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
@@ -341,7 +343,7 @@ def _chunk_result(
     )  # fmt: skip
 
 
-class _progress_bar:
+class _ProgressBar:
     """A Rich progress bar over patients, or a no-op."""
 
     def __init__(self, enabled: bool, total: int, label: str) -> None:
@@ -413,9 +415,16 @@ def simulate(
     """
     chunks = list(
         simulate_chunks(
-            model, params, inputs, times=times, patient_ids=patient_ids, settings=settings,
-            chunk_size=chunk_size, save=save, progress=progress,
-        )  # fmt: skip
+            model,
+            params,
+            inputs,
+            times=times,
+            patient_ids=patient_ids,
+            settings=settings,
+            chunk_size=chunk_size,
+            save=save,
+            progress=progress,
+        )
     )
     result = Trajectories.concat(chunks)
     if result.failures:
@@ -428,7 +437,9 @@ def simulate(
     return result
 
 
-def observable_function(model: Model, inputs: Inputs, times: Any, settings: SolverSettings | None = None) -> Callable[[Any], Any]:
+def observable_function(
+    model: Model, inputs: Inputs, times: Any, settings: SolverSettings | None = None
+) -> Callable[[Any], Any]:
     """``params -> observables (n_times, n_observables)`` for one patient, as a pure JAX
     function (batched backend) to differentiate with ``jax.jacfwd`` or use in inference."""
     settings = settings or SolverSettings()
@@ -438,9 +449,17 @@ def observable_function(model: Model, inputs: Inputs, times: Any, settings: Solv
     t_out = _as_times(times)
     grid = integration_grid(model, [inputs], t_out)
     rates, jumps = (jnp.asarray(a[0]) for a in rasterize(model, [inputs], grid))
-    integrate = interval_integrator(model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps)
+    integrate = interval_integrator(
+        model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps
+    )
     run = _grid_runner(model, integrate, save_states=False)
-    args = (rates, jumps, jnp.asarray(grid), jnp.asarray(_on_sample(model, grid)), jnp.asarray(np.searchsorted(grid, t_out)))
+    args = (
+        rates,
+        jumps,
+        jnp.asarray(grid),
+        jnp.asarray(_on_sample(model, grid)),
+        jnp.asarray(np.searchsorted(grid, t_out)),
+    )
 
     def observables(params: Any) -> Any:
         return run(params[:, None], *args)["observables"][..., 0]

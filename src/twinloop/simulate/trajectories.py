@@ -149,10 +149,10 @@ class Trajectories:
 
         names, values = self._variables()
         units = self.units
-        data = {
-            name: (("patient", "time"), values[:, :, j], {"units": units[name]}) for j, name in enumerate(names)
-        }
-        ds = xr.Dataset(data, coords={"patient": self.patient_ids, "time": ("time", self.times, {"units": self.time_unit})})
+        data = {name: (("patient", "time"), values[:, :, j], {"units": units[name]}) for j, name in enumerate(names)}
+        ds = xr.Dataset(
+            data, coords={"patient": self.patient_ids, "time": ("time", self.times, {"units": self.time_unit})}
+        )
         ds.attrs.update({"model_id": self.model_id, "model_version": self.model_version})
         return ds
 
@@ -165,6 +165,9 @@ def write_atomic(path: str | os.PathLike[str], write: Any) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

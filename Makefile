@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# The environment (.venv) is created from uv.lock by a pinned uv, itself installed
+# into .tools with the system python3; nothing else needs installing by hand.
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+SYNCED := $(VENV)/.synced
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+
+.PHONY: env demo test lint typecheck unit test-all bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(SYNCED): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $(SYNCED)
+
+env: $(SYNCED)
+
+demo: env
+	$(VENV)/bin/twinloop demo --out out/demo
+
+lint: env
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: env
+	$(VENV)/bin/mypy src
+
+unit: env
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+test-all: env
+	$(VENV)/bin/pytest -m ""
+
+bench: env
+	$(VENV)/bin/python benchmarks/bench_simulate.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,159 @@
+"""The ``twinloop`` command (Typer + Rich). It assembles the core; the core never imports it."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="twinloop: hybrid medical digital twins.")
+models_app = typer.Typer(help="List, describe and check the built-in models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+console = Console()
+errors = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@models_app.callback()
+def list_models(ctx: typer.Context) -> None:
+    """List the registered models."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import twinloop as tl
+
+    table = Table("id", "version", "name", "time unit", "states", "parameters")
+    for model_id in tl.models.available():
+        m = tl.models.get(model_id)
+        table.add_row(m.id, m.version, m.name, m.time_unit, str(len(m.states)), str(len(m.parameters)))
+    console.print(table)
+
+
+@models_app.command("show")
+def show_model(model_id: Annotated[str, typer.Argument(help="model id, e.g. t1d-uva-padova")]) -> None:
+    """Print a model's states, parameters, inputs, observables, units and references."""
+    import twinloop as tl
+
+    try:
+        m = tl.models.get(model_id)
+    except tl.TwinloopError as exc:
+        raise _fail(str(exc)) from None
+    console.print(f"[bold]{m.name}[/]  ({m.id} {m.version}, time in {m.time_unit})")
+    states = Table("state", "unit", "description", title="States")
+    for s in m.states:
+        states.add_row(s.name, s.unit, s.description)
+    params = Table("parameter", "unit", "default", "bounds", "description", title="Parameters")
+    for p in m.parameters:
+        params.add_row(p.name, p.unit, f"{p.default:.6g}", f"[{p.lower:.4g}, {p.upper:.4g}]", p.description)
+    inputs = Table("input", "kind", "unit", "description", title="Inputs")
+    for i in m.inputs:
+        inputs.add_row(i.name, i.kind + (f" -> {i.target}" if i.target else ""), i.unit, i.description)
+    observables = Table("observable", "unit", "definition", title="Observables")
+    for o in m.observables:
+        observables.add_row(o.name, o.unit, o.description)
+    for table in (states, params, inputs, observables):
+        console.print(table)
+    if m.presets:
+        console.print(f"Virtual patients ({len(m.presets)}): {', '.join(m.presets)}")
+    console.print("[bold]References[/]")
+    for ref in m.references:
+        console.print(f"  - {ref}", highlight=False)
+
+
+@models_app.command("check")
+def check(model_id: Annotated[str, typer.Argument(help="model id")]) -> None:
+    """Run the model contract (units, jit/vmap, gradients, positivity, steady state)."""
+    import twinloop as tl
+
+    try:
+        results = tl.models.check_model(tl.models.get(model_id), raise_on_failure=False)
+    except tl.TwinloopError as exc:
+        raise _fail(str(exc)) from None
+    for r in results:
+        mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+        console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
+    if not all(r.passed for r in results):
+        raise typer.Exit(code=1)
+
+
+def column_name(name: str, unit: str) -> str:
+    """``plasma_glucose`` + ``mg/dL`` -> ``plasma_glucose_mg_dl``."""
+    return f"{name}_{re.sub(r'[^0-9a-z]+', '_', unit.lower()).strip('_')}"
+
+
+@app.command()
+def simulate(
+    inputs: Annotated[Path, typer.Option(help="CSV with columns minute,insulin_U_per_min,carbs_g")],
+    out: Annotated[Path, typer.Option(help="output file, .csv or .parquet")],
+    model: Annotated[str, typer.Option(help="model id")] = "t1d-uva-padova",
+    patient: Annotated[str, typer.Option(help="virtual patient name (e.g. adult#001) or 'all'")] = "adult#001",
+    rtol: Annotated[float, typer.Option(help="relative tolerance")] = 1e-6,
+    atol: Annotated[float, typer.Option(help="absolute tolerance")] = 1e-6,
+) -> None:
+    """Replay recorded per-minute inputs through virtual patients; one row per minute."""
+    import twinloop as tl
+    from twinloop.cli.replay import read_recorded_inputs
+    from twinloop.models.t1d_uva_padova import recorded_inputs
+    from twinloop.simulate.trajectories import write_atomic
+
+    try:
+        if out.suffix not in (".csv", ".parquet"):
+            raise tl.InputError(f"--out must end in .csv or .parquet; got '{out.name}'.")
+        m = tl.models.get(model)
+        if model != "t1d-uva-padova":
+            raise tl.InputError(f"Replaying recorded insulin and carbohydrate needs a T1D model; '{model}' is not one.")
+        names = list(m.presets) if patient == "all" else [patient]
+        params = np.stack([m.preset(name) for name in names])
+        table = read_recorded_inputs(inputs)
+        plan = recorded_inputs(table["minute"], table["insulin_U_per_min"], table["carbs_g"])
+        minutes = np.arange(float(table["minute"].iloc[0]), float(table["minute"].iloc[-1]) + 1.0)
+        settings = tl.SolverSettings(rtol=rtol, atol=atol)
+        traj = tl.simulate(m, params, plan, times=minutes, patient_ids=names, settings=settings, progress=False)
+        if traj.failures:
+            raise tl.SimulationError(f"Integration failed for {traj.failures}.")
+    except tl.TwinloopError as exc:
+        raise _fail(str(exc)) from None
+    frame = traj.to_dataframe("wide").rename(columns={"time": "minute"})
+    frame = frame.rename(columns={n: column_name(n, u) for n, u in traj.units.items()})
+    if out.suffix == ".csv" and patient != "all":
+        frame = frame.drop(columns="patient")
+    if out.suffix == ".csv":
+        write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
+    else:
+        write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
+    console.print(f"wrote {len(frame)} rows for {len(names)} patient(s) to {out}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="output directory")] = Path("out/demo"),
+    cohort: Annotated[int, typer.Option(help="size of the perturbed virtual cohort")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the cohort's perturbations")] = 0,
+) -> None:
+    """The end-to-end demo: 30 published patients and a virtual cohort for one day."""
+    from twinloop.cli.demo import run_demo
+
+    if cohort < 1:
+        raise _fail(f"--cohort must be >= 1; got {cohort}.")
+    run_demo(out, cohort_size=cohort, seed=seed, console=console)
+
+
+def main() -> None:
+    """Entry point of the ``twinloop`` console script."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+import dataclasses
+
+import jax.numpy as jnp
+import pytest
+
+import twinloop as tl
+from twinloop.models.base import Input, Parameter, State
+
+
+def test_registry_lists_and_returns_models():
+    assert {"t1d-uva-padova", "pk-one-compartment"} <= set(tl.models.available())
+    assert tl.models.get("t1d-uva-padova") is tl.models.get("t1d-uva-padova")
+    with pytest.raises(tl.ModelError, match="Unknown model 'nope'; available models: "):
+        tl.models.get("nope")
+
+
+@pytest.mark.parametrize("model_id", tl.models.available())
+def test_every_registered_model_passes_its_contract(model_id):
+    results = tl.models.check_model(tl.models.get(model_id))
+    assert [r.name for r in results] == ["units", "jit_and_vmap", "gradients", "nonnegative_states", "steady_state"]
+    assert all(r.passed for r in results)
+
+
+def test_contract_catches_a_false_steady_state_and_negative_states(pk):
+    leaky = dataclasses.replace(pk, id="leaky", initial_state=lambda p: jnp.stack([0 * p["V"], 10 + 0 * p["V"]]))
+    with pytest.raises(tl.ModelError, match="steady_state: AssertionError"):
+        tl.models.check_model(leaky)
+    def draining(t, x, u, p):
+        return jnp.stack([-p["ka"] * x[0], -50.0 + 0 * x[1]])
+    negative = dataclasses.replace(pk, id="negative", rhs=draining, steady_state_inputs=None)
+    results = {r.name: r for r in tl.models.check_model(negative, raise_on_failure=False)}
+    assert not results["nonnegative_states"].passed and "central" in results["nonnegative_states"].detail
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"states": (State("a", "mg"), State("a", "mg"))}, r"declares the state names \['a'\] more than once"),
+        ({"states": (State("a", "milli grams"), State("b", "mg"))}, "must be a UCUM unit string"),
+        ({"inputs": (Input("dose", "mg", "bolus", target="nowhere"),)}, "targets unknown state 'nowhere'"),
+    ],
+)
+def test_inconsistent_specs_are_refused(pk, change, message):
+    with pytest.raises(tl.ModelError, match=message):
+        dataclasses.replace(pk, **change)
+
+
+def test_parameter_default_must_lie_in_bounds():
+    with pytest.raises(tl.ModelError, match="default 5 outside its bounds"):
+        Parameter("k", "1/h", 5, 0, 1)
