@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TWINLOOP_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "twinloop"))
 
-import twinloop as tl  # noqa: E402
+import twinloop as tl
 
 
 @pytest.fixture(scope="session")

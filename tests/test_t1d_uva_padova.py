@@ -63,10 +63,10 @@ def test_all_30_patients_match_simglucose_within_half_a_mg_dl(t1d):
 @pytest.mark.skipif(importlib.util.find_spec("simglucose") is None, reason="simglucose (dev dependency) missing")
 def test_reference_file_is_what_simglucose_produces_today(t1d):
     """Run simglucose live for one patient: the cached reference is the peer's output."""
-    import importlib.machinery
-
-    loader = importlib.machinery.SourceFileLoader("make_reference", str(DATA / "make_simglucose_reference.py"))
-    maker = loader.load_module()
+    spec = importlib.util.spec_from_file_location("make_reference", DATA / "make_simglucose_reference.py")
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(maker)
     live = maker.simulate_patient("adolescent#007")
     live["minute"] = live["minute"].round().astype(int)
     cached = pd.read_csv(REFERENCE)
@@ -87,7 +87,9 @@ def test_patients_are_addressable_by_name(t1d):
 def test_basal_insulin_keeps_every_patient_at_steady_state(t1d):
     names = list(t1d.presets)
     params = np.stack([t1d.preset(n) for n in names])
-    plans = [tl.Inputs.rate("insulin", 0, 600, float(t1d_module.basal_rate_U_per_min(t1d.param_map(p)))) for p in params]
+    plans = [
+        tl.Inputs.rate("insulin", 0, 600, float(t1d_module.basal_rate_U_per_min(t1d.param_map(p)))) for p in params
+    ]
     traj = tl.simulate(t1d, params, plans, times=[0.0, 600.0], progress=False)
     g = traj["plasma_glucose"]
     np.testing.assert_allclose(g[:, 1], g[:, 0], rtol=1e-6)

@@ -24,6 +24,15 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
+def _table(title: str | None, key: str, *others: str) -> Table:
+    """A table whose first column (names, ids, units) never wraps."""
+    table = Table(title=title)
+    table.add_column(key, no_wrap=True)
+    for name in others:
+        table.add_column(name)
+    return table
+
+
 @models_app.callback()
 def list_models(ctx: typer.Context) -> None:
     """List the registered models."""
@@ -31,7 +40,7 @@ def list_models(ctx: typer.Context) -> None:
         return
     import twinloop as tl
 
-    table = Table("id", "version", "name", "time unit", "states", "parameters")
+    table = _table(None, "id", "version", "name", "time unit", "states", "parameters")
     for model_id in tl.models.available():
         m = tl.models.get(model_id)
         table.add_row(m.id, m.version, m.name, m.time_unit, str(len(m.states)), str(len(m.parameters)))
@@ -48,16 +57,16 @@ def show_model(model_id: Annotated[str, typer.Argument(help="model id, e.g. t1d-
     except tl.TwinloopError as exc:
         raise _fail(str(exc)) from None
     console.print(f"[bold]{m.name}[/]  ({m.id} {m.version}, time in {m.time_unit})")
-    states = Table("state", "unit", "description", title="States")
+    states = _table("States", "state", "unit", "description")
     for s in m.states:
         states.add_row(s.name, s.unit, s.description)
-    params = Table("parameter", "unit", "default", "bounds", "description", title="Parameters")
+    params = _table("Parameters", "parameter", "unit", "default", "bounds", "description")
     for p in m.parameters:
         params.add_row(p.name, p.unit, f"{p.default:.6g}", f"[{p.lower:.4g}, {p.upper:.4g}]", p.description)
-    inputs = Table("input", "kind", "unit", "description", title="Inputs")
+    inputs = _table("Inputs", "input", "kind", "unit", "description")
     for i in m.inputs:
         inputs.add_row(i.name, i.kind + (f" -> {i.target}" if i.target else ""), i.unit, i.description)
-    observables = Table("observable", "unit", "definition", title="Observables")
+    observables = _table("Observables", "observable", "unit", "definition")
     for o in m.observables:
         observables.add_row(o.name, o.unit, o.description)
     for table in (states, params, inputs, observables):

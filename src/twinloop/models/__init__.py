@@ -2,7 +2,6 @@
 
 from twinloop.models import pk_one_compartment as pk_one_compartment
 from twinloop.models import t1d_uva_padova as t1d_uva_padova
-from twinloop.models.t1d_cgm import CGMSensor as CGMSensor
 from twinloop.models.base import Input as Input
 from twinloop.models.base import Model as Model
 from twinloop.models.base import Observable as Observable
@@ -14,3 +13,4 @@ from twinloop.models.inputs import Inputs as Inputs
 from twinloop.models.registry import available as available
 from twinloop.models.registry import get as get
 from twinloop.models.registry import register as register
+from twinloop.models.t1d_cgm import CGMSensor as CGMSensor

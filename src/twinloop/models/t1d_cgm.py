@@ -44,9 +44,16 @@ def sensors() -> dict[str, SensorSpec]:
     text = resources.files("twinloop.models").joinpath("data", "cgm_sensors.csv").read_text()
     return {
         r["Name"]: SensorSpec(
-            r["Name"], float(r["sample_time"]), float(r["PACF"]), float(r["gamma"]), float(r["lambda"]),
-            float(r["delta"]), float(r["xi"]), float(r["min"]), float(r["max"]),
-        )  # fmt: skip
+            r["Name"],
+            float(r["sample_time"]),
+            float(r["PACF"]),
+            float(r["gamma"]),
+            float(r["lambda"]),
+            float(r["delta"]),
+            float(r["xi"]),
+            float(r["min"]),
+            float(r["max"]),
+        )
         for r in csv.DictReader(text.splitlines())
     }
 

@@ -1,0 +1,95 @@
+"""The ``twinloop`` command through Typer's CliRunner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from twinloop.cli.app import app
+
+runner = CliRunner()
+
+
+def write_inputs(path: Path, rows: str) -> Path:
+    path.write_text("minute,insulin_U_per_min,carbs_g\n" + rows)
+    return path
+
+
+@pytest.fixture
+def inputs_csv(tmp_path: Path) -> Path:
+    minutes = np.arange(0, 241)
+    insulin = np.full(minutes.size, 0.02)
+    carbs = np.zeros(minutes.size)
+    carbs[60] = 45
+    insulin[60] += 4.5  # a 4.5 U bolus over one minute
+    frame = pd.DataFrame({"minute": minutes, "insulin_U_per_min": insulin, "carbs_g": carbs})
+    frame.to_csv(tmp_path / "inputs.csv", index=False)
+    return tmp_path / "inputs.csv"
+
+
+def test_models_lists_and_shows(t1d):
+    listed = runner.invoke(app, ["models"])
+    assert listed.exit_code == 0 and "t1d-uva-padova" in listed.output and "pk-one-compartment" in listed.output
+    shown = runner.invoke(app, ["models", "show", "t1d-uva-padova"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    for text in ("glucose_plasma", "mg/kg", "Vmx", "mg.L/(kg.min.pmol)", "Dalla Man", "adult#001", "U/min"):
+        assert text in shown.output
+
+
+def test_simulate_one_patient_to_csv(t1d, inputs_csv, tmp_path):
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["simulate", "--patient", "adult#002", "--inputs", str(inputs_csv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:3]) == ["minute", "plasma_glucose_mg_dl", "subcutaneous_glucose_mg_dl"]
+    np.testing.assert_array_equal(frame["minute"], np.arange(0, 241))
+    p = t1d.param_map(t1d.preset("adult#002"))
+    assert frame["plasma_glucose_mg_dl"].iloc[0] == pytest.approx(p["Gpb"] / p["Vg"], rel=1e-9)
+    assert frame["plasma_glucose_mg_dl"].max() > frame["plasma_glucose_mg_dl"].iloc[0] + 20
+
+
+def test_simulate_all_patients_to_parquet(inputs_csv, tmp_path):
+    out = tmp_path / "all.parquet"
+    result = runner.invoke(app, ["simulate", "--patient", "all", "--inputs", str(inputs_csv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = pd.read_parquet(out)
+    assert frame["patient"].nunique() == 30 and len(frame) == 30 * 241
+    assert {"minute", "plasma_glucose_mg_dl", "subcutaneous_glucose_mg_dl"} <= set(frame.columns)
+
+
+@pytest.mark.parametrize(
+    ("args", "rows", "message"),
+    [
+        (["--patient", "adult#099"], "0,0.02,0\n10,0.02,\n", "Unknown patient 'adult#099'"),
+        (["--model", "no-such-model"], "0,0.02,0\n10,0.02,\n", "Unknown model 'no-such-model'"),
+        ([], "0,-0.5,0\n10,0.02,\n", "insulin_U_per_min row 1 is -0.5; it must be >= 0"),
+        ([], "0,0.02,0\n10,0.02,0\n5,0.02,\n", "strictly increasing; row 3 has minute 5 after 10"),
+        ([], "0,0.02,0\n10,,0\n20,0.02,\n", "insulin_U_per_min row 2 is empty"),
+        ([], "0,abc,0\n10,0.02,\n", "insulin_U_per_min row 1: 'abc' is not a number"),
+        ([], "", "at least two rows"),
+    ],
+)
+def test_bad_input_gives_one_line_and_no_file(tmp_path, args, rows, message):
+    inputs = write_inputs(tmp_path / "in.csv", rows)
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["simulate", "--inputs", str(inputs), "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [inputs]
+
+
+def test_misnamed_column_and_empty_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("minute,insulin,carbs_g\n0,0.02,0\n10,0.02,\n")
+    result = runner.invoke(app, ["simulate", "--inputs", str(bad), "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "lacks the column(s) insulin_U_per_min" in " ".join(result.output.split())
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = runner.invoke(app, ["simulate", "--inputs", str(empty), "--out", str(tmp_path / "o.csv")])
+    assert result.exit_code == 2 and "is empty" in result.output
+    assert not (tmp_path / "o.csv").exists()
