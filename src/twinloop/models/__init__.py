@@ -1,7 +1,13 @@
 """Model specification, the registry of built-in cores, and the model contract."""
 
+from twinloop.models import pk as pk
 from twinloop.models import pk_one_compartment as pk_one_compartment
+from twinloop.models import pk_two_compartment as pk_two_compartment
+from twinloop.models import radiotherapy as radiotherapy
 from twinloop.models import t1d_uva_padova as t1d_uva_padova
+from twinloop.models import tgi_claret as tgi_claret
+from twinloop.models import tgi_simeoni as tgi_simeoni
+from twinloop.models import tgi_stein as tgi_stein
 from twinloop.models.base import Input as Input
 from twinloop.models.base import Model as Model
 from twinloop.models.base import Observable as Observable

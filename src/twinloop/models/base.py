@@ -82,7 +82,9 @@ class Input:
     ``kind='rate'``: a piecewise-constant rate (e.g. insulin in U/min, carbohydrate
     intake in g/min, an infusion in mg/h). ``kind='bolus'``: an instantaneous amount
     added to the state ``target`` (e.g. a drug dose in mg into the central
-    compartment), multiplied by ``scale(p)`` when the state's unit differs.
+    compartment), multiplied by ``scale(p)`` when the state's unit differs. A bolus
+    with an ``effect`` instead maps the state: ``x -> effect(x, amount, p)`` (e.g. a
+    radiotherapy fraction of ``amount`` Gy killing a surviving-fraction of cells).
     """
 
     name: str
@@ -91,11 +93,12 @@ class Input:
     description: str = ""
     target: str | None = None
     scale: Callable[[ParamMap], Any] | None = None
+    effect: Callable[[Any, Any, ParamMap], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("rate", "bolus"):
             raise ModelError(f"Input '{self.name}' has kind {self.kind!r}; expected 'rate' or 'bolus'.")
-        if self.kind == "bolus" and not self.target:
+        if self.kind == "bolus" and not self.target and self.effect is None:
             raise ModelError(f"Bolus input '{self.name}' must name the state it is added to (target=...).")
 
 
@@ -127,6 +130,10 @@ class Model:
             multiple of ``sample_time``, for model memory updated in discrete time.
         sample_time: if set, inputs are held constant over intervals of this length
             and the integration grid contains every multiple of it.
+        discrete_update_inputs: rate inputs the discrete update depends on. If given,
+            the update is declared the identity wherever they are all zero over the
+            next interval, and the grid keeps only the multiples of ``sample_time``
+            where one is non-zero (e.g. the minutes of a meal), not every one.
         standard_scenario: ``p -> (inputs, t_end)``, the scenario ``check_model`` uses.
         presets: named parameter sets (e.g. published virtual patients).
         references: literature the equations and defaults come from.
@@ -147,6 +154,7 @@ class Model:
     steady_state_inputs: Callable[[ParamMap], Any] | None = None
     discrete_update: DiscreteUpdateFn | None = None
     sample_time: float | None = None
+    discrete_update_inputs: tuple[str, ...] = ()
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     references: tuple[str, ...] = ()
 
@@ -164,8 +172,12 @@ class Model:
                 raise ModelError(f"Model '{self.id}' declares the {kind} names {duplicates} more than once.")
             for item in group:
                 _check_unit(kind, item.name, item.unit)
+        rate_names = [i.name for i in self.rate_inputs]
+        unknown = [n for n in self.discrete_update_inputs if n not in rate_names]
+        if unknown:
+            raise ModelError(f"discrete_update_inputs {unknown} of model '{self.id}' are not rate inputs {rate_names}.")
         for inp in self.bolus_inputs:
-            if inp.target not in self.state_names:
+            if inp.effect is None and inp.target not in self.state_names:
                 raise ModelError(
                     f"Bolus input '{inp.name}' of model '{self.id}' targets unknown state "
                     f"'{inp.target}'; expected one of {list(self.state_names)}."
@@ -224,10 +236,12 @@ class Model:
         """All observables of one state vector, stacked in declaration order."""
         return jnp.stack([jnp.asarray(o.fn(x, p), dtype=jnp.float64) for o in self.observables])
 
-    def bolus_matrix(self, p: ParamMap) -> Any:
-        """``(n_bolus_inputs, n_states)`` map from bolus amounts to state increments."""
-        rows = []
-        for inp in self.bolus_inputs:
-            row = jnp.zeros(len(self.states)).at[self.state_names.index(str(inp.target))]
-            rows.append(row.set(1.0 if inp.scale is None else inp.scale(p)))
-        return jnp.stack(rows) if rows else jnp.zeros((0, len(self.states)))
+    def apply_boluses(self, x: Any, amounts: Any, p: ParamMap) -> Any:
+        """The state after the bolus ``amounts`` (one per bolus input) given at one instant."""
+        for b, inp in enumerate(self.bolus_inputs):
+            if inp.effect is not None:
+                x = inp.effect(x, amounts[b], p)
+            else:
+                scale = 1.0 if inp.scale is None else inp.scale(p)
+                x = x.at[self.state_names.index(str(inp.target))].add(amounts[b] * scale)
+        return x

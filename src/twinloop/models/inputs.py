@@ -4,6 +4,10 @@ Every regimen reduces to two primitives: :class:`RateSegment` (a rate held const
 over ``[start, end)``) and :class:`Bolus` (an amount added to a state at one instant).
 Meals, basal insulin, boluses, infusions and drug doses are built from them, and
 :func:`twinloop.simulate.grid.rasterize` turns them into arrays on the integration grid.
+
+A rate or an amount may also be a 1-D array with one value per patient: a cohort plan
+with shared timing and per-patient doses (e.g. each patient's basal rate and meal
+boluses) is then one ``Inputs`` rather than a million of them.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +32,7 @@ class RateSegment:
     channel: str
     start: float
     end: float
-    rate: float
+    rate: Any  # float, or an array with one rate per patient
 
 
 @dataclass(frozen=True)
@@ -37,7 +41,7 @@ class Bolus:
 
     channel: str
     time: float
-    amount: float
+    amount: Any  # float, or an array with one amount per patient
 
 
 def _finite(field: str, value: float) -> float:
@@ -45,6 +49,22 @@ def _finite(field: str, value: float) -> float:
     if not math.isfinite(number):
         raise InputError(f"The {field} must be a finite number; got {value!r}.")
     return number
+
+
+def _amount(field: str, value: Any, time: float) -> Any:
+    """A non-negative finite number, or a 1-D array of them (one per patient)."""
+    if np.ndim(value) == 0:
+        number = _finite(field, value)
+        if number < 0:
+            raise InputError(f"The {field} must be >= 0; got {number} at time {time}.")
+        return number
+    array = np.asarray(value, dtype=np.float64)
+    if array.ndim != 1 or array.size == 0:
+        raise InputError(f"The {field} must be a number or a 1-D array with one value per patient.")
+    if not np.all(np.isfinite(array)) or np.any(array < 0):
+        bad = int(np.argmax(~np.isfinite(array) | (array < 0)))
+        raise InputError(f"The {field} must be finite and >= 0; patient {bad} has {array[bad]} at time {time}.")
+    return array
 
 
 @dataclass(frozen=True)
@@ -68,11 +88,9 @@ class Inputs:
     def rate(cls, channel: str, start: float, end: float, rate: float) -> Inputs:
         """A constant rate over ``[start, end)``, e.g. basal insulin in U/min."""
         start, end = _finite("start time", start), _finite("end time", end)
-        value = _finite(f"rate of input '{channel}'", rate)
         if end <= start:
             raise InputError(f"A rate of input '{channel}' must end after it starts; got [{start}, {end}).")
-        if value < 0:
-            raise InputError(f"The rate of input '{channel}' must be >= 0; got {value} at time {start}.")
+        value = _amount(f"rate of input '{channel}'", rate, start)
         return cls(segments=(RateSegment(channel, start, end, value),))
 
     @classmethod
@@ -126,10 +144,8 @@ class Inputs:
         """Instantaneous amounts ``[(time, amount), ...]``, e.g. IV drug doses in mg."""
         out = []
         for time, amount in doses:
-            value = _finite(f"amount of input '{channel}'", amount)
-            if value < 0:
-                raise InputError(f"The amount of input '{channel}' must be >= 0; got {value} at time {time}.")
-            out.append(Bolus(channel, _finite("dose time", time), value))
+            t = _finite("dose time", time)
+            out.append(Bolus(channel, t, _amount(f"amount of input '{channel}'", amount, t)))
         return cls(boluses=tuple(out))
 
     @classmethod
@@ -183,10 +199,18 @@ class Inputs:
         times = {s.start for s in self.segments} | {s.end for s in self.segments}
         return times | {b.time for b in self.boluses}
 
-    def total(self, channel: str) -> float:
+    def total(self, channel: str) -> Any:
         """Total amount of a channel (rates integrated over time plus boluses)."""
         area = sum((s.end - s.start) * s.rate for s in self.segments if s.channel == channel)
         return area + sum(b.amount for b in self.boluses if b.channel == channel)
+
+    @property
+    def n_patients(self) -> int | None:
+        """The cohort size of a plan with per-patient values, or ``None`` if all are scalars."""
+        sizes = {np.size(v) for v in [s.rate for s in self.segments] + [b.amount for b in self.boluses] if np.ndim(v)}
+        if len(sizes) > 1:
+            raise InputError(f"Per-patient input values must all have the same length; got lengths {sorted(sizes)}.")
+        return sizes.pop() if sizes else None
 
     def validate(self, model: Model) -> None:
         """Check every channel is one the model accepts, with the right kind.

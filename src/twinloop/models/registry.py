@@ -7,11 +7,20 @@ from collections.abc import Callable
 from twinloop.errors import ModelError
 from twinloop.models.base import Model
 from twinloop.models.pk_one_compartment import build as _pk_one_compartment
+from twinloop.models.pk_two_compartment import build as _pk_two_compartment
 from twinloop.models.t1d_uva_padova import build as _t1d_uva_padova
+from twinloop.models.tgi_claret import build as _tgi_claret
+from twinloop.models.tgi_simeoni import build as _tgi_simeoni
+from twinloop.models.tgi_stein import build as _tgi_stein
 
 _BUILDERS: dict[str, Callable[[], Model]] = {
     "t1d-uva-padova": _t1d_uva_padova,
     "pk-one-compartment": _pk_one_compartment,
+    "pk-two-compartment": _pk_two_compartment,
+    "tgi-claret": _tgi_claret,
+    "tgi-claret-2cmt": lambda: _tgi_claret(compartments=2),
+    "tgi-stein": _tgi_stein,
+    "tgi-simeoni": _tgi_simeoni,
 }
 _CACHE: dict[str, Model] = {}
 

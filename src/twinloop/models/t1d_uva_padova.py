@@ -221,17 +221,22 @@ def steady_state_inputs(p: ParamMap) -> Any:
     return jnp.stack([basal_rate_U_per_min(p), 0.0 * p["BW"]])
 
 
-def default_carb_ratio(p: Mapping[str, float]) -> float:
+def _number_or_array(value: Any) -> Any:
+    array = np.asarray(value, dtype=np.float64)
+    return float(array) if array.ndim == 0 else array
+
+
+def default_carb_ratio(p: Mapping[str, Any]) -> Any:
     """Carbohydrate ratio by the '500 rule', taking basal as half of daily insulin."""
-    daily_insulin = 2.0 * float(basal_rate_U_per_min(p)) * 1440.0
+    daily_insulin = 2.0 * _number_or_array(basal_rate_U_per_min(p)) * 1440.0
     return 500.0 / daily_insulin
 
 
 def basal_bolus(
-    p: Mapping[str, float],
+    p: Mapping[str, Any],
     meals: Iterable[tuple[float, float]],
     *,
-    carb_ratio_g_per_U: float | None = None,
+    carb_ratio_g_per_U: Any = None,
     t_end: float = 1440.0,
     eat_rate_g_per_min: float = 5.0,
 ) -> Inputs:
@@ -239,12 +244,13 @@ def basal_bolus(
 
     Basal at the steady-state rate over ``[0, t_end)``; at each meal a bolus of
     ``grams / carb_ratio`` units delivered over one minute (as simglucose's pump does).
-    Without ``carb_ratio_g_per_U`` the '500 rule' estimate is used.
+    Without ``carb_ratio_g_per_U`` the '500 rule' estimate is used. Parameters given
+    as arrays (one value per patient) give one cohort plan with per-patient doses.
     """
     meals = list(meals)
-    cr = carb_ratio_g_per_U if carb_ratio_g_per_U is not None else default_carb_ratio(p)
+    cr = _number_or_array(carb_ratio_g_per_U) if carb_ratio_g_per_U is not None else default_carb_ratio(p)
     plan = Inputs.meals(meals, rate_g_per_min=eat_rate_g_per_min) + Inputs.rate(
-        "insulin", 0.0, t_end, float(basal_rate_U_per_min(p))
+        "insulin", 0.0, t_end, _number_or_array(basal_rate_U_per_min(p))
     )
     for time, grams in meals:
         if grams > 0:
@@ -312,6 +318,7 @@ def build() -> Model:
         steady_state_inputs=steady_state_inputs,
         discrete_update=meal_memory,
         sample_time=1.0,
+        discrete_update_inputs=("carbs",),
         presets=table,
         references=REFERENCES,
     )

@@ -89,14 +89,6 @@ class SolverSettings:
             raise InputError(f"max_steps must be >= 1; got {self.max_steps}.")
 
 
-def _add_boluses(model: Model, x: Any, amounts: Any, p: Any) -> Any:
-    """Add the bolus amounts given at one grid point to their target states."""
-    for b, inp in enumerate(model.bolus_inputs):
-        scale = 1.0 if inp.scale is None else inp.scale(p)
-        x = x.at[model.state_names.index(str(inp.target))].add(amounts[b] * scale)
-    return x
-
-
 def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], save_states: bool) -> Callable[..., Any]:
     """Scan one patient (or a batch-last cohort) over the grid.
 
@@ -108,7 +100,7 @@ def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], s
         p = model.param_map(params)
 
         def at_grid_point(x: Any, k: Any, u_prev: Any, u_next: Any) -> Any:
-            x = _add_boluses(model, x, jumps[k], p)
+            x = model.apply_boluses(x, jumps[k], p)
             if model.discrete_update is not None:
                 x = jnp.where(on_sample[k], model.discrete_update(x, u_prev, u_next, p), x)
             return x
@@ -277,11 +269,17 @@ def simulate_chunks(
     matrix = _as_param_matrix(model, params)
     t_out = _as_times(times)
     ids = _patient_ids(patient_ids, matrix.shape[0])
-    shared = isinstance(inputs, Inputs)
     plans: list[Inputs] = [inputs] if isinstance(inputs, Inputs) else list(inputs)
-    if not shared and len(plans) != matrix.shape[0]:
+    cohort_plan = isinstance(inputs, Inputs) and inputs.n_patients is not None
+    shared = isinstance(inputs, Inputs) and not cohort_plan
+    if not isinstance(inputs, Inputs) and len(plans) != matrix.shape[0]:
         raise InputError(
             f"Got {len(plans)} input plans for {matrix.shape[0]} patients; give one plan or one per patient."
+        )
+    if cohort_plan and plans[0].n_patients != matrix.shape[0]:
+        raise InputError(
+            f"The input plan holds per-patient values for {plans[0].n_patients} patients but "
+            f"{matrix.shape[0]} parameter vectors were given; give one value per patient."
         )
     for plan in plans:
         plan.validate(model)
@@ -304,7 +302,9 @@ def simulate_chunks(
         for c in range(n_chunks):
             lo, hi = c * size, min((c + 1) * size, n)
             idx = np.minimum(np.arange(lo, lo + size), n - 1)  # pad the last chunk
-            if not shared:
+            if cohort_plan:
+                rates_all, jumps_all = rasterize(model, plans, grid, rows=idx)
+            elif not shared:
                 rates_all, jumps_all = rasterize(model, [plans[i] for i in idx], grid)
             out = fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx)
             out = jax.device_get(out)
@@ -388,7 +388,8 @@ def simulate(
         model: the mechanistic model (``twinloop.models.get(...)``).
         params: ``(n_patients, n_params)`` array in the model's parameter order, one
             parameter vector, or a mapping / DataFrame with one column per parameter.
-        inputs: one :class:`Inputs` plan shared by all patients, or one per patient.
+        inputs: one :class:`Inputs` plan shared by all patients, one per patient, or
+            one cohort plan whose rates and amounts are arrays with a value per patient.
         times: the output times, in model time units, strictly increasing.
         patient_ids: one id per patient (default ``vp0000``, ``vp0001``, ...).
         settings: solver and tolerances (:class:`SolverSettings`).
