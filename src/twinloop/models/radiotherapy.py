@@ -20,7 +20,10 @@ from twinloop.models.base import Input, Parameter, ParamMap
 from twinloop.models.inputs import Inputs
 
 CHANNEL = "radiotherapy"
-REFERENCE = "Fowler JF. The linear-quadratic formula and progress in fractionated radiotherapy. Br J Radiol. 1989;62(740):679-694."
+REFERENCE = (
+    "Fowler JF. The linear-quadratic formula and progress in fractionated radiotherapy. "
+    "Br J Radiol. 1989;62(740):679-694."
+)
 
 
 def surviving_fraction(dose_gy: Any, alpha: Any, beta: Any) -> Any:

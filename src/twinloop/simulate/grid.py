@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,9 +67,9 @@ def rasterize(
     jumps = np.zeros((n, g, len(bolus_idx)))
     tol = 1e-9 * max(1.0, abs(float(grid[-1])))
 
-    def per_row(v: object, column: bool = False) -> np.ndarray | float:
+    def per_row(v: Any, column: bool = False) -> np.ndarray | float:
         if rows is None or not np.ndim(v):
-            return float(v)  # type: ignore[arg-type]
+            return float(v)
         picked = np.asarray(v)[rows]
         return picked[:, None] if column else picked
 
