@@ -12,9 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinloop.cli.cohort import cohort_app, lineage_command
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="twinloop: hybrid medical digital twins.")
 models_app = typer.Typer(help="List, describe and check the built-in models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.add_typer(cohort_app, name="cohort")
+app.command("lineage")(lineage_command)
 console = Console()
 errors = Console(stderr=True)
 

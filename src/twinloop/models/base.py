@@ -135,6 +135,9 @@ class Model:
             next interval, and the grid keeps only the multiples of ``sample_time``
             where one is non-zero (e.g. the minutes of a meal), not every one.
         standard_scenario: ``p -> (inputs, t_end)``, the scenario ``check_model`` uses.
+        derived_parameters: parameters fixed by the others (e.g. a basal steady state);
+            ``derive(values) -> {name: value}`` computes them from a mapping of the
+            remaining parameters (arrays work) plus any latent quantities it names.
         presets: named parameter sets (e.g. published virtual patients).
         references: literature the equations and defaults come from.
     """
@@ -155,6 +158,8 @@ class Model:
     discrete_update: DiscreteUpdateFn | None = None
     sample_time: float | None = None
     discrete_update_inputs: tuple[str, ...] = ()
+    derived_parameters: tuple[str, ...] = ()
+    derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     references: tuple[str, ...] = ()
 

@@ -226,6 +226,41 @@ def _number_or_array(value: Any) -> Any:
     return float(array) if array.ndim == 0 else array
 
 
+DERIVED = ("Gtb", "Vm0", "kp1", "Ipb", "Ilb", "u2ss", "isc1ss", "isc2ss")
+
+
+def basal_production(p: Mapping[str, Any]) -> Any:
+    """Basal endogenous glucose production EGPb (mg/kg/min) of a complete parameter set."""
+    return p["kp1"] - p["kp2"] * p["Gpb"] - p["kp3"] * p["Ib"]
+
+
+def steady_state_parameters(v: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters fixed by the basal steady state (Dalla Man et al. 2007).
+
+    From basal glucose ``Gpb``, basal insulin ``Ib``, basal production ``EGPb`` (a
+    latent quantity, not a model parameter) and the kinetic parameters: tissue glucose
+    and ``Vm0`` balance utilisation against production, ``kp1`` makes production equal
+    ``EGPb`` at basal, and the insulin masses and basal rate ``u2ss`` balance insulin
+    kinetics. Below the renal threshold, as for every published patient.
+    """
+    uptake = v["EGPb"] - v["Fsnc"]  # insulin-dependent utilisation at basal
+    gtb = (v["Fsnc"] - v["EGPb"] + v["k1"] * v["Gpb"]) / v["k2"]
+    ipb = v["Ib"] * v["Vi"]
+    ilb = v["m2"] * ipb / (v["m1"] + v["m30"])
+    u2ss = (v["m2"] + v["m4"]) * ipb - v["m1"] * ilb
+    isc1 = u2ss / (v["kd"] + v["ka1"])
+    return {
+        "Gtb": gtb,
+        "Vm0": uptake * (v["Km0"] + gtb) / gtb,
+        "kp1": v["EGPb"] + v["kp2"] * v["Gpb"] + v["kp3"] * v["Ib"],
+        "Ipb": ipb,
+        "Ilb": ilb,
+        "u2ss": u2ss,
+        "isc1ss": isc1,
+        "isc2ss": v["kd"] * isc1 / v["ka2"],
+    }
+
+
 def default_carb_ratio(p: Mapping[str, Any]) -> Any:
     """Carbohydrate ratio by the '500 rule', taking basal as half of daily insulin."""
     daily_insulin = 2.0 * _number_or_array(basal_rate_U_per_min(p)) * 1440.0
@@ -319,6 +354,8 @@ def build() -> Model:
         discrete_update=meal_memory,
         sample_time=1.0,
         discrete_update_inputs=("carbs",),
+        derived_parameters=DERIVED,
+        derive=steady_state_parameters,
         presets=table,
         references=REFERENCES,
     )

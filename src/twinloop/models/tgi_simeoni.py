@@ -14,7 +14,8 @@ Defaults are the paclitaxel estimates of experiment 1 in Simeoni et al. 2004, Ta
 lambda1 0.814 g/day), with an initial tumour weight of 0.1 g. The two-compartment
 PK defaults are illustrative for a mouse, per kg of body weight (doses in mg/kg,
 volumes and clearances per kg); replace them with the drug's own PK. Radiotherapy
-fractions kill proliferating cells (``x1`` times ``SF``). The sum of diameters is that of a sphere of the tumour's volume (1 g ~ 1 cm3).
+fractions kill proliferating cells (``x1`` times ``SF``). The sum of diameters is
+that of a sphere of the tumour's volume (1 g ~ 1 cm3).
 """
 
 from __future__ import annotations

@@ -1,0 +1,382 @@
+"""A synthetic data product on disk and the streamed, resumable run that writes it.
+
+Layout of a product directory::
+
+    patients.parquet      subject_id, arm, group, chunk, covariates, parameters
+    observations.parquet  the canonical long table (subject_id, time, variable, value, unit, code, source)
+    outcomes.parquet      subject_id, arm, one column per outcome or label
+    doses.parquet         subject_id, time, input, kind, amount, duration, unit
+    manifest.json         model id, version and content hash, the resolved spec, seeds,
+                          code version, and the SHA-256 and row count of every file
+
+The cohort is processed in chunks. Each chunk's files are written atomically under
+``.parts/`` with a completion marker; ``resume=True`` skips finished chunks, so an
+interrupted run completes to the same bytes as an uninterrupted one (chunk ``k`` draws
+from seeds derived from ``(seed, k)`` alone). The final files are assembled from the
+parts in chunk order, then ``manifest.json`` is written and ``.parts/`` removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import shutil
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from twinloop.cohort.population import Cohort
+from twinloop.errors import InputError
+from twinloop.models.base import Model
+from twinloop.models.registry import get as get_model
+from twinloop.products import outcomes as outcome_fns
+from twinloop.products.spec import ProductSpec
+from twinloop.products.treatments import build_plan, dose_table
+from twinloop.simulate import simulate
+from twinloop.simulate.trajectories import write_atomic
+
+FILES = ("patients", "observations", "outcomes", "doses")
+PARTS = ".parts"
+TIME_UNITS = {"min": "min", "h": "h", "d": "D", "s": "s"}
+
+
+def model_hash(model: Model) -> str:
+    """SHA-256 of the model's source file and its declarations (a change to either changes it)."""
+    source = inspect.getsource(inspect.getmodule(model.rhs) or model.rhs)
+    declared = json.dumps(
+        [[p.name, p.unit, p.default, p.lower, p.upper] for p in model.parameters]
+        + [[s.name, s.unit] for s in model.states]
+        + [model.id, model.version]
+    )
+    return hashlib.sha256((source + declared).encode()).hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_parquet(frame: pd.DataFrame | pa.Table, path: Path) -> None:
+    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a call to :func:`generate` did."""
+
+    path: Path
+    complete: bool
+    chunks_done: int
+    chunks_total: int
+
+
+def generate(
+    spec: ProductSpec,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    csv: bool = False,
+    max_chunks: int | None = None,
+) -> RunResult:
+    """Write the product of ``spec`` into the directory ``out``.
+
+    Arguments:
+        resume: continue an interrupted run in ``out`` (its spec must be the same).
+        csv: also write each table as CSV.
+        max_chunks: process at most this many chunks in this call (work in slices;
+            finish later with ``resume=True``).
+
+    Raises:
+        InputError: ``out`` holds another product, or a different spec on resume.
+    """
+    out = Path(out)
+    parts = out / PARTS
+    spec_hash = spec.content_hash()
+    if (out / "manifest.json").exists() and not resume:
+        raise InputError(f"'{out}' already holds a product; choose another --out or delete it.")
+    if parts.exists() and not resume:
+        raise InputError(f"'{out}' holds an unfinished run; continue it with --resume or delete the directory.")
+    if resume and (out / "manifest.json").exists():
+        manifest = json.loads((out / "manifest.json").read_text())
+        if manifest.get("spec_hash") != spec_hash:
+            raise InputError(f"'{out}' holds a product of a different spec; resume needs the same spec.")
+        n_chunks = math.ceil(spec.n / spec.chunk_size)
+        return RunResult(out, True, n_chunks, n_chunks)
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp = parts / "spec.json"
+    if stamp.exists():
+        if json.loads(stamp.read_text()).get("spec_hash") != spec_hash:
+            raise InputError(f"The unfinished run in '{out}' used a different spec; resume needs the same spec.")
+    else:
+        write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
+    model = get_model(spec.model_id)
+    n_chunks = math.ceil(spec.n / spec.chunk_size)
+    done = [k for k in range(n_chunks) if (parts / f"{k:06d}.done").exists()]
+    todo = [k for k in range(n_chunks) if k not in set(done)]
+    if max_chunks is not None:
+        todo = todo[:max_chunks]
+    with _Bar(progress, spec.n, spec.name) as advance:
+        advance(sum(min(spec.chunk_size, spec.n - k * spec.chunk_size) for k in done))
+        for k in todo:
+            counts = _write_chunk(spec, model, k, parts)
+            write_atomic(parts / f"{k:06d}.done", lambda tmp, c=counts: Path(tmp).write_text(json.dumps(c)))
+            advance(counts["patients"])
+    finished = len(done) + len(todo)
+    if finished < n_chunks:
+        return RunResult(out, False, finished, n_chunks)
+    _assemble(spec, model, out, n_chunks, csv)
+    return RunResult(out, True, n_chunks, n_chunks)
+
+
+def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[str, int]:
+    """Sample, simulate, observe and label chunk ``k``; write its four part files."""
+    width = max(5, len(str(spec.n - 1)))
+    cohort = spec.population.sample_chunk(spec.n, spec.seed, spec.chunk_size, k, width)
+    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 1]))
+    arm_names = list(spec.arms)
+    arm = np.asarray(arm_names, dtype=object)[rng.integers(len(arm_names), size=cohort.n)]
+    grid = spec.resolution * np.arange(math.floor(spec.duration / spec.resolution + 1e-9) + 1)
+    observables = np.full((cohort.n, grid.size, len(model.observables)), np.nan)
+    doses: list[pd.DataFrame] = []
+    failed = np.zeros(cohort.n, dtype=bool)
+    for name in arm_names:
+        rows = np.flatnonzero(arm == name)
+        if rows.size == 0:
+            continue
+        sub = cohort[rows]
+        plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            traj = simulate(
+                model,
+                sub.parameters,
+                plan,
+                times=grid,
+                patient_ids=sub.ids,
+                progress=False,
+                chunk_size=min(spec.batch_size, spec.chunk_size),
+            )
+        observables[rows] = traj.observables
+        failed[rows] = np.isin(sub.ids, list(traj.failures))
+        doses.append(dose_table(model, plan, sub.ids))
+    patients = cohort.table()
+    patients.insert(1, "arm", arm.astype(str))
+    patients.insert(3, "chunk", k)
+    patients["simulation_failed"] = failed
+    obs_frames = []
+    dropout_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 2]))
+    for j, protocol in enumerate(spec.observations):
+        hazard = protocol.dropout_hazard
+        dropout = dropout_rng.exponential(1.0 / hazard, cohort.n) if hazard > 0 else np.full(cohort.n, np.inf)
+        o = model.observable_names.index(protocol.observable)
+        unit = model.observables[o].unit
+        obs_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 3, j]))
+        obs_frames.append(protocol.observe(cohort.ids, grid, observables[:, :, o], unit, obs_rng, dropout))
+    observations = _canonical(pd.concat(obs_frames, ignore_index=True) if obs_frames else _empty_obs(), spec, model)
+    outcome_frame = _outcomes(spec, model, cohort, arm, grid, observables, observations)
+    dose_frame = (
+        pd.concat(doses, ignore_index=True) if doses else dose_table(model, build_plan([], {}, pd.DataFrame(), 1), [])
+    )
+    dose_frame = dose_frame.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
+    dose_frame["time"] = _timestamps(dose_frame["time"].to_numpy(), spec, model)
+    frames = {"patients": patients, "observations": observations, "outcomes": outcome_frame, "doses": dose_frame}
+    for name, frame in frames.items():
+        _write_parquet(frame, parts / f"{k:06d}.{name}.parquet")
+    return {**{name: len(frame) for name, frame in frames.items()}, "draws": cohort.draws, "accepted": cohort.accepted}
+
+
+def _empty_obs() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "subject_id": pd.Series(dtype=str),
+            "time": pd.Series(dtype=float),
+            "variable": pd.Series(dtype=str),
+            "value": pd.Series(dtype=float),
+            "unit": pd.Series(dtype=str),
+            "code": pd.Series(dtype=str),
+            "source": pd.Series(dtype=str),
+        }
+    )
+
+
+def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.Series:
+    unit = TIME_UNITS.get(model.time_unit)
+    if unit is None:
+        raise InputError(f"Model time unit '{model.time_unit}' cannot be mapped to timestamps.")
+    minutes = {"min": 1.0, "h": 60.0, "D": 1440.0, "s": 1.0 / 60.0}[unit]
+    delta = pd.to_timedelta(np.asarray(model_time, dtype=np.float64) * minutes * 60_000.0, unit="ms").round("ms")
+    return pd.Series(spec.origin + delta).astype("datetime64[ms, UTC]")
+
+
+def _canonical(frame: pd.DataFrame, spec: ProductSpec, model: Model) -> pd.DataFrame:
+    frame = frame.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
+    frame["subject_id"] = frame["subject_id"].astype(str)
+    frame["time"] = _timestamps(frame["time"].to_numpy(), spec, model)
+    return frame[["subject_id", "time", "variable", "value", "unit", "code", "source"]]
+
+
+def _outcomes(
+    spec: ProductSpec,
+    model: Model,
+    cohort: Cohort,
+    arm: np.ndarray,
+    grid: np.ndarray,
+    observables: np.ndarray,
+    observations: pd.DataFrame,
+) -> pd.DataFrame:
+    front = pd.DataFrame({"subject_id": cohort.ids, "arm": arm.astype(str)})
+    kind = spec.outcomes.get("kind", "none")
+    if kind == "glycaemic":
+        o = model.observable_names.index(spec.outcomes.get("observable", "plasma_glucose"))
+        metrics = outcome_fns.glycaemic_metrics(grid, observables[:, :, o])
+        metrics["hypoglycaemia"] = metrics["hypo_events_lt70"] > 0
+        return pd.concat([front, metrics], axis=1)
+    if kind == "recist":
+        protocol = next(p for p in spec.observations if p.name == spec.outcomes["observation"])
+        scans = observations[observations["source"] == f"synthetic:{protocol.name}"]
+        days, values = _scan_matrix(scans, cohort.ids, spec, model)
+        min_sd = float(spec.outcomes.get("min_sd_days", 42))
+        return pd.concat([front, outcome_fns.recist(days, values, min_sd_days=min_sd)], axis=1)
+    return front
+
+
+def _scan_matrix(scans: pd.DataFrame, ids: list[str], spec: ProductSpec, model: Model) -> tuple[np.ndarray, np.ndarray]:
+    """Scans as ``(n, k)`` day and value matrices (NaN-padded) in cohort order."""
+    elapsed = (scans["time"] - spec.origin).dt.total_seconds().to_numpy() / 86400.0
+    order = pd.Categorical(scans["subject_id"], categories=ids).codes
+    counts = np.bincount(order, minlength=len(ids))
+    width = max(int(counts.max()) if counts.size else 0, 1)
+    days = np.full((len(ids), width), np.nan)
+    values = np.full((len(ids), width), np.nan)
+    position = np.arange(len(order)) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+    days[order, position] = elapsed
+    values[order, position] = scans["value"].to_numpy()
+    return days, values
+
+
+def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bool) -> None:
+    parts = out / PARTS
+    files: dict[str, Any] = {}
+    for name in FILES:
+        target = out / f"{name}.parquet"
+        sources = [parts / f"{k:06d}.{name}.parquet" for k in range(n_chunks)]
+
+        def combine(tmp: str, sources: list[Path] = sources) -> None:
+            schema = pq.read_schema(sources[0])
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for src in sources:
+                    writer.write_table(pq.read_table(src, schema=schema))
+
+        write_atomic(target, combine)
+        rows = pq.ParquetFile(target).metadata.num_rows
+        files[f"{name}.parquet"] = {"sha256": file_hash(target), "rows": rows}
+        if csv:
+            csv_path = out / f"{name}.csv"
+            write_atomic(csv_path, lambda tmp, t=target: pq.read_table(t).to_pandas().to_csv(tmp, index=False))
+            files[f"{name}.csv"] = {"sha256": file_hash(csv_path), "rows": rows}
+    counts = [json.loads((parts / f"{k:06d}.done").read_text()) for k in range(n_chunks)]
+    patients = pq.read_table(out / "patients.parquet", columns=["simulation_failed"]).column(0).to_numpy()
+    from twinloop import __version__
+
+    manifest = {
+        "kind": "twinloop.product",
+        "name": spec.name,
+        "model": {"id": model.id, "version": model.version, "content_hash": model_hash(model)},
+        "population": {"name": spec.population.name, "content_hash": spec.population.content_hash()},
+        "spec": spec.to_dict(),
+        "spec_hash": spec.content_hash(),
+        "seeds": {
+            "seed": spec.seed,
+            "chunk_size": spec.chunk_size,
+            "chunks": n_chunks,
+            "derivation": "chunk k: population SeedSequence([seed, k]); arms [seed, k, 1]; "
+            "dropout [seed, k, 2]; observation protocol j [seed, k, 3, j]",
+        },
+        "code_version": __version__,
+        "time_origin": spec.origin.isoformat(),
+        "time_unit": model.time_unit,
+        "files": files,
+        "chunk_rows": counts,
+        "acceptance": {
+            "draws": sum(c["draws"] for c in counts),
+            "accepted": sum(c["accepted"] for c in counts),
+            "rate": sum(c["accepted"] for c in counts) / max(1, sum(c["draws"] for c in counts)),
+        },
+        "simulation_failures": int(patients.sum()),
+    }
+    write_atomic(
+        out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    )
+    shutil.rmtree(parts)
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, label: str) -> None:
+        self.enabled, self.total, self.label = enabled, total, label
+        self.progress: Progress | None = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        self.progress = Progress(
+            TextColumn(f"generating {self.label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("patients"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self.progress.start()
+        task = self.progress.add_task("generate", total=self.total)
+        progress = self.progress
+        return lambda n: progress.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+# --- reading -----------------------------------------------------------------
+@dataclass(frozen=True)
+class Product:
+    """A product directory opened for reading."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @classmethod
+    def open(cls, path: str | Path) -> Product:
+        root = Path(path)
+        file = root / "manifest.json"
+        if not file.is_file():
+            hint = " (an unfinished run: continue it with --resume)" if (root / PARTS).exists() else ""
+            raise InputError(f"'{root}' is not a twinloop product: it has no manifest.json{hint}.")
+        return cls(root, json.loads(file.read_text()))
+
+    def table(self, name: str, **kwargs: Any) -> pd.DataFrame:
+        if name not in FILES:
+            raise InputError(f"A product has the tables {', '.join(FILES)}; got {name!r}.")
+        return pq.read_table(self.path / f"{name}.parquet", **kwargs).to_pandas()
+
+    def verify(self) -> list[str]:
+        """Files whose content hash differs from the manifest (empty when intact)."""
+        return [f for f, info in self.manifest["files"].items() if file_hash(self.path / f) != info["sha256"]]
+
+    def iter_patients(self, batch_size: int = 65_536) -> Iterator[pd.DataFrame]:
+        for batch in pq.ParquetFile(self.path / "patients.parquet").iter_batches(batch_size=batch_size):
+            yield batch.to_pandas()

@@ -1,0 +1,237 @@
+"""Observation protocols: when a quantity is measured, with what error, and which
+measurements go missing.
+
+A protocol turns simulated trajectories (the truth) into the observations a study
+would record, in the canonical long table ``subject_id, time, variable, value, unit,
+code, source``:
+
+* schedule: a regular grid (CGM every 5 min) or visits (scans every 6-8 weeks) with
+  per-patient jitter, on the simulation's time grid;
+* error: additive, proportional, combined, or a CGM sensor's (Johnson-SU noise of
+  :mod:`twinloop.models.t1d_cgm`), floored and capped at the measurable range;
+* missingness: MCAR with probability ``p``; MAR with a logistic probability in the
+  previous observed value of the patient (observed data only);
+* dropout: an exponential time to dropout per patient; no observation after it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinloop.errors import InputError
+from twinloop.models.t1d_cgm import CGMSensor
+
+ERROR_KINDS = ("none", "additive", "proportional", "combined", "cgm")
+
+# LOINC codes of the observables the built-in models produce.
+LOINC = {
+    "subcutaneous_glucose": "99504-3",  # Glucose [Mass/volume] in Interstitial fluid
+    "plasma_glucose": "2345-7",  # Glucose [Mass/volume] in Serum or Plasma
+    "sum_of_diameters": "21889-1",  # Size Tumor
+    "concentration": "",
+}
+
+
+def _num(where: str, raw: Mapping[str, Any], key: str, default: float | None = None, positive: bool = False) -> float:
+    value = raw.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{where}.{key} must be a number; got {value!r}.") from None
+    if not math.isfinite(number) or (positive and number <= 0) or number < 0:
+        raise InputError(f"{where}.{key} must be {'> 0' if positive else '>= 0'} and finite; got {value!r}.")
+    return number
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Measurement times: every ``every`` from ``start`` to ``end`` (model time units),
+    or the listed ``visits``; each time shifted by a uniform jitter in ``[-jitter, jitter]``
+    rounded to ``resolution`` (per patient), kept in order and within the span."""
+
+    every: float | None = None
+    start: float = 0.0
+    end: float | None = None
+    visits: tuple[float, ...] = ()
+    jitter: float = 0.0
+
+    @classmethod
+    def parse(cls, where: str, raw: Any) -> Schedule:
+        if not isinstance(raw, Mapping):
+            raise InputError(f"{where} must be a mapping such as {{every: 5}} or {{visits: [0, 42, 84]}}.")
+        if "visits" in raw:
+            visits = tuple(sorted(float(v) for v in raw["visits"]))
+            return cls(visits=visits, jitter=_num(where, raw, "jitter", 0.0))
+        return cls(
+            every=_num(where, raw, "every", None, positive=True),
+            start=_num(where, raw, "start", 0.0),
+            end=float(raw["end"]) if raw.get("end") is not None else None,
+            jitter=_num(where, raw, "jitter", 0.0),
+        )
+
+    def nominal(self, end: float) -> np.ndarray:
+        if self.visits:
+            return np.array([v for v in self.visits if v <= end])
+        stop = min(end, self.end) if self.end is not None else end
+        assert self.every is not None
+        return self.start + self.every * np.arange(math.floor((stop - self.start) / self.every + 1e-9) + 1)
+
+    def per_patient(self, n: int, grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``(n, k)`` indices into ``grid`` (the simulation's output times)."""
+        nominal = self.nominal(float(grid[-1]))
+        times = np.broadcast_to(nominal, (n, nominal.size)).copy()
+        if self.jitter > 0:
+            times = times + rng.uniform(-self.jitter, self.jitter, size=times.shape)
+            times[:, 0] = nominal[0]  # the baseline visit is not moved
+            times = np.sort(np.clip(times, grid[0], grid[-1]), axis=1)
+        idx = np.clip(np.searchsorted(grid, times - 1e-9), 0, grid.size - 1)
+        below = np.clip(idx - 1, 0, grid.size - 1)
+        nearer = np.abs(grid[below] - times) < np.abs(grid[idx] - times)
+        return np.where(nearer, below, idx)
+
+
+@dataclass(frozen=True)
+class ErrorModel:
+    """Measurement error: ``none``, ``additive`` (``sd``), ``proportional`` (``cv``),
+    ``combined`` (both) or ``cgm`` (a sensor's noise, ``sensor``)."""
+
+    kind: str = "none"
+    sd: float = 0.0
+    cv: float = 0.0
+    sensor: str = "GuardianRT"
+    lower: float = 0.0
+    upper: float = math.inf
+
+    @classmethod
+    def parse(cls, where: str, raw: Any) -> ErrorModel:
+        raw = raw or {"kind": "none"}
+        if not isinstance(raw, Mapping) or raw.get("kind") not in ERROR_KINDS:
+            raise InputError(f"{where}.kind must be one of {', '.join(ERROR_KINDS)}; got {raw!r}.")
+        return cls(
+            str(raw["kind"]),
+            _num(where, raw, "sd", 0.0),
+            _num(where, raw, "cv", 0.0),
+            str(raw.get("sensor", "GuardianRT")),
+            _num(where, raw, "lower", 0.0),
+            float(raw.get("upper", math.inf)),
+        )
+
+    def apply(self, truth: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.kind == "cgm":
+            sensor = CGMSensor(self.sensor, noise=True)
+            # a continuous noise path per patient, evaluated at the sensor's times
+            path = sensor.errors(truth.shape[0], times, int(rng.integers(2**31)))
+            spec = sensor.spec
+            return np.clip(truth + path, spec.min_mg_dl, spec.max_mg_dl)
+        sd = self.sd if self.kind in ("additive", "combined") else 0.0
+        cv = self.cv if self.kind in ("proportional", "combined") else 0.0
+        noisy = truth * (1.0 + cv * rng.standard_normal(truth.shape)) + sd * rng.standard_normal(truth.shape)
+        return np.clip(noisy, self.lower, self.upper) if self.kind != "none" else truth
+
+
+@dataclass(frozen=True)
+class Missingness:
+    """MCAR probability ``mcar``; MAR probability ``sigmoid(mar_intercept +
+    mar_slope * previous observed value)`` when ``mar_slope`` or ``mar_intercept`` is set."""
+
+    mcar: float = 0.0
+    mar_intercept: float | None = None
+    mar_slope: float = 0.0
+
+    @classmethod
+    def parse(cls, where: str, raw: Any) -> Missingness:
+        raw = raw or {}
+        mcar = _num(where, raw, "mcar", 0.0)
+        if mcar >= 1:
+            raise InputError(f"{where}.mcar must be below 1; got {mcar}.")
+        mar = raw.get("mar") or {}
+        if mar and not isinstance(mar, Mapping):
+            raise InputError(f"{where}.mar must be {{intercept: ..., slope: ...}}.")
+        return cls(mcar, float(mar["intercept"]) if "intercept" in mar else None, float(mar.get("slope", 0.0)))
+
+    def observed(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A boolean mask of the recorded measurements."""
+        keep = rng.uniform(size=values.shape) >= self.mcar
+        if self.mar_intercept is not None:
+            u = rng.uniform(size=values.shape)
+            last = np.full(values.shape[0], np.nan)
+            for k in range(values.shape[1]):
+                logit = self.mar_intercept + self.mar_slope * np.nan_to_num(last, nan=0.0)
+                p_missing = np.where(np.isnan(last), 0.0, 1.0 / (1.0 + np.exp(-logit)))
+                keep[:, k] &= u[:, k] >= p_missing
+                last = np.where(keep[:, k], values[:, k], last)
+        return keep
+
+
+@dataclass(frozen=True)
+class ObservationProtocol:
+    """How one observable becomes recorded observations."""
+
+    name: str
+    observable: str
+    schedule: Schedule
+    error: ErrorModel = field(default_factory=ErrorModel)
+    missing: Missingness = field(default_factory=Missingness)
+    dropout_hazard: float = 0.0  # per model time unit
+    variable: str = ""
+    code: str = ""
+
+    @classmethod
+    def parse(cls, i: int, raw: Any) -> ObservationProtocol:
+        where = f"observations[{i}]"
+        if not isinstance(raw, Mapping):
+            raise InputError(f"{where} must be a mapping with name, observable and schedule.")
+        unknown = sorted(
+            set(raw) - {"name", "observable", "schedule", "error", "missing", "dropout", "variable", "code"}
+        )
+        if unknown:
+            raise InputError(f"{where} has unknown keys {unknown}.")
+        for key in ("name", "observable", "schedule"):
+            if key not in raw:
+                raise InputError(f"{where} needs '{key}'.")
+        dropout = raw.get("dropout") or {}
+        return cls(
+            name=str(raw["name"]),
+            observable=str(raw["observable"]),
+            schedule=Schedule.parse(f"{where}.schedule", raw["schedule"]),
+            error=ErrorModel.parse(f"{where}.error", raw.get("error")),
+            missing=Missingness.parse(f"{where}.missing", raw.get("missing")),
+            dropout_hazard=_num(f"{where}.dropout", dropout, "hazard", 0.0),
+            variable=str(raw.get("variable", raw["observable"])),
+            code=str(raw.get("code", LOINC.get(str(raw["observable"]), ""))),
+        )
+
+    def observe(
+        self,
+        ids: list[str],
+        grid: np.ndarray,
+        truth: np.ndarray,
+        unit: str,
+        rng: np.random.Generator,
+        dropout_times: np.ndarray,
+    ) -> pd.DataFrame:
+        """Observations of ``truth`` ``(n, len(grid))`` as a canonical long table with
+        model time in ``time`` (the product converts it to timestamps)."""
+        idx = self.schedule.per_patient(len(ids), grid, rng)
+        times = grid[idx]
+        true_values = np.take_along_axis(truth, idx, axis=1)
+        values = self.error.apply(true_values, times[0], rng)  # a CGM path runs on the nominal times
+        keep = self.missing.observed(values, rng) & (times <= dropout_times[:, None]) & np.isfinite(values)
+        rows, cols = np.nonzero(keep)
+        return pd.DataFrame(
+            {
+                "subject_id": pd.Categorical(np.asarray(ids, dtype=object)[rows]),
+                "time": times[rows, cols],
+                "variable": self.variable,
+                "value": values[rows, cols],
+                "unit": unit,
+                "code": self.code,
+                "source": f"synthetic:{self.name}",
+            }
+        )
