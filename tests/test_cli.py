@@ -93,3 +93,54 @@ def test_misnamed_column_and_empty_file(tmp_path):
     result = runner.invoke(app, ["simulate", "--inputs", str(empty), "--out", str(tmp_path / "o.csv")])
     assert result.exit_code == 2 and "is empty" in result.output
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_cohort_generate_describe_lineage_and_fhir(tmp_path: Path) -> None:
+    import yaml
+
+    spec = yaml.safe_load(Path("examples/nsclc_two_schedules.yaml").read_text())
+    spec.update({"n": 40, "chunk_size": 20})
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "product"
+    made = runner.invoke(app, ["cohort", "generate", str(path), "--out", str(out), "--max-chunks", "1"])
+    assert made.exit_code == 0 and "1 of 2 chunks" in made.output
+    again = runner.invoke(app, ["cohort", "generate", str(path), "--out", str(out)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    done = runner.invoke(app, ["cohort", "generate", str(path), "--out", str(out), "--resume"])
+    assert done.exit_code == 0 and "wrote 40 patients" in done.output
+    described = runner.invoke(app, ["cohort", "describe", str(out)], env={"COLUMNS": "200"})
+    assert described.exit_code == 0
+    for text in ("40 patients", "best_overall_response", "acceptance rate", "weight", "sum_of_diameters"):
+        assert text in described.output
+    traced = runner.invoke(app, ["lineage", str(out), "--patient", "vp00007"])
+    assert traced.exit_code == 0 and '"KL"' in traced.output and '"population_seed"' in traced.output
+    missing = runner.invoke(app, ["lineage", str(out), "--patient", "vp99999"])
+    assert missing.exit_code == 2 and "not in product" in missing.output
+    bundles = runner.invoke(app, ["cohort", "fhir", str(out), "--out", str(tmp_path / "fhir"), "--limit", "3"])
+    assert bundles.exit_code == 0 and len(list((tmp_path / "fhir").glob("*.json"))) == 3
+
+
+def test_cohort_generate_reports_bad_specs(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model: tgi-claret\nn: 10\nduration: 100\nobservations: [{name: ct}]\n")
+    result = runner.invoke(app, ["cohort", "generate", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "observations[0] needs 'observable'" in result.output
+    assert not (tmp_path / "out").exists()
+    absent = runner.invoke(app, ["cohort", "generate", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "o")])
+    assert absent.exit_code == 2 and "does not exist" in absent.output
+
+
+def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from twinloop.cli.demo import run_demo
+
+    summary = run_demo(tmp_path, cohort_size=50, seed=0, console=Console(quiet=True), product_scale=0.02)
+    page = (tmp_path / "index.html").read_text()
+    for text in ("Synthetic data products", "time in range", "Best overall response", "Progression-free survival"):
+        assert text.lower() in page.lower()
+    assert (tmp_path / "t1d-product" / "manifest.json").exists() and (
+        tmp_path / "nsclc-product" / "manifest.json"
+    ).exists()
+    assert set(summary["products"]) == {"t1d", "nsclc"}  # type: ignore[arg-type]

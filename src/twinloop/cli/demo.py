@@ -1,7 +1,9 @@
-"""``make demo``: the 30 published virtual patients and a perturbed cohort for one day.
+"""``make demo``: the 30 published virtual patients and a perturbed cohort for one day,
+then a T1D and an oncology synthetic data product.
 
-Writes Parquet trajectories, an HTML page with glucose plots (percentile bands across
-the cohort) and ``summary.json`` with the throughput.
+Writes Parquet trajectories, the two product directories, an HTML page with glucose
+plots (percentile bands across the cohort) and the products' figures, and
+``summary.json`` with the throughput and the products' headline figures.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from plotly.subplots import make_subplots
 from rich.console import Console
 
 import twinloop as tl
+from twinloop.cli.demo_products import make_products, section
 from twinloop.models import t1d_uva_padova as t1d
 from twinloop.simulate.trajectories import Trajectories, write_atomic
 
@@ -103,7 +106,9 @@ def _time_in_range(glucose: np.ndarray) -> np.ndarray:
     return np.mean((glucose >= 70) & (glucose <= 180), axis=1) * 100.0
 
 
-def run_demo(out: Path, *, cohort_size: int, seed: int, console: Console) -> dict[str, object]:
+def run_demo(
+    out: Path, *, cohort_size: int, seed: int, console: Console, product_scale: float = 1.0
+) -> dict[str, object]:
     """Run the demo, write its outputs under ``out`` and return the summary."""
     model = tl.models.get("t1d-uva-padova")
     out.mkdir(parents=True, exist_ok=True)
@@ -134,6 +139,9 @@ def run_demo(out: Path, *, cohort_size: int, seed: int, console: Console) -> dic
         "time_in_range_percent": {"median": float(np.median(tir)), "p5": float(np.percentile(tir, 5)),
                                   "p95": float(np.percentile(tir, 95))},
     }  # fmt: skip
+    products = make_products(out, product_scale)
+    console.print(f"products -> {out / 't1d-product'}, {out / 'nsclc-product'}")
+    summary["products"] = {k: {"name": p.manifest["name"], "files": p.manifest["files"]} for k, p in products.items()}
     fig = _figure(patients, cohort)
     page = (
         "<html><head><meta charset='utf-8'><title>twinloop demo</title></head><body style='font-family:sans-serif'>"
@@ -142,6 +150,7 @@ def run_demo(out: Path, *, cohort_size: int, seed: int, console: Console) -> dic
         f"Cohort: {cohort_size} patients, {elapsed:.1f} s ({rate:,.0f} patient-days/s on one process); "
         f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %.</p>"
         + fig.to_html(full_html=False, include_plotlyjs=True)
+        + section(products)
         + "</body></html>"
     )
     write_atomic(out / "index.html", lambda tmp: Path(tmp).write_text(page))

@@ -60,7 +60,11 @@ def t1d_fit_table() -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
     free = [p for p in model.parameter_names if p not in model.derived_parameters]
     table = {p: np.array([patients[n][p] for n in names]) for p in free}
     table["EGPb"] = np.array([t1d_uva_padova.basal_production(patients[n]) for n in names])
-    table["carb_ratio"] = np.array([therapies[n].carb_ratio_g_per_U for n in names])
+    # The carbohydrate ratio enters as its dosing rule, ratio x basal insulin per day (the
+    # "500 rule" constant of each patient, about 200 g): the ratio of a sampled patient
+    # then follows its own insulin needs.
+    basal_per_day = np.array([t1d_uva_padova.basal_rate_U_per_min(patients[n]) * 1440.0 for n in names])
+    table["carb_ratio_rule"] = np.array([therapies[n].carb_ratio_g_per_U for n in names]) * basal_per_day
     table["correction_factor"] = np.array([therapies[n].correction_factor_mg_dl_per_U for n in names])
     table["age"] = np.array([therapies[n].age_years for n in names])
     group = np.array([T1D_GROUPS.index(n.split("#")[0]) for n in names])
@@ -101,6 +105,7 @@ def t1d_population() -> Population:
             "groups": groups,
             "omega": {"names": varying, "matrix": omega.tolist()},
             "fixed": {k: v for k, v in constant.items() if k in model_params},
+            "derived": {"carb_ratio": "carb_ratio_rule / (u2ss * BW / 6000 * 1440)"},
             "constraints": [
                 {"expression": "Gpb / Vg", "lower": 70.0, "upper": 200.0, "name": "basal_glucose_mg_dL"},
                 {"expression": "carb_ratio", "lower": 2.0, "upper": 50.0, "name": "carb_ratio_g_per_U"},

@@ -40,7 +40,7 @@ from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.registry import get as get_model
 
-LOW_ACCEPTANCE = 0.05
+LOW_ACCEPTANCE = 0.01
 
 
 class LowAcceptanceWarning(UserWarning):
@@ -146,6 +146,7 @@ class Population:
     output_constraints: tuple[OutputConstraint, ...] = ()
     regions: tuple[Region, ...] = ()
     description: str = ""
+    derived: Mapping[str, str] = field(default_factory=dict)
 
     # --- construction -----------------------------------------------------
     @classmethod
@@ -173,6 +174,7 @@ class Population:
                 "groups",
                 "regions",
                 "extends",
+                "derived",
             },
         )
         if "extends" in raw:
@@ -202,6 +204,7 @@ class Population:
             output_constraints=tuple(
                 OutputConstraint.parse(i, c) for i, c in enumerate(raw.get("output_constraints", []) or [])
             ),
+            derived={str(k): str(v) for k, v in _mapping("derived", raw.get("derived", {})).items()},
             regions=tuple(
                 Region(r["name"], r.get("lower", -math.inf), r.get("upper", math.inf), tuple(r.get("levels", ())))
                 for r in raw.get("regions", []) or []
@@ -264,6 +267,7 @@ class Population:
             "constraints": [c.to_dict() for c in self.constraints],
             "output_constraints": [c.to_dict() for c in self.output_constraints],
             "regions": [r.to_dict() for r in self.regions],
+            "derived": dict(self.derived),
         }
 
     def content_hash(self) -> str:
@@ -274,7 +278,7 @@ class Population:
     def sample(self, n: int, seed: int = 0, *, max_draws: int | None = None, id_prefix: str = "vp") -> Cohort:
         """Draw ``n`` plausible patients (rejection sampling).
 
-        Warns (:class:`LowAcceptanceWarning`) when fewer than 5 % of candidates are
+        Warns (:class:`LowAcceptanceWarning`) when fewer than 1 % of candidates are
         accepted and raises :class:`InputError` when ``max_draws`` (default
         ``200 * n + 10_000``) candidates give fewer than ``n``.
         """
@@ -342,6 +346,12 @@ class Population:
         params = np.stack([full[name] for name in model.parameter_names], axis=1)
         for name in latent:
             cov_frame[name] = values[name]
+        if self.derived:
+            scope: dict[str, Any] = {n: params[:, i] for i, n in enumerate(model.parameter_names)}
+            scope.update({c: cov_frame[c].to_numpy() for c in cov_frame.columns})
+            for name, expression in self.derived.items():
+                cov_frame[name] = Constraint(expression, name=name).evaluate(scope)
+                scope[name] = cov_frame[name].to_numpy()
         group_names = np.array([g.name for g in self.groups], dtype=object)[which]
         keep = self._plausible(model, params, cov_frame, group_names)
         return Cohort(

@@ -72,8 +72,6 @@ def _embed(model: Model | None, names: Sequence[str], values: np.ndarray, base: 
     matrix = np.tile(base if base is not None else model.default_parameters, (len(values), 1))
     for j, name in enumerate(names):
         matrix[:, model.parameter_names.index(name)] = values[:, j]
-    if model.derive is not None and model.derived_parameters:
-        raise InputError(f"Model '{model.id}' derives parameters; vary its free parameters through a population.")
     return matrix
 
 
@@ -87,6 +85,9 @@ def sobol(
     seed: int = 0,
 ) -> SensitivityResult:
     """First-order (S1) and total (ST) Sobol indices with bootstrap confidence intervals.
+
+    Derived parameters (e.g. a basal steady state) keep their ``base`` values: vary
+    parameters that do not enter them, or sample whole patients from a population.
 
     ``n`` base samples give ``n * (k + 2)`` outcome evaluations for ``k`` inputs. With
     ``model``, the outcome receives full parameter matrices (others at ``base`` or the

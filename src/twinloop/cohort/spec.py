@@ -21,6 +21,9 @@ errors that name the field, the value and what was expected::
     groups:                       # optional strata with their own covariates/typical values
       child: {fraction: 0.5, covariates: {...}, typical: {...}}
 
+``derived: {name: expression}`` adds quantities computed from the sampled parameters
+and covariates (e.g. a carbohydrate ratio from a dosing rule and the basal rate).
+
 Parameters are ``typical * prod(covariate effects) * exp(eta)`` with
 ``eta ~ N(0, Omega)``. Names in ``typical`` that are not model parameters are latent
 quantities (e.g. a carbohydrate ratio, or a steady-state production rate the model's
@@ -335,7 +338,7 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML file into a mapping, with a clear error for a missing or bad file."""
     file = Path(path)
     if not file.is_file():
-        raise InputError(f"Population spec '{file}' does not exist; give the path of a YAML file.")
+        raise InputError(f"'{file}' does not exist; give the path of a YAML file.")
     try:
         raw = yaml.safe_load(file.read_text())
     except yaml.YAMLError as err:

@@ -241,10 +241,12 @@ def steady_state_parameters(v: Mapping[str, Any]) -> dict[str, Any]:
     latent quantity, not a model parameter) and the kinetic parameters: tissue glucose
     and ``Vm0`` balance utilisation against production, ``kp1`` makes production equal
     ``EGPb`` at basal, and the insulin masses and basal rate ``u2ss`` balance insulin
-    kinetics. Below the renal threshold, as for every published patient.
+    kinetics. Renal excretion counts when basal glucose is above the renal threshold
+    (no published patient is).
     """
-    uptake = v["EGPb"] - v["Fsnc"]  # insulin-dependent utilisation at basal
-    gtb = (v["Fsnc"] - v["EGPb"] + v["k1"] * v["Gpb"]) / v["k2"]
+    renal = np.maximum(np.asarray(v["Gpb"]) - v["ke2"], 0.0) * v["ke1"]
+    uptake = v["EGPb"] - v["Fsnc"] - renal  # insulin-dependent utilisation at basal
+    gtb = (v["k1"] * v["Gpb"] - uptake) / v["k2"]
     ipb = v["Ib"] * v["Vi"]
     ilb = v["m2"] * ipb / (v["m1"] + v["m30"])
     u2ss = (v["m2"] + v["m4"]) * ipb - v["m1"] * ilb

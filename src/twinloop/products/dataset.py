@@ -187,7 +187,7 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
         unit = model.observables[o].unit
         obs_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 3, j]))
         obs_frames.append(protocol.observe(cohort.ids, grid, observables[:, :, o], unit, obs_rng, dropout))
-    observations = _canonical(pd.concat(obs_frames, ignore_index=True) if obs_frames else _empty_obs(), spec, model)
+    observations = _canonical(obs_frames, cohort.ids, spec, model)
     outcome_frame = _outcomes(spec, model, cohort, arm, grid, observables, observations)
     dose_frame = (
         pd.concat(doses, ignore_index=True) if doses else dose_table(model, build_plan([], {}, pd.DataFrame(), 1), [])
@@ -223,10 +223,19 @@ def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.S
     return pd.Series(spec.origin + delta).astype("datetime64[ms, UTC]")
 
 
-def _canonical(frame: pd.DataFrame, spec: ProductSpec, model: Model) -> pd.DataFrame:
-    frame = frame.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
-    frame["subject_id"] = frame["subject_id"].astype(str)
-    frame["time"] = _timestamps(frame["time"].to_numpy(), spec, model)
+def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, model: Model) -> pd.DataFrame:
+    """One table sorted by patient, time and variable; text columns dictionary-encoded."""
+    if not frames:
+        frame = _empty_obs()
+    elif len(frames) == 1:
+        frame = frames[0]
+    else:
+        text = ("variable", "unit", "code", "source")
+        frame = pd.concat([f.astype({c: str for c in text}) for f in frames], ignore_index=True)
+        frame["subject_id"] = pd.Categorical(frame["subject_id"].astype(str), categories=ids)
+        frame = frame.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
+        frame = frame.astype({c: "category" for c in text})
+    frame["time"] = _timestamps(frame["time"].to_numpy(), spec, model).array
     return frame[["subject_id", "time", "variable", "value", "unit", "code", "source"]]
 
 

@@ -223,15 +223,20 @@ class ObservationProtocol:
         true_values = np.take_along_axis(truth, idx, axis=1)
         values = self.error.apply(true_values, times[0], rng)  # a CGM path runs on the nominal times
         keep = self.missing.observed(values, rng) & (times <= dropout_times[:, None]) & np.isfinite(values)
-        rows, cols = np.nonzero(keep)
+        rows, cols = np.nonzero(keep)  # patient-major, then time: already in table order
+        n_rows = rows.size
+
+        def constant(text: str) -> Any:
+            return pd.Categorical.from_codes(np.zeros(n_rows, dtype=np.int8), dtype=pd.CategoricalDtype([text]))
+
         return pd.DataFrame(
             {
-                "subject_id": pd.Categorical(np.asarray(ids, dtype=object)[rows]),
+                "subject_id": pd.Categorical.from_codes(rows.astype(np.int32), dtype=pd.CategoricalDtype(list(ids))),
                 "time": times[rows, cols],
-                "variable": self.variable,
+                "variable": constant(self.variable),
                 "value": values[rows, cols],
-                "unit": unit,
-                "code": self.code,
-                "source": f"synthetic:{self.name}",
+                "unit": constant(unit),
+                "code": constant(self.code),
+                "source": constant(f"synthetic:{self.name}"),
             }
         )
