@@ -238,6 +238,8 @@ def test_bad_specs_are_refused_and_write_nothing(tmp_path: Path) -> None:
         ({**T1D_SPEC, "observations": [{"name": "x", "observable": "tumour", "schedule": {"every": 5}}]}, "observes"),
         ({**T1D_SPEC, "treatment": {"kind": "radiotherapy", "fractions": 5, "dose_gy": 2}}, "radiotherapy"),
         ({**T1D_SPEC, "resolution": 5000}, "resolution"),
+        ({**T1D_SPEC, "solver": {"rtol": -1}}, "Tolerances must be > 0"),
+        ({**T1D_SPEC, "solver": {"order": 5}}, "solver must be a mapping"),
     ]
     for raw, message in bad:
         with pytest.raises(tl.TwinloopError, match=message):

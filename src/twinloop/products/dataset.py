@@ -170,6 +170,7 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
                 patient_ids=sub.ids,
                 progress=False,
                 chunk_size=min(spec.batch_size, spec.chunk_size),
+                settings=spec.solver,
             )
         observables[rows] = traj.observables
         failed[rows] = np.isin(sub.ids, list(traj.failures))
