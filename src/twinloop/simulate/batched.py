@@ -105,3 +105,132 @@ def interval_integrator(
         return x, dt, code
 
     return integrate
+
+
+def async_grid_solver(
+    model: Model, solver: str, rtol: float, atol: float, fixed_dt: float | None, max_steps: int, save_states: bool
+) -> Callable[..., dict[str, Any]]:
+    """Integrate a batch-last cohort over the whole grid with each patient on its own clock.
+
+    The per-interval scheme loops in every grid interval until its slowest patient is
+    done, so a cohort pays, interval by interval, for whichever patient needs small steps
+    there. Here one loop advances every patient by one step of its own interval; a
+    patient that reaches a grid point gets its boluses, discrete update and output
+    there and moves on. The loop runs for the most steps any single patient needs.
+
+    Returns ``run(params (P, n), rates (G-1, R[, n]), jumps (G, B[, n]), grid, on_sample,
+    out_of_grid, n_out) -> {"observables": (n, T, O)[, "states": (n, T, S)], "code": (n,)}``
+    where ``out_of_grid[g]`` is the output index recorded at grid point ``g`` (or -1) and
+    ``n_out`` (static) the number of outputs.
+    """
+    tableau = TABLEAU_SOLVERS[solver].tableau
+    order = int(TABLEAU_SOLVERS[solver]().order(None) or 1)
+    fsal = _is_fsal(tableau)
+    exponent = -1.0 / (order + 1)
+
+    def run(
+        params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_of_grid: Any, n_out: int
+    ) -> dict[str, Any]:
+        p = model.param_map(params)
+        n = params.shape[-1]
+        cols = jnp.arange(n)
+        n_grid = grid.shape[0]
+        per_patient = rates.ndim == 3
+
+        def at(table: Any, idx: Any) -> Any:  # (G, C[, n]) gathered per patient -> (C, n)
+            return table[idx, :, cols].T if per_patient else table[idx].T
+
+        def actions(x: Any, g: Any, u_prev: Any) -> Any:
+            """Boluses and discrete update at grid point ``g`` (per patient)."""
+            x = model.apply_boluses(x, at(jumps, g), p)
+            if model.discrete_update is not None:
+                u_next = at(rates, jnp.minimum(g, n_grid - 2))
+                x = jnp.where(on_sample[g], model.discrete_update(x, u_prev, u_next, p), x)
+            return x
+
+        def record(out: dict[str, Any], x: Any, g: Any, mask: Any) -> dict[str, Any]:
+            slot = out_of_grid[g]
+            keep = mask & (slot >= 0)
+            row = jnp.where(keep, slot, n_out)  # n_out is a scratch row, dropped at the end
+            new = {"observables": out["observables"].at[cols, row].set(model.observe(x, p).T)}
+            if save_states:
+                new["states"] = out["states"].at[cols, row].set(x.T)
+            return new
+
+        x = jnp.asarray(model.initial_state(p), dtype=jnp.float64)
+        g0 = jnp.zeros(n, dtype=jnp.int32)
+        u0 = jnp.zeros_like(at(rates, g0))
+        x = actions(x, g0, u0)
+        out = {"observables": jnp.full((n, n_out + 1, len(model.observables)), jnp.nan)}
+        if save_states:
+            out["states"] = jnp.full((n, n_out + 1, x.shape[0]), jnp.nan)
+        out = record(out, x, g0, jnp.ones(n, dtype=bool))
+        t = jnp.full((n,), grid[0])
+        dt0 = jnp.full((n,), grid[1] - grid[0])
+        if fixed_dt is not None:
+            dt0 = jnp.full((n,), fixed_dt)
+
+        def rhs(t: Any, y: Any, u: Any) -> Any:
+            return model.rhs(t, y, u, p)
+
+        k1 = rhs(t, x, at(rates, g0))
+        zero = jnp.zeros(n, dtype=jnp.int32)
+
+        def cond(state: tuple[Any, ...]) -> Any:
+            g, code = state[0], state[6]
+            return jnp.any((g < n_grid - 1) & (code == 0))
+
+        def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
+            g, t, x, dt, k1, out, code, steps = state
+            active = (g < n_grid - 1) & (code == 0)
+            gi = jnp.minimum(g, n_grid - 2)
+            u = at(rates, gi)
+            t1 = grid[gi + 1]
+            span = t1 - grid[gi]
+            h = jnp.minimum(dt, t1 - t)
+            if fixed_dt is not None:
+                h = jnp.minimum(span / jnp.ceil(span / fixed_dt - 1e-9), t1 - t)
+            h = jnp.where(active, h, 1.0)
+
+            def f(tt: Any, y: Any) -> Any:
+                return rhs(tt, y, u)
+
+            x_new, err, f_new = _rk_step(f, tableau, t, x, h, k1)
+            if fixed_dt is None:
+                scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
+                ratio = jnp.sqrt(jnp.mean((err / scale) ** 2, axis=0))
+                accept = active & (ratio <= 1.0)
+                factor = jnp.clip(SAFETY * jnp.where(ratio > 0, ratio, 1e-10) ** exponent, MIN_FACTOR, MAX_FACTOR)
+                clipped = h < dt
+                dt_next = jnp.where(accept & clipped, jnp.maximum(dt, h * factor), h * factor)
+                dt = jnp.where(active, dt_next, dt)
+            else:
+                accept = active
+            finite = jnp.all(jnp.isfinite(x_new), axis=0)
+            code = jnp.where(active & ~finite, 4, code)
+            code = jnp.where(active & (h < 1e-12 * jnp.maximum(span, 1.0)) & ~accept, 2, code)
+            accept = accept & finite
+            reached = t1 - (t + h) <= 1e-12 * jnp.maximum(jnp.abs(t1), 1.0)
+            t = jnp.where(accept, jnp.where(reached, t1, t + h), t)
+            x = jnp.where(accept, x_new, x)
+            crossed = accept & reached
+            steps = jnp.where(crossed, 0, steps + active.astype(jnp.int32))
+            code = jnp.where(active & (steps >= max_steps), 1, code)
+            g = jnp.where(crossed, g + 1, g)
+            x_at = actions(x, g, u)
+            x = jnp.where(crossed, x_at, x)
+            out = record(out, x, g, crossed)
+            u_next = at(rates, jnp.minimum(g, n_grid - 2))
+            needs_fresh = crossed | ~fsal
+            k1 = jnp.where(needs_fresh, rhs(t, x, u_next), jnp.where(accept, f_new, k1))
+            return g, t, x, dt, k1, out, code, steps
+
+        state = (g0, t, x, dt0, k1, out, zero, zero)
+        g, _, _, _, _, out, code, _ = jax.lax.while_loop(cond, body, state)
+        code = jnp.where((code == 0) & (g < n_grid - 1), 1, code)
+        result = {name: value[:, :n_out] for name, value in out.items()}
+        finite = jnp.all(jnp.isfinite(result["observables"]), axis=(1, 2))
+        result["code"] = jnp.where((code == 0) & ~finite, 4, code)
+        return result
+
+    return run

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
-from twinloop.simulate.batched import TABLEAU_SOLVERS, interval_integrator
+from twinloop.simulate.batched import TABLEAU_SOLVERS, async_grid_solver, interval_integrator
 from twinloop.simulate.grid import integration_grid, rasterize
 from twinloop.simulate.trajectories import Trajectories
 
@@ -64,6 +64,9 @@ class SolverSettings:
         rtol, atol: tolerances of the adaptive PID step-size controller.
         fixed_dt: if set, take constant steps of at most this size instead of adapting.
         max_steps: the most steps allowed inside one grid interval.
+        clock: batched backend only. ``"patient"`` (default): every patient advances
+            through the grid on its own, the loop runs for the most steps one patient
+            needs. ``"interval"``: the cohort moves interval by interval in lockstep.
     """
 
     backend: Literal["batched", "diffrax"] = "batched"
@@ -72,6 +75,7 @@ class SolverSettings:
     atol: float = 1e-6
     fixed_dt: float | None = None
     max_steps: int = 4096
+    clock: Literal["patient", "interval"] = "patient"
 
     def __post_init__(self) -> None:
         if self.backend not in ("batched", "diffrax"):
@@ -85,6 +89,8 @@ class SolverSettings:
             raise InputError(f"Tolerances must be > 0; got rtol={self.rtol}, atol={self.atol}.")
         if self.fixed_dt is not None and not self.fixed_dt > 0:
             raise InputError(f"fixed_dt must be > 0 when given; got {self.fixed_dt}.")
+        if self.clock not in ("patient", "interval"):
+            raise InputError(f"clock must be 'patient' or 'interval'; got {self.clock!r}.")
         if self.max_steps < 1:
             raise InputError(f"max_steps must be >= 1; got {self.max_steps}.")
 
@@ -184,7 +190,20 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
     key = (id(model), model.id, model.version, settings, save_states, shared)
     if key in _COMPILED:
         return _COMPILED[key]
-    if settings.backend == "batched":
+    if settings.backend == "batched" and settings.clock == "patient":
+        solve = async_grid_solver(model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt,
+                                  settings.max_steps, save_states)  # fmt: skip
+
+        def patient_clock(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> Any:
+            if not shared:  # (n, G, C) -> (G, C, n)
+                rates, jumps = jnp.moveaxis(rates, 0, -1), jnp.moveaxis(jumps, 0, -1)
+            out_of_grid = (
+                jnp.full(grid.shape, -1, dtype=jnp.int32).at[out_idx].set(jnp.arange(out_idx.shape[0], dtype=jnp.int32))
+            )
+            return solve(params.T, rates, jumps, grid, on_sample, out_of_grid, out_idx.shape[0])
+
+        fn: Callable[..., Any] = jax.jit(patient_clock)
+    elif settings.backend == "batched":
         integrate = interval_integrator(
             model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps
         )
@@ -199,7 +218,7 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
                 out["states"] = jnp.moveaxis(out["states"], -1, 0)
             return out
 
-        fn: Callable[..., Any] = jax.jit(batch_last)
+        fn = jax.jit(batch_last)
     else:
         run = _grid_runner(model, _diffrax_integrator(model, settings), save_states)
         axis = None if shared else 0
@@ -338,8 +357,9 @@ def _chunk_result(
         state_units=tuple(s.unit for s in model.states) if states is not None else (),
         states=states,
         failures=failures,
-        settings={"backend": settings.backend, "solver": settings.solver, "rtol": settings.rtol, "atol": settings.atol,
-                  "fixed_dt": settings.fixed_dt, "max_steps": settings.max_steps},
+        settings={"backend": settings.backend, "clock": settings.clock, "solver": settings.solver,
+                  "rtol": settings.rtol, "atol": settings.atol, "fixed_dt": settings.fixed_dt,
+                  "max_steps": settings.max_steps},
     )  # fmt: skip
 
 
