@@ -1,6 +1,7 @@
 """Oncology cores against closed forms: PK (one and two compartments, every route),
 Claret's TGI solution, Stein's regrowth-decay curve, Simeoni's growth phases and an
-independent scipy integration, and exact linear-quadratic radiotherapy jumps."""
+independent scipy integration, and exact linear-quadratic radiotherapy jumps. The model
+contract (`check_model`) of every registered model runs in test_models.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ import twinloop as tl
 from twinloop.models import radiotherapy, tgi_simeoni
 
 TIGHT = tl.SolverSettings(rtol=1e-10, atol=1e-10)
-ONCOLOGY = ["pk-two-compartment", "tgi-claret", "tgi-claret-2cmt", "tgi-stein", "tgi-simeoni"]
 
 
 def params_of(model: tl.models.Model, **overrides: float) -> dict[str, float]:
@@ -26,12 +26,6 @@ def run(model: tl.models.Model, values: dict[str, float], plan: tl.Inputs, times
     traj = tl.simulate(model, model.parameters_from({k: [v] for k, v in values.items()}), plan,
                        times=times, settings=TIGHT, progress=False)  # fmt: skip
     return traj[name][0]
-
-
-@pytest.mark.parametrize("model_id", ONCOLOGY)
-def test_model_contract(model_id: str) -> None:
-    results = tl.models.check_model(tl.models.get(model_id))
-    assert all(r.passed for r in results), results
 
 
 def test_two_compartment_iv_bolus_is_biexponential() -> None:
