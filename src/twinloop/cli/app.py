@@ -149,8 +149,8 @@ def simulate(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("out/demo"),
-    cohort: Annotated[int, typer.Option(help="size of the perturbed virtual cohort")] = 10_000,
-    seed: Annotated[int, typer.Option(help="seed of the cohort's perturbations")] = 0,
+    cohort: Annotated[int, typer.Option(help="size of the cohort sampled from the default T1D population")] = 10_000,
+    seed: Annotated[int, typer.Option(help="seed of the sampled cohort")] = 0,
 ) -> None:
     """The end-to-end demo: 30 published patients and a virtual cohort for one day."""
     from twinloop.cli.demo import run_demo

@@ -1,5 +1,5 @@
-"""``make demo``: the 30 published virtual patients and a perturbed cohort for one day,
-then a T1D and an oncology synthetic data product.
+"""``make demo``: the 30 published virtual patients and a cohort sampled from the default
+T1D population for one day, then a T1D and an oncology synthetic data product.
 
 Writes Parquet trajectories, the two product directories, an HTML page with glucose
 plots (percentile bands across the cohort) and the products' figures, and
@@ -19,6 +19,7 @@ from rich.console import Console
 
 import twinloop as tl
 from twinloop.cli.demo_products import make_products, section
+from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
 from twinloop.simulate.trajectories import Trajectories, write_atomic
 
@@ -117,9 +118,12 @@ def run_demo(
     patients.to_parquet(out / "published_patients.parquet")
     console.print(f"30 published patients simulated -> {out / 'published_patients.parquet'}")
 
-    cohort_params, cohort_plans = perturbed_cohort(model, cohort_size, seed)
+    sampled = Population.default(model).sample(cohort_size, seed=seed)
+    cohort_plan = t1d.basal_bolus(
+        sampled.param_map(), MEALS, carb_ratio_g_per_U=sampled.covariates["carb_ratio"].to_numpy()
+    )
     start = time.perf_counter()
-    cohort = tl.simulate(model, cohort_params, cohort_plans, times=np.arange(0.0, 1441.0, 5.0), chunk_size=1000)
+    cohort = tl.simulate(model, sampled.parameters, cohort_plan, times=np.arange(0.0, 1441.0, 5.0), chunk_size=2000)
     elapsed = time.perf_counter() - start
     cohort.to_parquet(out / "cohort.parquet")
     rate = cohort_size / elapsed
@@ -147,7 +151,8 @@ def run_demo(
         "<html><head><meta charset='utf-8'><title>twinloop demo</title></head><body style='font-family:sans-serif'>"
         f"<h1>twinloop demo: {model.name}</h1>"
         f"<p>One day, meals of 50/70/80 g at 07:00/12:00/19:00, open-loop basal-bolus insulin. "
-        f"Cohort: {cohort_size} patients, {elapsed:.1f} s ({rate:,.0f} patient-days/s on one process); "
+        f"Cohort: {cohort_size} patients sampled from the default T1D population, {elapsed:.1f} s "
+        f"({rate:,.0f} patient-days/s on one process); "
         f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %.</p>"
         + fig.to_html(full_html=False, include_plotlyjs=True)
         + section(products)
