@@ -39,6 +39,7 @@ from twinloop.cohort.spec import (
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.registry import get as get_model
+from twinloop.simulate import simulate
 
 LOW_ACCEPTANCE = 0.01
 
@@ -389,9 +390,8 @@ class Population:
         """The cohort of ``n`` patients in independent chunks (chunk ``k`` seeded by
         ``(seed, k)``), so any chunk can be regenerated alone, e.g. on ``--resume``."""
         width = max(5, len(str(n - 1)))
-        for k, lo in enumerate(range(0, n, chunk_size)):
+        for k in range(math.ceil(n / chunk_size)):
             yield self.sample_chunk(n, seed, chunk_size, k, width)
-            del lo
 
     def sample_chunk(self, n: int, seed: int, chunk_size: int, k: int, width: int | None = None) -> Cohort:
         lo, hi = k * chunk_size, min(n, (k + 1) * chunk_size)
@@ -520,8 +520,6 @@ def statistic(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def _outputs_plausible(model: Model, params: np.ndarray, constraints: Sequence[OutputConstraint]) -> np.ndarray:
-    from twinloop.simulate import simulate
-
     plan, t_end = model.standard_scenario(model.param_map(params.T))
     times = np.linspace(0.0, t_end, 289)
     with warnings.catch_warnings():

@@ -27,6 +27,7 @@ from twinloop.cohort.population import Population, statistic
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
+from twinloop.simulate import simulate
 
 Outcome = Callable[[np.ndarray], np.ndarray]
 
@@ -129,7 +130,6 @@ def simulated_outcome(
 ) -> Outcome:
     """``params -> statistic(observable)`` by simulating each parameter vector under
     ``plan`` (an :class:`Inputs`, or a function of the parameter columns)."""
-    from twinloop.simulate import simulate
 
     def outcome(params: np.ndarray) -> np.ndarray:
         inputs = plan(model.param_map(params.T)) if callable(plan) else plan

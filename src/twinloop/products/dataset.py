@@ -38,16 +38,27 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
 from twinloop.models.base import Model
+from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
 from twinloop.products import outcomes as outcome_fns
 from twinloop.products.spec import ProductSpec
-from twinloop.products.treatments import build_plan, dose_table
+from twinloop.products.treatments import build_plan, dose_table, empty_table
 from twinloop.simulate import simulate
 from twinloop.simulate.trajectories import write_atomic
 
 FILES = ("patients", "observations", "outcomes", "doses")
 PARTS = ".parts"
-TIME_UNITS = {"min": "min", "h": "h", "d": "D", "s": "s"}
+MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
+OBSERVATION_COLUMNS = {"subject_id": str, "time": float, "variable": str, "value": float, "unit": str, "code": str,
+                       "source": str}  # fmt: skip
+
+
+def model_timedelta(model_time: Any, time_unit: str) -> pd.TimedeltaIndex:
+    """Model time (in the model's UCUM time unit) as timedeltas rounded to the millisecond."""
+    if time_unit not in MINUTES_PER_UNIT:
+        raise InputError(f"Model time unit '{time_unit}' cannot be mapped to timestamps.")
+    ms = np.atleast_1d(np.asarray(model_time, dtype=np.float64)) * MINUTES_PER_UNIT[time_unit] * 60_000.0
+    return pd.to_timedelta(ms, unit="ms").round("ms")
 
 
 def model_hash(model: Model) -> str:
@@ -190,9 +201,7 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
         obs_frames.append(protocol.observe(cohort.ids, grid, observables[:, :, o], unit, obs_rng, dropout))
     observations = _canonical(obs_frames, cohort.ids, spec, model)
     outcome_frame = _outcomes(spec, model, cohort, arm, grid, observables, observations)
-    dose_frame = (
-        pd.concat(doses, ignore_index=True) if doses else dose_table(model, build_plan([], {}, pd.DataFrame(), 1), [])
-    )
+    dose_frame = pd.concat(doses, ignore_index=True) if doses else dose_table(model, Inputs(), [])
     dose_frame = dose_frame.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
     dose_frame["time"] = _timestamps(dose_frame["time"].to_numpy(), spec, model)
     frames = {"patients": patients, "observations": observations, "outcomes": outcome_frame, "doses": dose_frame}
@@ -201,33 +210,14 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
     return {**{name: len(frame) for name, frame in frames.items()}, "draws": cohort.draws, "accepted": cohort.accepted}
 
 
-def _empty_obs() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "subject_id": pd.Series(dtype=str),
-            "time": pd.Series(dtype=float),
-            "variable": pd.Series(dtype=str),
-            "value": pd.Series(dtype=float),
-            "unit": pd.Series(dtype=str),
-            "code": pd.Series(dtype=str),
-            "source": pd.Series(dtype=str),
-        }
-    )
-
-
 def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.Series:
-    unit = TIME_UNITS.get(model.time_unit)
-    if unit is None:
-        raise InputError(f"Model time unit '{model.time_unit}' cannot be mapped to timestamps.")
-    minutes = {"min": 1.0, "h": 60.0, "D": 1440.0, "s": 1.0 / 60.0}[unit]
-    delta = pd.to_timedelta(np.asarray(model_time, dtype=np.float64) * minutes * 60_000.0, unit="ms").round("ms")
-    return pd.Series(spec.origin + delta).astype("datetime64[ms, UTC]")
+    return pd.Series(spec.origin + model_timedelta(model_time, model.time_unit)).astype("datetime64[ms, UTC]")
 
 
 def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, model: Model) -> pd.DataFrame:
     """One table sorted by patient, time and variable; text columns dictionary-encoded."""
     if not frames:
-        frame = _empty_obs()
+        frame = empty_table(OBSERVATION_COLUMNS)
     elif len(frames) == 1:
         frame = frames[0]
     else:

@@ -21,7 +21,7 @@ import pandas as pd
 from fhir.resources.R4B.bundle import Bundle
 
 from twinloop.errors import InputError
-from twinloop.products.dataset import Product
+from twinloop.products.dataset import Product, model_timedelta
 from twinloop.simulate.trajectories import write_atomic
 
 TAG = {
@@ -199,8 +199,7 @@ def _as_uuid(hex32: str) -> str:
 
 
 def _duration(product: Product, amount: float) -> pd.Timedelta:
-    minutes = {"min": 1.0, "h": 60.0, "d": 1440.0}[product.manifest["time_unit"]]
-    return pd.Timedelta(minutes=amount * minutes)
+    return model_timedelta(amount, product.manifest["time_unit"])[0]
 
 
 def product_hash(product: Product) -> str:

@@ -21,6 +21,13 @@ from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 
 KINDS = ("basal_bolus", "chemotherapy", "radiotherapy", "none")
+DOSE_COLUMNS = {"subject_id": str, "time": float, "input": str, "kind": str, "amount": float, "duration": float,
+                "unit": str}  # fmt: skip
+
+
+def empty_table(columns: Mapping[str, type]) -> pd.DataFrame:
+    """A table with these columns and dtypes and no rows."""
+    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
 def validate_treatment(where: str, raw: Any, model: Model) -> list[dict[str, Any]]:
@@ -111,17 +118,7 @@ def dose_table(model: Model, plan: Inputs, ids: Sequence[str]) -> pd.DataFrame:
             )
         )
     if not frames:
-        return pd.DataFrame(
-            {
-                "subject_id": pd.Series(dtype=str),
-                "time": pd.Series(dtype=float),
-                "input": pd.Series(dtype=str),
-                "kind": pd.Series(dtype=str),
-                "amount": pd.Series(dtype=float),
-                "duration": pd.Series(dtype=float),
-                "unit": pd.Series(dtype=str),
-            }
-        )
+        return empty_table(DOSE_COLUMNS)
     out = pd.concat(frames, ignore_index=True)
     out = out[out["amount"] > 0]
     return out.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)

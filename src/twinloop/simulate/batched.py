@@ -49,6 +49,31 @@ def _is_fsal(tableau: Any) -> bool:
     )
 
 
+def _step_judge(rtol: float, atol: float, order: int, adaptive: bool) -> Callable[..., tuple[Any, Any, Any]]:
+    """``judge(x, x_new, err, h, dt, active, span, code) -> (accept, dt, code)``: accept or
+    reject each patient's step by its error norm, propose its next step size and flag
+    non-finite states (code 4) and collapsed step sizes (code 2)."""
+    exponent = -1.0 / (order + 1)
+
+    def judge(x: Any, x_new: Any, err: Any, h: Any, dt: Any, active: Any, span: Any, code: Any) -> tuple[Any, ...]:
+        if adaptive:
+            scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
+            ratio = jnp.sqrt(jnp.mean((err / scale) ** 2, axis=0))
+            accept = active & (ratio <= 1.0)
+            factor = jnp.clip(SAFETY * jnp.where(ratio > 0, ratio, 1e-10) ** exponent, MIN_FACTOR, MAX_FACTOR)
+            clipped = h < dt
+            dt_next = jnp.where(accept & clipped, jnp.maximum(dt, h * factor), h * factor)
+            dt = jnp.where(active, dt_next, dt)
+        else:
+            accept = active
+        finite = jnp.all(jnp.isfinite(x_new), axis=0)
+        code = jnp.where(active & ~finite, 4, code)
+        code = jnp.where(active & (h < 1e-12 * jnp.maximum(span, 1.0)) & ~accept, 2, code)
+        return accept & finite, dt, code
+
+    return judge
+
+
 def interval_integrator(
     model: Model, solver: str, rtol: float, atol: float, fixed_dt: float | None, max_steps: int
 ) -> Callable[..., tuple[Any, Any, Any]]:
@@ -56,7 +81,7 @@ def interval_integrator(
     tableau = TABLEAU_SOLVERS[solver].tableau
     order = int(TABLEAU_SOLVERS[solver]().order(None) or 1)
     fsal = _is_fsal(tableau)
-    exponent = -1.0 / (order + 1)
+    judge = _step_judge(rtol, atol, order, fixed_dt is None)
 
     def integrate(x: Any, u: Any, p: Any, t0: Any, t1: Any, dt: Any) -> tuple[Any, Any, Any]:
         def f(t: Any, y: Any) -> Any:
@@ -79,20 +104,7 @@ def interval_integrator(
             h = jnp.minimum(dt, t1 - t)
             h = jnp.where(active, h, span)  # finished patients take a harmless dummy step
             x_new, err, f_new = _rk_step(f, tableau, t, x, h, k1)
-            if fixed_dt is None:
-                scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
-                ratio = jnp.sqrt(jnp.mean((err / scale) ** 2, axis=0))
-                accept = active & (ratio <= 1.0)
-                factor = jnp.clip(SAFETY * jnp.where(ratio > 0, ratio, 1e-10) ** exponent, MIN_FACTOR, MAX_FACTOR)
-                clipped = h < dt
-                dt_next = jnp.where(accept & clipped, jnp.maximum(dt, h * factor), h * factor)
-                dt = jnp.where(active, dt_next, dt)
-            else:
-                accept = active
-            finite = jnp.all(jnp.isfinite(x_new), axis=0)
-            code = jnp.where(active & ~finite, 4, code)
-            code = jnp.where(active & (h < 1e-12 * jnp.maximum(span, 1.0)) & ~accept, 2, code)
-            accept = accept & finite
+            accept, dt, code = judge(x, x_new, err, h, dt, active, span, code)
             reached = jnp.where(t1 - (t + h) <= 1e-12 * jnp.maximum(jnp.abs(t1), 1.0), t1, t + h)
             t = jnp.where(accept, reached, t)
             x = jnp.where(accept, x_new, x)
@@ -126,7 +138,7 @@ def async_grid_solver(
     tableau = TABLEAU_SOLVERS[solver].tableau
     order = int(TABLEAU_SOLVERS[solver]().order(None) or 1)
     fsal = _is_fsal(tableau)
-    exponent = -1.0 / (order + 1)
+    judge = _step_judge(rtol, atol, order, fixed_dt is None)
 
     def run(
         params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_of_grid: Any, n_out: int
@@ -196,20 +208,7 @@ def async_grid_solver(
                 return rhs(tt, y, u)
 
             x_new, err, f_new = _rk_step(f, tableau, t, x, h, k1)
-            if fixed_dt is None:
-                scale = atol + rtol * jnp.maximum(jnp.abs(x), jnp.abs(x_new))
-                ratio = jnp.sqrt(jnp.mean((err / scale) ** 2, axis=0))
-                accept = active & (ratio <= 1.0)
-                factor = jnp.clip(SAFETY * jnp.where(ratio > 0, ratio, 1e-10) ** exponent, MIN_FACTOR, MAX_FACTOR)
-                clipped = h < dt
-                dt_next = jnp.where(accept & clipped, jnp.maximum(dt, h * factor), h * factor)
-                dt = jnp.where(active, dt_next, dt)
-            else:
-                accept = active
-            finite = jnp.all(jnp.isfinite(x_new), axis=0)
-            code = jnp.where(active & ~finite, 4, code)
-            code = jnp.where(active & (h < 1e-12 * jnp.maximum(span, 1.0)) & ~accept, 2, code)
-            accept = accept & finite
+            accept, dt, code = judge(x, x_new, err, h, dt, active, span, code)
             reached = t1 - (t + h) <= 1e-12 * jnp.maximum(jnp.abs(t1), 1.0)
             t = jnp.where(accept, jnp.where(reached, t1, t + h), t)
             x = jnp.where(accept, x_new, x)
