@@ -17,3 +17,23 @@ class InputError(TwinloopError, ValueError):
 
 class SimulationError(TwinloopError, RuntimeError):
     """A simulation could not be carried out as asked."""
+
+
+class DataError(InputError):
+    """Patient data could not be ingested; ``rejected`` lists every bad record and why."""
+
+    def __init__(self, message: str, rejected: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.rejected = list(rejected or [])
+
+
+class CalibrationError(TwinloopError, RuntimeError):
+    """A calibration failed its diagnostics or could not run."""
+
+
+class NotFittedError(TwinloopError, RuntimeError):
+    """An object was used before the call that fits it."""
+
+
+class RegistryError(TwinloopError, RuntimeError):
+    """The twin registry cannot do what was asked (unknown twin, conflicting write)."""

@@ -138,6 +138,9 @@ class Model:
         derived_parameters: parameters fixed by the others (e.g. a basal steady state);
             ``derive(values) -> {name: value}`` computes them from a mapping of the
             remaining parameters (arrays work) plus any latent quantities it names.
+        latent: ``p -> {name: value}``, the latent quantities ``derive`` needs, recovered
+            from a complete parameter set (so derived parameters can be recomputed
+            after some parameters change, e.g. in calibration).
         presets: named parameter sets (e.g. published virtual patients).
         references: literature the equations and defaults come from.
     """
@@ -160,6 +163,7 @@ class Model:
     discrete_update_inputs: tuple[str, ...] = ()
     derived_parameters: tuple[str, ...] = ()
     derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    latent: Callable[[ParamMap], dict[str, Any]] | None = None
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     references: tuple[str, ...] = ()
 
@@ -240,6 +244,12 @@ class Model:
     def observe(self, x: Any, p: ParamMap) -> Any:
         """All observables of one state vector, stacked in declaration order."""
         return jnp.stack([jnp.asarray(o.fn(x, p), dtype=jnp.float64) for o in self.observables])
+
+    def rederive(self, values: Mapping[str, Any], latent: Mapping[str, Any]) -> dict[str, Any]:
+        """``values`` with the derived parameters recomputed (traceable by JAX)."""
+        if self.derive is None:
+            return dict(values)
+        return {**values, **self.derive({**values, **latent})}
 
     def apply_boluses(self, x: Any, amounts: Any, p: ParamMap) -> Any:
         """The state after the bolus ``amounts`` (one per bolus input) given at one instant."""

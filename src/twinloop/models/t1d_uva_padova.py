@@ -244,7 +244,8 @@ def steady_state_parameters(v: Mapping[str, Any]) -> dict[str, Any]:
     kinetics. Renal excretion counts when basal glucose is above the renal threshold
     (no published patient is).
     """
-    renal = np.maximum(np.asarray(v["Gpb"]) - v["ke2"], 0.0) * v["ke1"]
+    excess = v["Gpb"] - v["ke2"]
+    renal = (abs(excess) + excess) / 2.0 * v["ke1"]  # max(excess, 0), traceable by JAX
     uptake = v["EGPb"] - v["Fsnc"] - renal  # insulin-dependent utilisation at basal
     gtb = (v["k1"] * v["Gpb"] - uptake) / v["k2"]
     ipb = v["Ib"] * v["Vi"]
@@ -358,6 +359,7 @@ def build() -> Model:
         discrete_update_inputs=("carbs",),
         derived_parameters=DERIVED,
         derive=steady_state_parameters,
+        latent=lambda p: {"EGPb": basal_production(p)},
         presets=table,
         references=REFERENCES,
     )

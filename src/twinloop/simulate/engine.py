@@ -307,7 +307,7 @@ def simulate_chunks(
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1; got {chunk_size}.")
 
-    grid = integration_grid(model, plans, t_out)
+    grid = padded_grid(integration_grid(model, plans, t_out))
     out_idx = np.searchsorted(grid, t_out)
     on_sample = _on_sample(model, grid)
     fn = _compiled(model, settings, save == "all", shared)
@@ -329,6 +329,17 @@ def simulate_chunks(
             out = jax.device_get(out)
             yield _chunk_result(model, out, hi - lo, t_out, ids[lo:hi], settings)
             bar(hi - lo)
+
+
+def padded_grid(grid: np.ndarray, minimum: int = 64) -> np.ndarray:
+    """The grid padded to a power-of-two length with tiny intervals after its end, so
+    calls whose grids differ slightly in length reuse one compiled solve."""
+    size = max(minimum, 1 << math.ceil(math.log2(grid.size)))
+    extra = size - grid.size
+    if extra == 0:
+        return grid
+    eps = 1e-9 * max(1.0, abs(float(grid[-1])))
+    return np.concatenate([grid, grid[-1] + eps * np.arange(1, extra + 1)])
 
 
 def _on_sample(model: Model, grid: np.ndarray) -> np.ndarray:

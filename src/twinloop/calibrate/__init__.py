@@ -1,0 +1,11 @@
+"""Backward loop: Bayesian calibration of one patient (NUTS, SVI) against a population prior."""
+
+from twinloop.calibrate.bayes import Calibrator as Calibrator
+from twinloop.calibrate.bayes import calibrate as calibrate
+from twinloop.calibrate.noise import DEFAULT_NOISE as DEFAULT_NOISE
+from twinloop.calibrate.noise import NoiseModel as NoiseModel
+from twinloop.calibrate.posterior import CalibrationWarning as CalibrationWarning
+from twinloop.calibrate.posterior import Posterior as Posterior
+from twinloop.calibrate.prior import GaussianPrior as GaussianPrior
+from twinloop.calibrate.problem import CalibrationProblem as CalibrationProblem
+from twinloop.calibrate.problem import ParameterMap as ParameterMap

@@ -1,0 +1,173 @@
+"""A calibration problem: which parameters are unknown, what was observed, under which inputs.
+
+``ParameterMap`` turns log-values of the fitted parameters into the model's full
+parameter vector (the others held at a base vector; derived parameters recomputed,
+so a T1D patient stays at its basal steady state). ``CalibrationProblem`` adds the
+observations (model time, observable, value), the inputs, the noise and, for a
+restart mid-stream, a known initial state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from twinloop.calibrate.noise import NoiseModel, noise_for
+from twinloop.errors import InputError
+from twinloop.models.base import Model
+from twinloop.models.inputs import Inputs
+from twinloop.models.restart import restart_parameters, restartable
+from twinloop.simulate.engine import SolverSettings, observable_function
+
+
+@dataclass(frozen=True)
+class ParameterMap:
+    """Fitted log-parameters -> full parameter vectors of ``model``."""
+
+    model: Model
+    names: tuple[str, ...]
+    base: np.ndarray
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.names if n not in self.model.parameter_names]
+        derived = [n for n in self.names if n in self.model.derived_parameters]
+        if unknown:
+            raise InputError(f"Cannot fit {unknown}: not parameters of '{self.model.id}' ({list(self.model.parameter_names)}).")
+        if derived:
+            raise InputError(f"Cannot fit {derived}: they are derived from the other parameters of '{self.model.id}'.")
+        object.__setattr__(self, "base", np.asarray(self.base, dtype=np.float64).reshape(-1))
+
+    @property
+    def latent(self) -> dict[str, Any]:
+        if self.model.latent is None:
+            return {}
+        return {k: float(v) for k, v in self.model.latent(self.model.param_map(self.base)).items()}
+
+    def full(self, log_theta: Any) -> Any:
+        """One full parameter vector (JAX-traceable) from ``(k,)`` log-values."""
+        values: dict[str, Any] = dict(self.model.param_map(jnp.asarray(self.base)))
+        for i, name in enumerate(self.names):
+            values[name] = jnp.exp(log_theta[i])
+        values = self.model.rederive(values, self.latent)
+        return jnp.stack([jnp.asarray(values[p], dtype=jnp.float64) for p in self.model.parameter_names])
+
+    def full_batch(self, log_theta: np.ndarray) -> np.ndarray:
+        """``(n, P)`` full parameter vectors from ``(n, k)`` log-values (NumPy)."""
+        log_theta = np.atleast_2d(log_theta)
+        values: dict[str, Any] = {p: np.full(log_theta.shape[0], v) for p, v in zip(self.model.parameter_names,
+                                                                                    self.base, strict=True)}  # fmt: skip
+        for i, name in enumerate(self.names):
+            values[name] = np.exp(log_theta[:, i])
+        values = self.model.rederive(values, self.latent)
+        return np.stack([np.asarray(values[p], dtype=np.float64) for p in self.model.parameter_names], axis=1)
+
+
+def reverse_via_forward(fn: Any) -> Any:
+    """``fn`` with a reverse-mode rule computed from its forward-mode Jacobian.
+
+    The batched engine's adaptive loops are only forward-differentiable; with few
+    fitted parameters the full Jacobian (one JVP per parameter) is cheap, and this
+    makes the predictor usable by reverse-mode code (SVI, NUTS's default)."""
+
+    @jax.custom_vjp
+    def wrapped(theta: Any) -> Any:
+        return fn(theta)
+
+    def forward(theta: Any) -> tuple[Any, Any]:
+        y, jac = fn(theta), jax.jacfwd(fn)(theta)
+        return y, jac
+
+    def backward(jac: Any, cotangent: Any) -> tuple[Any]:
+        return (cotangent @ jac,)
+
+    wrapped.defvjp(forward, backward)
+    return wrapped
+
+
+@dataclass(frozen=True)
+class CalibrationProblem:
+    """What one patient's calibration needs.
+
+    Arguments:
+        model: the mechanistic model.
+        parameters: how fitted log-parameters fill the full vector (:class:`ParameterMap`).
+        times: model times of the observations (from the twin's origin).
+        observables: the observable of each observation (names of ``model.observables``).
+        values: the observed values, in the observables' units.
+        inputs: the inputs over the observation span, in model time.
+        noise: per-observable noise (defaults from ``calibrate.noise.DEFAULT_NOISE``).
+        initial_state: the known state at time 0 (a restart); the model's rule if None.
+        settings: solver settings (tolerances).
+    """
+
+    model: Model
+    parameters: ParameterMap
+    times: np.ndarray
+    observables: tuple[str, ...]
+    values: np.ndarray
+    inputs: Inputs = field(default_factory=Inputs)
+    noise: Mapping[str, NoiseModel] = field(default_factory=dict)
+    initial_state: np.ndarray | None = None
+    settings: SolverSettings = field(default_factory=lambda: SolverSettings(rtol=1e-5, atol=1e-6))
+
+    def __post_init__(self) -> None:
+        times = np.asarray(self.times, dtype=np.float64).reshape(-1)
+        values = np.asarray(self.values, dtype=np.float64).reshape(-1)
+        if times.size == 0:
+            raise InputError("A calibration needs at least one observation; got none.")
+        if len(self.observables) != times.size or values.size != times.size:
+            raise InputError("times, observables and values of a calibration problem must have the same length.")
+        unknown = sorted(set(self.observables) - set(self.model.observable_names))
+        if unknown:
+            raise InputError(f"Observed variables {unknown} are not observables of '{self.model.id}' "
+                             f"({list(self.model.observable_names)}); map them with a code map.")  # fmt: skip
+        if np.any(times < 0) or not np.all(np.isfinite(values)):
+            raise InputError("Observation times must be >= 0 (after the start) and values finite.")
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "values", values)
+
+    @property
+    def output_times(self) -> np.ndarray:
+        """The distinct observation times, with 0 prepended if absent (the engine needs two)."""
+        t = np.unique(self.times)
+        return t if t[0] == 0.0 and t.size > 1 else np.unique(np.r_[0.0, t])
+
+    def predictor(self) -> Any:
+        """``log_theta -> predicted values (n_obs,)`` as a pure JAX function."""
+        model = self.model
+        pmap = self.parameters
+        t_out = self.output_times
+        row = jnp.asarray(np.searchsorted(t_out, self.times))
+        col = jnp.asarray([model.observable_names.index(o) for o in self.observables])
+        if self.initial_state is None:
+            run = observable_function(model, self.inputs, t_out, self.settings)
+
+            def predict(log_theta: Any) -> Any:
+                return run(pmap.full(log_theta))[row, col]
+        else:
+            run = observable_function(restartable(model), self.inputs, t_out, self.settings)
+            x0 = jnp.asarray(self.initial_state, dtype=jnp.float64)
+
+            def predict(log_theta: Any) -> Any:
+                return run(jnp.concatenate([pmap.full(log_theta), x0]))[row, col]
+
+        return reverse_via_forward(predict)
+
+    def noise_sd_fns(self) -> Sequence[NoiseModel]:
+        return [noise_for(o, dict(self.noise)) for o in self.observables]
+
+    def noise_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-observation (additive, proportional) noise coefficients."""
+        models = self.noise_sd_fns()
+        return np.array([m.additive for m in models]), np.array([m.proportional for m in models])
+
+    def full_parameters(self, log_theta: np.ndarray) -> np.ndarray:
+        params = self.parameters.full_batch(log_theta)
+        if self.initial_state is None:
+            return params
+        return restart_parameters(params, np.broadcast_to(self.initial_state, (params.shape[0], self.initial_state.size)))

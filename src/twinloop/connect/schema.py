@@ -1,0 +1,149 @@
+"""The canonical tables every patient record passes through, and their validation.
+
+Observations (long format, one row per measurement):
+``subject_id, time, variable, value, unit, code, source`` with ``time`` an absolute
+UTC timestamp. Doses (one row per administration or rate segment):
+``subject_id, time, input, kind, amount, duration, unit`` where ``kind`` is
+``"bolus"`` (an amount, given over ``duration`` minutes, 0 for instantaneous) or
+``"rate"`` (an amount per minute held for ``duration`` minutes).
+
+Validation never repairs silently: a row that breaks a rule is moved to the list of
+rejected records with the rule it broke; the caller decides whether any rejection
+aborts the whole batch (it does in :func:`twinloop.connect.ingest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinloop.errors import DataError
+
+OBSERVATION_COLUMNS = ("subject_id", "time", "variable", "value", "unit", "code", "source")
+DOSE_COLUMNS = ("subject_id", "time", "input", "kind", "amount", "duration", "unit")
+DOSE_KINDS = ("bolus", "rate")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One record that was not accepted, where it came from, and why."""
+
+    source: str
+    record: str
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"source": self.source, "record": self.record, "reason": self.reason}
+
+
+def empty_observations() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in OBSERVATION_COLUMNS})
+    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
+    frame["value"] = pd.Series(dtype=np.float64)
+    return frame
+
+
+def empty_doses() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in DOSE_COLUMNS})
+    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
+    frame["amount"] = pd.Series(dtype=np.float64)
+    frame["duration"] = pd.Series(dtype=np.float64)
+    return frame
+
+
+def utc_times(values: Any) -> pd.Series:
+    """Parse timestamps to UTC; naive times are read as UTC, unparseable ones become NaT."""
+    parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="mixed")
+    return parsed.astype("datetime64[ns, UTC]")
+
+
+def _describe(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
+    return ", ".join(f"{c}={row.get(c)!r}" for c in columns if c in row)
+
+
+def _split(frame: pd.DataFrame, bad: pd.Series, reasons: pd.Series, columns: tuple[str, ...]) -> list[Rejected]:
+    rows = frame[bad]
+    source = rows["source"] if "source" in rows else pd.Series("", index=rows.index)
+    return [
+        Rejected(str(source[i]), _describe(rows.loc[i].to_dict(), columns), str(reasons[i]))
+        for i in rows.index
+    ]
+
+
+def validate_observations(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Check the canonical observation columns row by row.
+
+    Returns the accepted rows (times as UTC timestamps, values as float) and the
+    rejected ones with their reason: a missing subject, an unparseable time, a
+    non-numeric or non-finite value, or a missing variable or unit.
+    """
+    missing = [c for c in ("subject_id", "time", "variable", "value", "unit") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"The observation table lacks the columns {missing}; the canonical columns are "
+            f"{list(OBSERVATION_COLUMNS)} (code and source are optional)."
+        )
+    out = frame.copy()
+    for col in ("code", "source"):
+        if col not in out.columns:
+            out[col] = ""
+    out = out.reset_index(drop=True)
+    raw_time = out["time"].copy()
+    out["time"] = utc_times(out["time"]).to_numpy()
+    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    for col in ("subject_id", "variable", "unit", "code", "source"):
+        out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str).str.strip()
+    reasons = pd.Series("", index=out.index, dtype=object)
+    rules = [
+        (out["subject_id"] == "", "subject_id is empty; every observation needs the patient it belongs to"),
+        (out["time"].isna(), "time could not be read as a timestamp (use ISO 8601, e.g. 2026-01-05T08:00:00Z)"),
+        (~np.isfinite(out["value"].to_numpy(dtype=float)), "value is not a finite number"),
+        (out["variable"] == "", "variable is empty; give the observable name or a LOINC code"),
+        (out["unit"] == "", "unit is empty; give a UCUM unit such as mg/dL"),
+    ]
+    for bad, why in reversed(rules):  # the first rule a row breaks is the reason shown
+        reasons[bad] = why
+    bad = reasons != ""
+    shown = out.assign(time=raw_time)
+    rejected = _split(shown, bad, reasons, OBSERVATION_COLUMNS)
+    return out.loc[~bad, list(OBSERVATION_COLUMNS)].reset_index(drop=True), rejected
+
+
+def validate_doses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:
+    """Check the canonical dose columns row by row (see the module docstring)."""
+    missing = [c for c in ("subject_id", "time", "input", "amount", "unit") if c not in frame.columns]
+    if missing:
+        raise DataError(f"The dose table lacks the columns {missing}; the canonical columns are {list(DOSE_COLUMNS)}.")
+    out = frame.copy().reset_index(drop=True)
+    if "kind" not in out.columns:
+        out["kind"] = "bolus"
+    if "duration" not in out.columns:
+        out["duration"] = 0.0
+    raw_time = out["time"].copy()
+    out["time"] = utc_times(out["time"]).to_numpy()
+    out["amount"] = pd.to_numeric(out["amount"], errors="coerce")
+    out["duration"] = pd.to_numeric(out["duration"], errors="coerce")
+    for col in ("subject_id", "input", "kind", "unit"):
+        out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str).str.strip()
+    reasons = pd.Series("", index=out.index, dtype=object)
+    amount = out["amount"].to_numpy(dtype=float)
+    duration = out["duration"].to_numpy(dtype=float)
+    rules = [
+        (out["subject_id"] == "", "subject_id is empty"),
+        (out["time"].isna(), "time could not be read as a timestamp"),
+        (~np.isfinite(amount) | (amount < 0), "amount must be a finite number >= 0"),
+        (~np.isfinite(duration) | (duration < 0), "duration must be a finite number of minutes >= 0"),
+        (~out["kind"].isin(DOSE_KINDS), f"kind must be one of {list(DOSE_KINDS)}"),
+        ((out["kind"] == "rate") & ~(duration > 0), "a rate needs a duration > 0"),
+        (out["input"] == "", "input is empty; name the model input (e.g. insulin, carbs, dose_iv)"),
+        (out["unit"] == "", "unit is empty"),
+    ]
+    for bad, why in reversed(rules):
+        reasons[bad] = why
+    bad = reasons != ""
+    rejected = _split(out.assign(time=raw_time, source="doses"), bad, reasons, DOSE_COLUMNS)
+    return out.loc[~bad, list(DOSE_COLUMNS)].reset_index(drop=True), rejected

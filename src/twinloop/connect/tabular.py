@@ -1,0 +1,190 @@
+"""CSV readers: any table through a declared column map, and CGM/pump exports.
+
+A column map (YAML or a mapping) says where each canonical field lives::
+
+    subject_id: {column: patient}        # or {value: p001} for a one-patient file
+    time: {column: timestamp, timezone: Europe/Paris}   # naive times are local to it (default UTC)
+    observations:                        # wide columns, one variable each ...
+      - {column: glucose, variable: subcutaneous_glucose, unit: mmol/L, code: 99504-3}
+    long: {variable: test, value: result, unit: units, code: loinc}   # ... or a long table
+    doses:
+      - {column: bolus_units, input: insulin, unit: U}
+      - {column: basal_u_per_h, input: insulin, kind: rate, unit: U/h}   # held until the next row
+      - {column: carbs_g, input: carbs, unit: g}
+
+Rows are not validated here: the result goes through :func:`twinloop.connect.ingest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
+from twinloop.errors import DataError, InputError
+
+_CGM_TIME = ("timestamp", "time", "datetime", "date", "device timestamp", "ts")
+_CGM_GLUCOSE = ("glucose", "sgv", "glucose value", "cgm", "bg", "value")
+_CGM_UNIT = ("unit", "units", "glucose unit")
+_CGM_DOSES = {"insulin": ("bolus", "insulin", "bolus_u", "insulin_u"), "carbs": ("carbs", "cho", "carbohydrates", "carbs_g")}
+_CGM_BASAL = ("basal", "basal_u_per_h", "basal rate")
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Where the canonical fields are in a CSV file (see the module docstring)."""
+
+    time: Mapping[str, Any]
+    subject_id: Mapping[str, Any] = field(default_factory=lambda: {"value": "patient"})
+    observations: tuple[Mapping[str, Any], ...] = ()
+    long: Mapping[str, Any] | None = None
+    doses: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], where: str = "column map") -> ColumnMap:
+        if not isinstance(raw, Mapping) or "time" not in raw:
+            raise InputError(f"{where} must be a mapping with at least 'time: {{column: ...}}'; got {raw!r}.")
+        time = raw["time"] if isinstance(raw["time"], Mapping) else {"column": raw["time"]}
+        subject = raw.get("subject_id", {"value": "patient"})
+        subject = subject if isinstance(subject, Mapping) else {"column": subject}
+        obs = tuple(raw.get("observations") or ())
+        doses = tuple(raw.get("doses") or ())
+        for i, item in enumerate(obs):
+            if not isinstance(item, Mapping) or "column" not in item or "variable" not in item:
+                raise InputError(f"{where}: observations[{i}] needs 'column' and 'variable'; got {item!r}.")
+            if "unit" not in item and "unit_column" not in item:
+                raise InputError(f"{where}: observations[{i}] needs 'unit' or 'unit_column'; got {item!r}.")
+        for i, item in enumerate(doses):
+            if not isinstance(item, Mapping) or not {"column", "input", "unit"} <= set(item):
+                raise InputError(f"{where}: doses[{i}] needs 'column', 'input' and 'unit'; got {item!r}.")
+        if not obs and not raw.get("long") and not doses:
+            raise InputError(f"{where} maps no observations ('observations' or 'long') and no 'doses'.")
+        return cls(time=time, subject_id=subject, observations=obs, long=raw.get("long"), doses=doses)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ColumnMap:
+        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {}, str(path))
+
+
+def _column(frame: pd.DataFrame, name: str, where: str) -> pd.Series:
+    if name not in frame.columns:
+        raise DataError(f"{where}: column {name!r} is not in the file; its columns are {list(frame.columns)}.")
+    return frame[name]
+
+
+def _times(frame: pd.DataFrame, spec: Mapping[str, Any], where: str) -> pd.Series:
+    raw = _column(frame, str(spec["column"]), where)
+    parsed = pd.to_datetime(raw, errors="coerce", format=spec.get("format", "mixed"))
+    tz = spec.get("timezone")
+    if tz and getattr(parsed.dt, "tz", None) is None:
+        parsed = parsed.dt.tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
+    # keep the raw text where parsing failed so the rejected record shows it
+    return pd.Series(np.where(parsed.isna(), raw.astype(str), parsed.astype(str)), index=frame.index)
+
+
+def read_csv(path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a CSV file through a column map; returns (observations, doses) in canonical columns."""
+    path = Path(path)
+    cmap = columns if isinstance(columns, ColumnMap) else (
+        ColumnMap.from_dict(columns) if isinstance(columns, Mapping) else ColumnMap.from_yaml(columns)
+    )  # fmt: skip
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read CSV {path}: {e}") from e
+    where = path.name
+    time = _times(frame, cmap.time, where)
+    subject = (
+        _column(frame, str(cmap.subject_id["column"]), where).astype(str)
+        if "column" in cmap.subject_id
+        else pd.Series(str(cmap.subject_id.get("value", "patient")), index=frame.index)
+    )
+    rows_of = pd.Series([f"{where}:{i + 2}" for i in range(len(frame))], index=frame.index)
+    obs_parts = []
+    for item in cmap.observations:
+        values = _column(frame, str(item["column"]), where)
+        present = values.astype(str).str.strip() != ""
+        unit = _column(frame, str(item["unit_column"]), where) if "unit_column" in item else str(item["unit"])
+        part = pd.DataFrame({"subject_id": subject, "time": time, "variable": str(item["variable"]), "value": values,
+                             "unit": unit, "code": str(item.get("code", "")), "source": rows_of})  # fmt: skip
+        obs_parts.append(part[present])
+    if cmap.long:
+        spec = cmap.long
+        part = pd.DataFrame(
+            {
+                "subject_id": subject,
+                "time": time,
+                "variable": _column(frame, str(spec["variable"]), where) if "variable" in spec else "",
+                "value": _column(frame, str(spec["value"]), where),
+                "unit": _column(frame, str(spec["unit"]), where),
+                "code": _column(frame, str(spec["code"]), where) if "code" in spec else "",
+                "source": rows_of,
+            }
+        )
+        obs_parts.append(part)
+    dose_parts = [_doses(frame, item, subject, time, where) for item in cmap.doses]
+    observations = pd.concat(obs_parts, ignore_index=True) if obs_parts else empty_observations()
+    doses = pd.concat(dose_parts, ignore_index=True) if dose_parts else empty_doses()
+    return observations[list(OBSERVATION_COLUMNS)], doses[list(DOSE_COLUMNS)]
+
+
+def _doses(frame: pd.DataFrame, item: Mapping[str, Any], subject: pd.Series, time: pd.Series, where: str) -> pd.DataFrame:
+    values = _column(frame, str(item["column"]), where).astype(str).str.strip()
+    kind = str(item.get("kind", "bolus"))
+    duration = pd.Series(float(item.get("duration_min", 0.0)), index=frame.index)
+    if kind == "rate":  # each rate holds until the next row of the same patient
+        stamps = pd.to_datetime(time, errors="coerce", utc=True, format="mixed")
+        nxt = stamps.groupby(subject).shift(-1)
+        minutes = (nxt - stamps).dt.total_seconds() / 60.0
+        duration = minutes.fillna(minutes.median() if minutes.notna().any() else 5.0)
+    part = pd.DataFrame({"subject_id": subject, "time": time, "input": str(item["input"]), "kind": kind,
+                         "amount": values, "duration": duration, "unit": str(item["unit"])})  # fmt: skip
+    present = values != ""
+    if kind == "bolus":
+        present &= pd.to_numeric(values, errors="coerce").fillna(1.0) != 0.0
+    return part[present]
+
+
+def _find(columns: list[str], names: tuple[str, ...]) -> str | None:
+    lowered = {c.strip().lower(): c for c in columns}
+    return next((lowered[n] for n in names if n in lowered), None)
+
+
+def read_cgm_csv(
+    path: str | Path, *, subject_id: str | None = None, variable: str = "subcutaneous_glucose", unit: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read a CGM (or CGM + pump) export: a timestamp, a glucose value and its unit
+    (a ``unit`` column or the ``unit`` argument), and optionally bolus insulin (U),
+    carbohydrates (g) and a basal rate (U/h) per row. Column names are matched
+    case-insensitively (``timestamp``/``time``, ``glucose``/``sgv``, ``unit``, ``bolus``,
+    ``carbs``/``cho``, ``basal``)."""
+    path = Path(path)
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"Cannot read CGM export {path}: {e}") from e
+    time_col, glucose_col = _find(header, _CGM_TIME), _find(header, _CGM_GLUCOSE)
+    if time_col is None or glucose_col is None:
+        raise DataError(f"CGM export {path.name} needs a timestamp and a glucose column; found columns {header}.")
+    unit_col = _find(header, _CGM_UNIT)
+    if unit_col is None and unit is None:
+        raise DataError(f"CGM export {path.name} has no unit column; pass the unit (mg/dL or mmol/L).")
+    glucose: dict[str, Any] = {"column": glucose_col, "variable": variable, "code": "99504-3"}
+    glucose.update({"unit_column": unit_col} if unit_col else {"unit": unit})
+    doses: list[dict[str, Any]] = []
+    for name, aliases in _CGM_DOSES.items():
+        col = _find(header, aliases)
+        if col:
+            doses.append({"column": col, "input": name, "unit": "U" if name == "insulin" else "g"})
+    basal = _find(header, _CGM_BASAL)
+    if basal:
+        doses.append({"column": basal, "input": "insulin", "kind": "rate", "unit": "U/h"})
+    cmap = ColumnMap(time={"column": time_col}, subject_id={"value": subject_id or path.stem},
+                     observations=(glucose,), doses=tuple(doses))  # fmt: skip
+    return read_csv(path, cmap)

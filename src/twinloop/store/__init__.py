@@ -1,0 +1,3 @@
+"""Persistence: the twin registry (SQLAlchemy; SQLite by default, PostgreSQL by URL)."""
+
+from twinloop.store.registry import TwinRegistry as TwinRegistry

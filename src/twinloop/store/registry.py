@@ -1,0 +1,319 @@
+"""The twin registry: twins, their versions, observation and dose logs, forecasts and
+an audit log in a SQL database (SQLAlchemy; a SQLite file by default, PostgreSQL by URL).
+
+- Every change runs in one transaction that first locks the twin (``SELECT ... FOR
+  UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite), so concurrent syncs of one
+  twin are serialized: each sees the version the previous one wrote.
+- The observation and dose logs are append-only with a content key unique per twin:
+  the same observation ingested twice is stored once.
+- Each sync writes a new version row (version numbers are consecutive, the pair
+  (twin, version) is a primary key); each forecast references the version it came
+  from; every change writes an audit row (who, what, when).
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from twinloop.errors import RegistryError
+from twinloop.twin.patient import PatientTwin, SyncReport
+
+metadata = MetaData()
+twins = Table(
+    "twins", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("subject_id", String(256), nullable=False),
+    Column("model_id", String(128), nullable=False),
+    Column("model_version", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("current_version", Integer, nullable=False),
+)  # fmt: skip
+versions = Table(
+    "twin_versions", metadata,
+    Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("parent", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("state_time", Float, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("state", LargeBinary, nullable=False),
+)  # fmt: skip
+observations = Table(
+    "observations", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("obs_key", String(64), nullable=False),
+    Column("subject_id", String(256), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("variable", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("code", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("twin_id", "obs_key", name="uq_observation"),
+)  # fmt: skip
+doses = Table(
+    "doses", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
+    Column("dose_key", String(64), nullable=False),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("input", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount", Float, nullable=False),
+    Column("duration", Float, nullable=False),
+    Column("unit", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    UniqueConstraint("twin_id", "dose_key", name="uq_dose"),
+)  # fmt: skip
+forecasts = Table(
+    "forecasts", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("twin_id", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("hours", Float, nullable=False),
+    Column("quantiles", LargeBinary, nullable=False),
+    ForeignKeyConstraint(["twin_id", "version"], ["twin_versions.twin_id", "twin_versions.version"]),
+)  # fmt: skip
+audit = Table(
+    "audit", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("twin_id", String(128), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("detail", Text, nullable=False),
+)  # fmt: skip
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
+
+
+def _pack(state: dict[str, Any]) -> bytes:
+    """A twin's state dict as one binary blob (JSON header + length-prefixed blobs)."""
+    blobs = [state["ensemble"], state["observations"], state["doses"], *state["snapshots"], *state["forecasts"]]
+    header = json.dumps({"meta": state["meta"], "n_snapshots": len(state["snapshots"]),
+                         "n_forecasts": len(state["forecasts"]), "sizes": [len(b) for b in blobs]}).encode()  # fmt: skip
+    return len(header).to_bytes(8, "big") + header + b"".join(blobs)
+
+
+def _unpack(raw: bytes) -> dict[str, Any]:
+    n = int.from_bytes(raw[:8], "big")
+    header = json.loads(raw[8 : 8 + n])
+    blobs, pos = [], 8 + n
+    for size in header["sizes"]:
+        blobs.append(raw[pos : pos + size])
+        pos += size
+    s, f = header["n_snapshots"], header["n_forecasts"]
+    return {"meta": header["meta"], "ensemble": blobs[0], "observations": blobs[1], "doses": blobs[2],
+            "snapshots": blobs[3 : 3 + s], "forecasts": blobs[3 + s : 3 + s + f]}  # fmt: skip
+
+
+def _sqlite_engine(url: str) -> Engine:
+    engine = create_engine(url, connect_args={"timeout": 120})
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (below)
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock at the start
+
+    return engine
+
+
+class TwinRegistry:
+    """Persist twins. ``TwinRegistry("sqlite:///twins.db")`` or a PostgreSQL URL.
+
+    Example:
+        >>> reg = TwinRegistry("sqlite:///twins.db")  # doctest: +SKIP
+        >>> reg.add(twin); reg.sync(twin.id, new_obs); reg.load(twin.id).forecast(24)  # doctest: +SKIP
+    """
+
+    def __init__(self, url: str = "sqlite:///twins.db", actor: str | None = None) -> None:
+        self.url = url
+        self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+        self.actor = actor or f"{getpass.getuser()}@twinloop"
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def _locked(self, twin_id: str) -> Iterator[tuple[Connection, Any]]:
+        """A transaction holding the twin's row lock; yields (connection, twin row)."""
+        try:
+            with self.engine.begin() as conn:
+                query = select(twins).where(twins.c.id == twin_id)
+                if self.engine.dialect.name != "sqlite":
+                    query = query.with_for_update()
+                row = conn.execute(query).mappings().first()
+                if row is None:
+                    raise RegistryError(f"No twin {twin_id!r} in {self.url}; create it first (twinloop twin create).")
+                yield conn, row
+        except OperationalError as e:
+            raise RegistryError(f"The registry at {self.url} could not complete the change: {e.orig}") from e
+
+    def _audit(self, conn: Connection, twin_id: str, action: str, version: int | None, detail: dict[str, Any]) -> None:
+        conn.execute(insert(audit).values(twin_id=twin_id, at=_now(), actor=self.actor, action=action, version=version,
+                                          detail=json.dumps(detail, default=str)))  # fmt: skip
+
+    def _log(self, conn: Connection, twin_id: str, obs: pd.DataFrame, dose: pd.DataFrame, version: int) -> tuple[int, int]:
+        """Append observations and doses not already logged; returns how many were new."""
+        existing = {r[0] for r in conn.execute(select(observations.c.obs_key).where(observations.c.twin_id == twin_id))}
+        rows = []
+        for r in obs.itertuples(index=False):
+            key = _key(r.subject_id, pd.Timestamp(r.time).isoformat(), r.variable, repr(float(r.value)), r.unit)
+            if key not in existing:
+                existing.add(key)
+                rows.append({"twin_id": twin_id, "obs_key": key, "subject_id": r.subject_id, "time": r.time,
+                             "variable": r.variable, "value": float(r.value), "unit": r.unit, "code": r.code,
+                             "source": r.source, "version": version})  # fmt: skip
+        if rows:
+            conn.execute(insert(observations), rows)
+        dkeys = {r[0] for r in conn.execute(select(doses.c.dose_key).where(doses.c.twin_id == twin_id))}
+        drows = []
+        for d in dose.itertuples(index=False):
+            key = _key(pd.Timestamp(d.time).isoformat(), d.input, d.kind, repr(float(d.amount)), d.duration, d.unit)
+            if key not in dkeys:
+                dkeys.add(key)
+                drows.append({"twin_id": twin_id, "dose_key": key, "time": d.time, "input": d.input, "kind": d.kind,
+                              "amount": float(d.amount), "duration": float(d.duration), "unit": d.unit,
+                              "version": version})  # fmt: skip
+        if drows:
+            conn.execute(insert(doses), drows)
+        return len(rows), len(drows)
+
+    def _write_version(self, conn: Connection, twin: PatientTwin, kind: str, parent: int | None,
+                       summary: dict[str, Any]) -> None:  # fmt: skip
+        conn.execute(insert(versions).values(twin_id=twin.id, version=twin.version, parent=parent, created_at=_now(),
+                                             kind=kind, state_time=float(twin.ensemble.time),
+                                             summary=json.dumps(summary, default=str),
+                                             state=_pack(twin.state_dict())))  # fmt: skip
+        conn.execute(twins.update().where(twins.c.id == twin.id).values(current_version=twin.version))
+
+    # --- public API -------------------------------------------------------------
+    def add(self, twin: PatientTwin) -> None:
+        """Store a newly created twin (version 1) with the data it was calibrated on."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(twins).values(id=twin.id, subject_id=twin.subject_id, model_id=twin.model.id,
+                                                  model_version=twin.model.version, created_at=_now(),
+                                                  current_version=twin.version))  # fmt: skip
+                self._log(conn, twin.id, twin.observations, twin.doses, twin.version)
+                self._write_version(conn, twin, "create", None, {"calibration": {k: v for k, v in
+                                                                                 twin.calibration.items() if k != "summary"}})  # fmt: skip
+                self._audit(conn, twin.id, "create", twin.version, {"observations": len(twin.observations),
+                                                                    "method": twin.calibration.get("method")})  # fmt: skip
+        except IntegrityError as e:
+            raise RegistryError(f"A twin named {twin.id!r} already exists in {self.url}; choose another name.") from e
+
+    def load(self, twin_id: str, version: int | None = None) -> PatientTwin:
+        """The twin at its current (or a given) version."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(twins).where(twins.c.id == twin_id)).mappings().first()
+            if row is None:
+                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+            v = version or row["current_version"]
+            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
+                                                               versions.c.version == v)).scalar()  # fmt: skip
+        if blob is None:
+            raise RegistryError(f"Twin {twin_id!r} has no version {v}.")
+        return PatientTwin.from_state_dict(_unpack(blob))
+
+    def exists(self, twin_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(twins.c.id).where(twins.c.id == twin_id)).first() is not None
+
+    def sync(self, twin_id: str, new_observations: pd.DataFrame, new_doses: pd.DataFrame | None = None) -> SyncReport:
+        """Log the data (idempotently) and assimilate what is new: one new version, atomically."""
+        with self._locked(twin_id) as (conn, row):
+            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
+                                                               versions.c.version == row["current_version"])).scalar()  # fmt: skip
+            twin = PatientTwin.from_state_dict(_unpack(blob))
+            parent = twin.version
+            report = twin.sync(new_observations, new_doses)
+            new_obs, new_doses_n = self._log(conn, twin_id, twin.observations, twin.doses, twin.version)
+            summary = {"assimilated": report.assimilated, "late": report.late, "innovation": report.innovation,
+                       "drift": report.drift, "recalibrated": report.recalibrated, "new_observations": new_obs,
+                       "new_doses": new_doses_n, "scored_forecasts": report.scored_forecasts}  # fmt: skip
+            self._write_version(conn, twin, "sync", parent, summary)
+            self._audit(conn, twin_id, "sync", twin.version, summary)
+            if report.drift:
+                self._audit(conn, twin_id, "drift", twin.version, {"event": twin.drift_events[-1]})
+            for fc_id in report.scored_forecasts:
+                self._audit(conn, twin_id, "score", twin.version, {"forecast": fc_id})
+        return report
+
+    def save_forecast(self, twin_id: str, hours: float, inputs: Any = None) -> Any:
+        """Forecast from the current version, store it with the twin and in the forecast table."""
+        with self._locked(twin_id) as (conn, row):
+            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
+                                                               versions.c.version == row["current_version"])).scalar()  # fmt: skip
+            twin = PatientTwin.from_state_dict(_unpack(blob))
+            fc = twin.forecast(hours, inputs)
+            buffer = io.BytesIO()
+            fc.quantiles().to_parquet(buffer)
+            conn.execute(insert(forecasts).values(id=fc.id, twin_id=twin_id, version=twin.version, created_at=_now(),
+                                                  hours=hours, quantiles=buffer.getvalue()))  # fmt: skip
+            conn.execute(versions.update().where(versions.c.twin_id == twin_id, versions.c.version == twin.version)
+                         .values(state=_pack(twin.state_dict())))  # fmt: skip
+            self._audit(conn, twin_id, "forecast", twin.version, {"forecast": fc.id, "hours": hours,
+                                                                  "ensemble_size": fc.ensemble_size})  # fmt: skip
+        return fc
+
+    def record(self, twin_id: str, action: str, detail: dict[str, Any]) -> None:
+        """Add an audit entry (e.g. a what-if comparison shown to a clinician)."""
+        with self._locked(twin_id) as (conn, row):
+            self._audit(conn, twin_id, action, row["current_version"], detail)
+
+    def table(self, name: str, twin_id: str) -> pd.DataFrame:
+        """One of ``observations``, ``doses``, ``versions``, ``forecasts``, ``audit`` for a twin."""
+        tables = {"observations": observations, "doses": doses, "versions": versions, "forecasts": forecasts,
+                  "audit": audit}  # fmt: skip
+        if name not in tables:
+            raise RegistryError(f"Unknown table {name!r}; choose one of {sorted(tables)}.")
+        t = tables[name]
+        cols = [c for c in t.c if c.name not in ("state", "quantiles")]
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(select(*cols).where(t.c.twin_id == twin_id)).mappings().all())
+
+    def twins(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return pd.DataFrame(conn.execute(select(twins)).mappings().all())

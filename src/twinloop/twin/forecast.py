@@ -1,0 +1,103 @@
+"""Ensemble forecasts, their quantiles, and their scores once observations arrive."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scoringrules as sr
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+@dataclass
+class Forecast:
+    """Member trajectories ``(N, T, O)`` of the observables: ``members`` without and
+    ``predictive`` with observation noise; ``times`` are UTC timestamps."""
+
+    twin_id: str
+    version: int
+    times: pd.DatetimeIndex
+    observables: tuple[str, ...]
+    units: tuple[str, ...]
+    members: np.ndarray
+    predictive: np.ndarray
+    id: str = ""
+    scores: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ensemble_size(self) -> int:
+        return int(self.members.shape[0])
+
+    def quantiles(self, q: tuple[float, ...] = QUANTILES) -> pd.DataFrame:
+        """One row per time and observable: the predictive quantiles and the ensemble size."""
+        qs = np.nanquantile(self.predictive, q, axis=0)  # (Q, T, O)
+        rows = []
+        for o, name in enumerate(self.observables):
+            frame = pd.DataFrame({f"q{round(p * 100):02d}": qs[i, :, o] for i, p in enumerate(q)})
+            frame.insert(0, "unit", self.units[o])
+            frame.insert(0, "variable", name)
+            frame.insert(0, "time", self.times)
+            frame["mean"] = np.nanmean(self.predictive[:, :, o], axis=0)
+            frame["ensemble_size"] = self.ensemble_size
+            rows.append(frame)
+        return pd.concat(rows, ignore_index=True)
+
+    def at(self, variable: str, times: pd.Series) -> np.ndarray:
+        """Predictive ensemble ``(N, len(times))`` of ``variable``, linear in time between
+        forecast points; NaN outside the forecast span."""
+        o = self.observables.index(variable)
+        grid = self.times.asi8.astype(np.float64)
+        when = pd.to_datetime(pd.Series(times), utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy(dtype=np.float64)
+        out = np.full((self.ensemble_size, when.size), np.nan)
+        inside = (when >= grid[0]) & (when <= grid[-1])
+        for j in np.flatnonzero(inside):
+            out[:, j] = [np.interp(when[j], grid, member) for member in self.predictive[:, :, o]]
+        return out
+
+    def score(self, observations: pd.DataFrame) -> dict[str, Any]:
+        """CRPS (scoringrules), 50 % and 90 % interval coverage and the rank histogram of
+        the observations that fall inside this forecast's span; accumulated in ``scores``."""
+        acc: dict[str, Any] = self.scores or {"n": 0, "crps_sum": 0.0, "in50": 0, "in90": 0,
+                                              "ranks": [0] * (min(self.ensemble_size, 20) + 1)}  # fmt: skip
+        for variable, rows in observations.groupby("variable"):
+            if variable not in self.observables:
+                continue
+            ens = self.at(str(variable), rows["time"])
+            y = rows["value"].to_numpy(dtype=float)
+            ok = np.all(np.isfinite(ens), axis=0)
+            if not ok.any():
+                continue
+            ens, y = ens[:, ok], y[ok]
+            crps = np.asarray(sr.crps_ensemble(y, ens.T))
+            q05, q25, q75, q95 = np.quantile(ens, [0.05, 0.25, 0.75, 0.95], axis=0)
+            bins = len(acc["ranks"]) - 1
+            ranks = np.floor((ens < y).mean(axis=0) * bins + 0.5 / self.ensemble_size).astype(int).clip(0, bins)
+            acc["n"] += int(y.size)
+            acc["crps_sum"] += float(crps.sum())
+            acc["in50"] += int(((y >= q25) & (y <= q75)).sum())
+            acc["in90"] += int(((y >= q05) & (y <= q95)).sum())
+            for r in ranks:
+                acc["ranks"][int(r)] += 1
+        if acc["n"]:
+            acc["crps"] = acc["crps_sum"] / acc["n"]
+            acc["coverage50"] = acc["in50"] / acc["n"]
+            acc["coverage90"] = acc["in90"] / acc["n"]
+        self.scores = acc
+        return acc
+
+    def to_bytes(self) -> bytes:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, members=self.members, predictive=self.predictive, times=self.times.asi8)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, *, twin_id: str, version: int, observables: tuple[str, ...],
+                   units: tuple[str, ...], id: str = "", scores: dict[str, Any] | None = None) -> Forecast:  # fmt: skip
+        with np.load(io.BytesIO(raw)) as data:
+            times = pd.DatetimeIndex(pd.to_datetime(data["times"], utc=True))
+            return cls(twin_id, version, times, observables, units, data["members"], data["predictive"], id,
+                       scores or {})  # fmt: skip

@@ -1,0 +1,70 @@
+"""Absolute timestamps <-> model time from a twin's origin, and dose tables -> model inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinloop.connect.units import conversion
+from twinloop.errors import InputError
+from twinloop.models.base import Model
+from twinloop.models.inputs import Inputs
+
+_UNIT_SECONDS = {"s": 1.0, "min": 60.0, "h": 3600.0, "d": 86400.0, "wk": 604800.0}
+
+
+def unit_seconds(time_unit: str) -> float:
+    if time_unit not in _UNIT_SECONDS:
+        raise InputError(f"Model time unit {time_unit!r} cannot be mapped to timestamps; use s, min, h, d or wk.")
+    return _UNIT_SECONDS[time_unit]
+
+
+def to_model_time(times: Any, origin: pd.Timestamp, time_unit: str) -> np.ndarray:
+    stamps = pd.to_datetime(pd.Series(times), utc=True)
+    return ((stamps - origin).dt.total_seconds() / unit_seconds(time_unit)).to_numpy(dtype=np.float64)
+
+
+def to_timestamps(model_time: Any, origin: pd.Timestamp, time_unit: str) -> pd.DatetimeIndex:
+    seconds = np.asarray(model_time, dtype=np.float64) * unit_seconds(time_unit)
+    return pd.DatetimeIndex(origin + pd.to_timedelta(seconds, unit="s"))
+
+
+def inputs_from_doses(model: Model, doses: pd.DataFrame, origin: pd.Timestamp, shift: float = 0.0) -> Inputs:
+    """Model inputs from a canonical dose table (times relative to ``origin`` minus ``shift``).
+
+    A ``carbs`` amount in grams is a meal eaten at 5 g/min; an amount given to a rate
+    input (insulin in U) is delivered over its duration (at least one minute); a rate
+    row holds its rate for its duration; an amount given to a bolus input (a drug in
+    mg, radiotherapy in Gy) is added at once. Units are converted to the model's.
+    """
+    if doses is None or doses.empty:
+        return Inputs()
+    known = {i.name: i for i in model.inputs}
+    t = to_model_time(doses["time"], origin, model.time_unit) - shift
+    minute = 60.0 / unit_seconds(model.time_unit)
+    plan = Inputs()
+    meals = []
+    for (name, kind, amount, duration, unit), start in zip(
+        doses[["input", "kind", "amount", "duration", "unit"]].itertuples(index=False, name=None), t, strict=True
+    ):
+        if name not in known:
+            raise InputError(f"Dose input {name!r} is not an input of model '{model.id}' ({sorted(known)}).")
+        inp = known[name]
+        span = float(duration) * minute
+        if inp.kind == "bolus":
+            scale, offset = conversion(str(unit), inp.unit, name)
+            plan = plan + Inputs.bolus(name, [(float(start), float(amount) * scale + offset)])
+        elif kind == "rate":
+            scale, _ = conversion(str(unit), inp.unit, name)
+            plan = plan + Inputs.rate(name, float(start), float(start) + span, float(amount) * scale)
+        else:
+            scale, _ = conversion(str(unit), f"({inp.unit})*{model.time_unit}", name)
+            if name == "carbs":
+                meals.append((float(start), float(amount) * scale))
+            else:
+                plan = plan + Inputs.pulse(name, float(start), float(amount) * scale, max(span, minute))
+    if meals:
+        plan = plan + Inputs.meals(meals)
+    return plan

@@ -1,0 +1,112 @@
+"""Calibration: parameter recovery with coverage on 50 synthetic patients, diagnostics,
+SVI against NUTS, ArviZ export, and the reverse-mode rule of the predictor."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import twinloop as tl
+from twinloop.calibrate import (
+    CalibrationProblem,
+    CalibrationWarning,
+    Calibrator,
+    GaussianPrior,
+    NoiseModel,
+    ParameterMap,
+)
+from twinloop.calibrate.problem import reverse_via_forward
+from twinloop.cohort import Population
+
+NOISE = NoiseModel(additive=1.0, proportional=0.1)
+TIMES = np.arange(42.0, 400.0, 49.0)  # a scan every 7 weeks
+
+
+@pytest.fixture(scope="module")
+def stein() -> tuple[tl.models.Model, GaussianPrior, ParameterMap]:
+    model = tl.models.get("tgi-stein")
+    prior = GaussianPrior.from_population(Population.default(model), ("y0", "g", "d"), n=4000, seed=1)
+    return model, prior, ParameterMap(model, ("y0", "g", "d"), model.default_parameters)
+
+
+def _patients(model: tl.models.Model, prior: GaussianPrior, pmap: ParameterMap, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Truths drawn from the prior and their noisy scans."""
+    rng = np.random.default_rng(seed)
+    truth = prior.sample(n, rng)
+    traj = tl.simulate(model, pmap.full_batch(truth), tl.Inputs(), times=np.r_[0.0, TIMES], progress=False)
+    return truth, NOISE.sample(traj["sum_of_diameters"][:, 1:], rng)
+
+
+def _problem(model: tl.models.Model, pmap: ParameterMap, y: np.ndarray) -> CalibrationProblem:
+    return CalibrationProblem(model, pmap, TIMES, ("sum_of_diameters",) * TIMES.size, y,
+                              noise={"sum_of_diameters": NOISE})  # fmt: skip
+
+
+def test_nuts_recovers_parameters_with_calibrated_90_percent_intervals(stein: tuple) -> None:
+    model, prior, pmap = stein
+    n = 50
+    truth, scans = _patients(model, prior, pmap, n, seed=2024)
+    cal = Calibrator(prior, num_warmup=250, num_samples=250, num_chains=2, seed=7)
+    inside = np.zeros((n, 3), dtype=bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        for i in range(n):
+            lo, hi = cal.fit(_problem(model, pmap, scans[i])).posterior.interval(0.9)
+            inside[i] = (np.exp(truth[i]) >= lo) & (np.exp(truth[i]) <= hi)
+    # pooled over 150 intervals: inside the central 99 % range of Binomial(150, 0.9)
+    lo_count, hi_count = stats.binom.interval(0.99, inside.size, 0.9)
+    assert lo_count <= inside.sum() <= hi_count, inside.mean(axis=0)
+    for j in range(3):  # and per parameter, Binomial(50, 0.9) at 99.9 %
+        lo_j, hi_j = stats.binom.interval(0.999, n, 0.9)
+        assert lo_j <= inside[:, j].sum() <= hi_j, (pmap.names[j], inside[:, j].mean())
+
+
+def test_diagnostics_warn_or_refuse_when_sampling_is_too_short(stein: tuple) -> None:
+    model, prior, pmap = stein
+    _, scans = _patients(model, prior, pmap, 1, seed=3)
+    problem = _problem(model, pmap, scans[0])
+    with pytest.warns(CalibrationWarning, match="effective sample size"):
+        Calibrator(prior, num_warmup=5, num_samples=8, num_chains=2).fit(problem)
+    with pytest.raises(tl.CalibrationError, match="Calibration diagnostics failed"):
+        Calibrator(prior, num_warmup=5, num_samples=8, num_chains=2, strict=True).fit(problem)
+
+
+def test_svi_agrees_with_nuts_and_arviz_export(stein: tuple) -> None:
+    model, prior, pmap = stein
+    _, scans = _patients(model, prior, pmap, 1, seed=11)
+    problem = _problem(model, pmap, scans[0])
+    nuts = Calibrator(prior, num_warmup=400, num_samples=400, num_chains=2).fit(problem).posterior
+    svi = Calibrator(prior, method="svi").fit(problem).posterior
+    assert nuts.problems() == []
+    d = nuts.diagnostics()
+    assert set(d["rhat"]) == {"y0", "g", "d"} and max(d["rhat"].values()) < 1.05
+    # the Gaussian approximation's means are within a third of a posterior sd of NUTS's
+    diff = np.abs(svi.draws().mean(0) - nuts.draws().mean(0)) / nuts.draws().std(0)
+    assert np.all(diff < 0.35), diff
+    idata = nuts.to_arviz()
+    assert set(idata.posterior.data_vars) >= {"y0", "g", "d", "log_y0"}
+    assert idata.posterior["y0"].shape == (2, 400)
+    assert "diverging" in idata.sample_stats
+
+
+def test_reverse_mode_rule_equals_forward_jacobian() -> None:
+    def f(x: jax.Array) -> jax.Array:
+        return jnp.array([jnp.sin(x[0]) * x[1], jnp.exp(x[1]), x[0] ** 3])
+
+    x = jnp.array([0.3, -0.7])
+    np.testing.assert_allclose(jax.jacrev(reverse_via_forward(f))(x), jax.jacfwd(f)(x), rtol=1e-12)
+
+
+def test_problem_errors_name_the_field(stein: tuple) -> None:
+    model, prior, pmap = stein
+    with pytest.raises(tl.InputError, match="not observables"):
+        CalibrationProblem(model, pmap, np.array([1.0]), ("glucose",), np.array([1.0]))
+    with pytest.raises(tl.InputError, match="derived"):
+        ParameterMap(tl.models.get("t1d-uva-padova"), ("Vm0",), tl.models.get("t1d-uva-padova").default_parameters)
+    with pytest.raises(tl.InputError, match="same names"):
+        Calibrator(GaussianPrior(("y0",), np.zeros(1), np.eye(1))).fit(_problem(model, pmap, np.ones(TIMES.size)))
