@@ -10,7 +10,7 @@ SYNCED := $(VENV)/.synced
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: env demo test lint typecheck unit test-all bench clean
+.PHONY: env demo test lint typecheck unit test-all bench postgres clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -32,12 +32,19 @@ lint: env
 typecheck: env
 	$(VENV)/bin/mypy src
 
-unit: env
+# The registry tests start a throw-away PostgreSQL server; install the Debian package if missing.
+postgres:
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || \
+	  { echo "installing PostgreSQL (Debian package) for the registry tests"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
+unit: env postgres
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit
 
-test-all: env
+test-all: env postgres
 	$(VENV)/bin/pytest -m ""
 
 bench: env

@@ -34,7 +34,9 @@ def stein() -> tuple[tl.models.Model, GaussianPrior, ParameterMap]:
     return model, prior, ParameterMap(model, ("y0", "g", "d"), model.default_parameters)
 
 
-def _patients(model: tl.models.Model, prior: GaussianPrior, pmap: ParameterMap, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _patients(
+    model: tl.models.Model, prior: GaussianPrior, pmap: ParameterMap, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Truths drawn from the prior and their noisy scans."""
     rng = np.random.default_rng(seed)
     truth = prior.sample(n, rng)
@@ -43,8 +45,9 @@ def _patients(model: tl.models.Model, prior: GaussianPrior, pmap: ParameterMap, 
 
 
 def _problem(model: tl.models.Model, pmap: ParameterMap, y: np.ndarray) -> CalibrationProblem:
-    return CalibrationProblem(model, pmap, TIMES, ("sum_of_diameters",) * TIMES.size, y,
-                              noise={"sum_of_diameters": NOISE})  # fmt: skip
+    return CalibrationProblem(
+        model, pmap, TIMES, ("sum_of_diameters",) * TIMES.size, y, noise={"sum_of_diameters": NOISE}
+    )
 
 
 def test_nuts_recovers_parameters_with_calibrated_90_percent_intervals(stein: tuple) -> None:
@@ -103,7 +106,7 @@ def test_reverse_mode_rule_equals_forward_jacobian() -> None:
 
 
 def test_problem_errors_name_the_field(stein: tuple) -> None:
-    model, prior, pmap = stein
+    model, _prior, pmap = stein
     with pytest.raises(tl.InputError, match="not observables"):
         CalibrationProblem(model, pmap, np.array([1.0]), ("glucose",), np.array([1.0]))
     with pytest.raises(tl.InputError, match="derived"):

@@ -144,3 +144,77 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
         tmp_path / "nsclc-product" / "manifest.json"
     ).exists()
     assert set(summary["products"]) == {"t1d", "nsclc"}  # type: ignore[arg-type]
+
+
+# --- twin commands ------------------------------------------------------------------
+def _t1d_files(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """A 2-day CGM + pump export of one synthetic patient, split in two files, and two dose plans."""
+    import twinloop as tl
+    from twinloop.calibrate import NoiseModel
+    from twinloop.models import t1d_uva_padova as t1d
+    from twinloop.twin import synthetic_record
+
+    model = tl.models.get("t1d-uva-padova")
+    p = model.preset("adult#002")
+    meals = [(d * 1440 + t, g) for d in range(2) for t, g in [(420, 50), (720, 70), (1140, 80)]]
+    plan = t1d.basal_bolus(model.param_map(p), meals, t_end=2880.0)
+    obs, doses, _ = synthetic_record(model, p, plan, np.arange(5.0, 2881.0, 5.0), observable="subcutaneous_glucose",
+                                     noise=NoiseModel(8.0, 0.05), seed=4)  # fmt: skip
+    export = pd.DataFrame({"timestamp": obs["time"], "glucose": (obs["value"] / 18.0156).round(2), "unit": "mmol/L"})
+    bolus = doses[(doses["input"] == "insulin") & (doses["duration"] == 1.0)]
+    export["bolus"] = export["timestamp"].map(dict(zip(bolus["time"] + pd.Timedelta(minutes=5), bolus["amount"],
+                                                        strict=True)))  # fmt: skip
+    carbs = doses[doses["input"] == "carbs"].groupby("time")["amount"].sum()  # g/min for 10 min per meal
+    export["carbs"] = export["timestamp"].map({t + pd.Timedelta(minutes=5): 10 * a for t, a in carbs.items()})
+    export["basal"] = float(doses[doses["duration"] > 100]["amount"].iloc[0]) * 60.0  # U/h
+    first, second = tmp_path / "day1.csv", tmp_path / "day2.csv"
+    export.iloc[:288].to_csv(first, index=False)
+    export.iloc[288:].to_csv(second, index=False)
+    now = export["timestamp"].iloc[-1]
+    plans = []
+    for name, scale in (("usual", 1.0), ("more", 1.4)):
+        rows = [{"time": now + pd.Timedelta(hours=h), "input": "carbs", "kind": "bolus", "amount": g, "duration": 0,
+                 "unit": "g"} for h, g in ((1, 60), (6, 70))]  # fmt: skip
+        rows += [{"time": now + pd.Timedelta(hours=h), "input": "insulin", "kind": "bolus",
+                  "amount": scale * g / 12.0, "duration": 1, "unit": "U"} for h, g in ((1, 60), (6, 70))]  # fmt: skip
+        rows.append({"time": now, "input": "insulin", "kind": "rate", "amount": export["basal"].iloc[0],
+                     "duration": 720, "unit": "U/h"})  # fmt: skip
+        path = tmp_path / f"{name}.csv"
+        pd.DataFrame(rows).to_csv(path, index=False)
+        plans.append(path)
+    return first, second, plans[0], plans[1]
+
+
+def test_twin_commands_create_sync_forecast_compare_show(tmp_path: Path) -> None:
+    day1, day2, usual, more = _t1d_files(tmp_path)
+    db = ["--db", f"sqlite:///{tmp_path / 'twins.db'}"]
+    result = runner.invoke(app, ["twin", "create", "--model", "t1d-uva-padova", "--data", str(day1), "--name", "ada",
+                                 "--method", "enkf", "--members", "100", *db])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "created twin ada" in result.output
+    again = runner.invoke(app, ["twin", "create", "--model", "t1d-uva-padova", "--data", str(day1), "--name", "ada",
+                                *db])  # fmt: skip
+    assert again.exit_code == 2 and "already exists" in again.output
+    result = runner.invoke(app, ["twin", "sync", "ada", "--data", str(day2), *db])
+    assert result.exit_code == 0, result.output
+    assert "version 2: 288 assimilated" in result.output
+    result = runner.invoke(app, ["twin", "forecast", "ada", "--hours", "6", "--inputs", str(usual), "--out",
+                                 str(tmp_path / "fc.csv"), *db])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    quantiles = pd.read_csv(tmp_path / "fc.csv")
+    assert (quantiles["ensemble_size"] == 100).all() and {"q05", "q50", "q95"} <= set(quantiles.columns)
+    result = runner.invoke(app, ["twin", "compare", "ada", "--inputs", f"more={more}", "--inputs", f"usual={usual}",
+                                 "--endpoint", "mean_glucose", "--hours", "12", *db])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "P(more better than usual) = 1.000" in result.output
+    result = runner.invoke(app, ["twin", "show", "ada", "--out", str(tmp_path / "show"), *db])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "show" / "ada-fan-chart.html").stat().st_size > 10_000
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,glucose,unit\n2026-01-07T00:05:00Z,110,furlongs\n")
+    result = runner.invoke(app, ["twin", "sync", "ada", "--data", str(bad), *db])
+    assert result.exit_code == 2 and "rejected" in result.output
+    result = runner.invoke(app, ["twin", "show", "ada", *db])
+    assert "sync" in result.output and result.output.count("sync") == 1  # the failed sync left no version
+    result = runner.invoke(app, ["twin", "sync", "nobody", "--data", str(day2), *db])
+    assert result.exit_code == 2 and "No twin 'nobody'" in result.output

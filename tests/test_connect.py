@@ -67,11 +67,21 @@ def test_a_broken_resource_is_rejected_with_its_reason(tmp_path: Path) -> None:
 
 def test_our_fhir_bundles_read_back_to_the_product_tables(tmp_path: Path) -> None:
     spec = {
-        "model": "t1d-uva-padova", "population": "default", "n": 2, "seed": 3, "duration": 1440,
+        "model": "t1d-uva-padova",
+        "population": "default",
+        "n": 2,
+        "seed": 3,
+        "duration": 1440,
         "treatment": {"kind": "basal_bolus", "meals": [[420, 50], [720, 70]]},
-        "observations": [{"name": "cgm", "observable": "subcutaneous_glucose", "schedule": {"every": 60},
-                          "error": {"kind": "additive", "sd": 5.0}}],
-    }  # fmt: skip
+        "observations": [
+            {
+                "name": "cgm",
+                "observable": "subcutaneous_glucose",
+                "schedule": {"every": 60},
+                "error": {"kind": "additive", "sd": 5.0},
+            }
+        ],
+    }
     out = tmp_path / "product"
     generate(ProductSpec.from_dict(spec), out, progress=False)
     product = Product.open(out)
@@ -105,12 +115,14 @@ def _frame(rows: list[tuple]) -> pd.DataFrame:
 
 
 def test_harmonize_maps_codes_converts_units_drops_duplicates_and_sorts() -> None:
-    obs = _frame([
-        ("p1", "2026-01-05T10:00:00Z", "Glucose", 6.0, "mmol/L", "15074-8", "lab"),
-        ("p1", "2026-01-05T08:00:00Z", "Glucose", 108.0, "mg/dL", "2339-0", "lab"),  # out of order
-        ("p1", "2026-01-05T08:00:00Z", "Glucose", 108.0, "mg/dL", "2339-0", "lab"),  # exact duplicate
-        ("p1", "2026-01-05T09:00:00+01:00", "tumour", 3.1, "cm", "21889-1", "ct"),  # offset -> UTC
-    ])  # fmt: skip
+    obs = _frame(
+        [
+            ("p1", "2026-01-05T10:00:00Z", "Glucose", 6.0, "mmol/L", "15074-8", "lab"),
+            ("p1", "2026-01-05T08:00:00Z", "Glucose", 108.0, "mg/dL", "2339-0", "lab"),  # out of order
+            ("p1", "2026-01-05T08:00:00Z", "Glucose", 108.0, "mg/dL", "2339-0", "lab"),  # exact duplicate
+            ("p1", "2026-01-05T09:00:00+01:00", "tumour", 3.1, "cm", "21889-1", "ct"),  # offset -> UTC
+        ]
+    )
     data = ingest((obs, pd.DataFrame(columns=tl.connect.DOSE_COLUMNS)))
     assert data.duplicates == 1
     assert data.observations["time"].is_monotonic_increasing
@@ -122,13 +134,15 @@ def test_harmonize_maps_codes_converts_units_drops_duplicates_and_sorts() -> Non
 
 
 def test_bad_records_are_all_listed_and_nothing_is_ingested() -> None:
-    obs = _frame([
-        ("p1", "2026-01-05T08:00:00Z", "plasma_glucose", 100.0, "mg/dL", "", "a"),
-        ("p1", "yesterday-ish", "plasma_glucose", 100.0, "mg/dL", "", "b"),
-        ("", "2026-01-05T08:00:00Z", "plasma_glucose", 100.0, "mg/dL", "", "c"),
-        ("p1", "2026-01-05T09:00:00Z", "plasma_glucose", "high", "mg/dL", "", "d"),
-        ("p1", "2026-01-05T09:00:00Z", "plasma_glucose", 5.0, "parsecs", "", "e"),
-    ])  # fmt: skip
+    obs = _frame(
+        [
+            ("p1", "2026-01-05T08:00:00Z", "plasma_glucose", 100.0, "mg/dL", "", "a"),
+            ("p1", "yesterday-ish", "plasma_glucose", 100.0, "mg/dL", "", "b"),
+            ("", "2026-01-05T08:00:00Z", "plasma_glucose", 100.0, "mg/dL", "", "c"),
+            ("p1", "2026-01-05T09:00:00Z", "plasma_glucose", "high", "mg/dL", "", "d"),
+            ("p1", "2026-01-05T09:00:00Z", "plasma_glucose", 5.0, "parsecs", "", "e"),
+        ]
+    )
     with pytest.raises(tl.DataError, match="4 record\\(s\\) rejected") as info:
         ingest((obs, pd.DataFrame(columns=tl.connect.DOSE_COLUMNS)))
     reasons = {r["source"]: r["reason"] for r in info.value.rejected}
@@ -144,11 +158,14 @@ def test_csv_with_a_column_map_and_a_cgm_export(tmp_path: Path) -> None:
     table = tmp_path / "labs.csv"
     table.write_text("patient,when,glu,bolus,basal\np9,2026-01-05 08:00,5.0,2,0.6\np9,2026-01-05 08:05,5.5,,0.6\n")
     columns = {
-        "subject_id": {"column": "patient"}, "time": {"column": "when", "timezone": "Europe/Paris"},
+        "subject_id": {"column": "patient"},
+        "time": {"column": "when", "timezone": "Europe/Paris"},
         "observations": [{"column": "glu", "variable": "subcutaneous_glucose", "unit": "mmol/L"}],
-        "doses": [{"column": "bolus", "input": "insulin", "unit": "U"},
-                  {"column": "basal", "input": "insulin", "kind": "rate", "unit": "U/h"}],
-    }  # fmt: skip
+        "doses": [
+            {"column": "bolus", "input": "insulin", "unit": "U"},
+            {"column": "basal", "input": "insulin", "kind": "rate", "unit": "U/h"},
+        ],
+    }
     data = ingest(table, columns=columns)
     assert data.observations["time"].iloc[0] == pd.Timestamp("2026-01-05T07:00:00Z")  # Paris is UTC+1 in January
     np.testing.assert_allclose(data.observations["value"], [90.078, 99.0858])
@@ -156,18 +173,24 @@ def test_csv_with_a_column_map_and_a_cgm_export(tmp_path: Path) -> None:
     assert len(rates) == 2 and rates["duration"].tolist() == [5.0, 5.0]
     assert len(data.doses[data.doses["kind"] == "bolus"]) == 1
     cgm = tmp_path / "cgm.csv"
-    cgm.write_text("Timestamp,Glucose,Unit,Carbs\n2026-01-05T08:00:00Z,120,mg/dL,\n2026-01-05T08:05:00Z,6.1,mmol/L,45\n")
+    cgm.write_text(
+        "Timestamp,Glucose,Unit,Carbs\n2026-01-05T08:00:00Z,120,mg/dL,\n2026-01-05T08:05:00Z,6.1,mmol/L,45\n"
+    )
     data = ingest(cgm, subject_id="p9", units={"subcutaneous_glucose": "mg/dL"})
     np.testing.assert_allclose(data.observations["value"], [120.0, 6.1 * 18.0156])
     assert data.doses["input"].tolist() == ["carbs"] and data.doses["amount"].tolist() == [45.0]
     with pytest.raises(tl.DataError, match="column 'nope' is not in the file"):
-        ingest(table, columns={"time": {"column": "nope"}, "observations": [{"column": "glu", "variable": "x",
-                                                                              "unit": "mg/dL"}]})  # fmt: skip
+        ingest(
+            table,
+            columns={"time": {"column": "nope"}, "observations": [{"column": "glu", "variable": "x", "unit": "mg/dL"}]},
+        )
 
 
 def test_code_map_extension_from_yaml(tmp_path: Path) -> None:
     path = tmp_path / "codes.yaml"
-    path.write_text("codes:\n  - {code: '9999-9', variable: plasma_glucose, unit: mg/dL}\nunits: {sum_of_diameters: cm}\n")
+    path.write_text(
+        "codes:\n  - {code: '9999-9', variable: plasma_glucose, unit: mg/dL}\nunits: {sum_of_diameters: cm}\n"
+    )
     codes = CodeMap.from_yaml(path)
     assert codes.variable_of("9999-9") == "plasma_glucose" and codes.unit_of("sum_of_diameters") == "cm"
     assert codes.variable_of("2345-7") == "plasma_glucose"  # the defaults remain

@@ -17,23 +17,37 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import SVI, Trace_ELBO, init_to_value
+from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
-from numpyro.infer.autoguide import AutoMultivariateNormal
 
 from twinloop.calibrate.posterior import Posterior
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem
 from twinloop.errors import InputError, NotFittedError
 
+# Compiled samplers by problem structure, shared by every Calibrator (e.g. one per twin).
+_COMPILED_NUTS: dict[tuple[Any, ...], Any] = {}
+
 
 def _structure_key(problem: CalibrationProblem, prior: GaussianPrior) -> tuple[Any, ...]:
     """Everything a compiled sampler depends on except the observed values."""
     pm = problem.parameters
     x0 = None if problem.initial_state is None else np.asarray(problem.initial_state).tobytes()
-    return (id(problem.model), pm.names, pm.base.tobytes(), problem.times.tobytes(), problem.observables,
-            repr(problem.inputs), tuple(sorted((k, v) for k, v in problem.noise.items())), x0, problem.settings,
-            prior.names, prior.mean.tobytes(), prior.cov.tobytes())  # fmt: skip
+    return (
+        id(problem.model),
+        pm.names,
+        pm.base.tobytes(),
+        problem.times.tobytes(),
+        problem.observables,
+        repr(problem.inputs),
+        tuple(sorted((k, v) for k, v in problem.noise.items())),
+        x0,
+        problem.settings,
+        prior.names,
+        prior.mean.tobytes(),
+        prior.cov.tobytes(),
+    )
 
 
 def _density_model(problem: CalibrationProblem, prior: GaussianPrior) -> Any:
@@ -97,8 +111,10 @@ class Calibrator:
 
     def fit(self, problem: CalibrationProblem) -> Calibrator:
         if tuple(problem.parameters.names) != tuple(self.prior.names):
-            raise InputError(f"The problem fits {list(problem.parameters.names)} but the prior is over "
-                             f"{list(self.prior.names)}; use the same names in the same order.")  # fmt: skip
+            raise InputError(
+                f"The problem fits {list(problem.parameters.names)} but the prior is over "
+                f"{list(self.prior.names)}; use the same names in the same order."
+            )
         key = _structure_key(problem, self.prior)
         if self._cache.get("key") != key:
             self._cache = {"key": key, "model": _density_model(problem, self.prior)}
@@ -111,7 +127,12 @@ class Calibrator:
 
     def _nuts(self, rng: Any, args: tuple[Any, ...]) -> Posterior:
         if "nuts" not in self._cache:
-            self._cache["nuts"] = self._compile_nuts(args)
+            key = (self._cache["key"], self.num_warmup, self.num_samples, self.target_accept, self.max_tree_depth)
+            if key not in _COMPILED_NUTS:
+                if len(_COMPILED_NUTS) >= 8:
+                    _COMPILED_NUTS.pop(next(iter(_COMPILED_NUTS)))
+                _COMPILED_NUTS[key] = self._compile_nuts(args)
+            self._cache["nuts"] = _COMPILED_NUTS[key]
         keys = jax.random.split(rng, 2 * self.num_chains)
         z0 = 0.5 * jax.vmap(lambda k: jax.random.uniform(k, (len(self.prior.names),), minval=-1.0, maxval=1.0))(
             keys[self.num_chains :]
@@ -127,14 +148,26 @@ class Calibrator:
         compiled once per problem structure: refits with new values reuse it."""
         model = self._cache["model"]
         zeros = jnp.zeros(len(self.prior.names))
-        _, potential_gen, _, _ = initialize_model(jax.random.PRNGKey(0), model, model_args=args, dynamic_args=True,
-                                                  init_strategy=init_to_value(values={"z": zeros}))  # fmt: skip
+        _, potential_gen, _, _ = initialize_model(
+            jax.random.PRNGKey(0),
+            model,
+            model_args=args,
+            dynamic_args=True,
+            init_strategy=init_to_value(values={"z": zeros}),
+        )
         init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
         warmup, total = self.num_warmup, self.num_warmup + self.num_samples
 
         def chain(key: Any, z0: Any, *model_args: Any) -> tuple[Any, Any]:
-            state = init_kernel({"z": z0}, num_warmup=warmup, dense_mass=True, target_accept_prob=self.target_accept,
-                                max_tree_depth=self.max_tree_depth, model_args=model_args, rng_key=key)  # fmt: skip
+            state = init_kernel(
+                {"z": z0},
+                num_warmup=warmup,
+                dense_mass=True,
+                target_accept_prob=self.target_accept,
+                max_tree_depth=self.max_tree_depth,
+                model_args=model_args,
+                rng_key=key,
+            )
 
             def step(s: Any, _: Any) -> tuple[Any, tuple[Any, Any]]:
                 s = sample_kernel(s, model_args=model_args)
@@ -154,8 +187,7 @@ class Calibrator:
         z = guide.sample_posterior(draw_key, result.params, sample_shape=(self.num_samples * self.num_chains,))["z"]
         log_theta = np.asarray(self.prior.mean + np.asarray(z) @ self.prior.chol.T)
         losses = np.asarray(result.losses)
-        return Posterior(self.prior.names, log_theta[None], "svi",
-                         extra={"final_loss": float(losses[-100:].mean())})  # fmt: skip
+        return Posterior(self.prior.names, log_theta[None], "svi", extra={"final_loss": float(losses[-100:].mean())})
 
     @property
     def posterior(self) -> Posterior:

@@ -21,7 +21,8 @@ class NoiseModel:
     def __post_init__(self) -> None:
         if self.additive < 0 or self.proportional < 0 or self.additive + self.proportional <= 0:
             raise InputError(
-                f"Noise needs additive >= 0 and proportional >= 0, not both 0; got {self.additive}, {self.proportional}."
+                "Noise needs additive >= 0 and proportional >= 0, not both 0; "
+                f"got {self.additive}, {self.proportional}."
             )
 
     def sd(self, mu: Any) -> Any:

@@ -84,8 +84,10 @@ class Posterior:
         found = self.problems()
         if not found:
             return
-        message = "Calibration diagnostics failed: " + "; ".join(found) + (
-            ". Run more warm-up and samples (num_warmup, num_samples) or more chains, or simplify the fitted set."
+        message = (
+            "Calibration diagnostics failed: "
+            + "; ".join(found)
+            + (". Run more warm-up and samples (num_warmup, num_samples) or more chains, or simplify the fitted set.")
         )
         if strict:
             raise CalibrationError(message)

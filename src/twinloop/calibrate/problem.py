@@ -37,7 +37,9 @@ class ParameterMap:
         unknown = [n for n in self.names if n not in self.model.parameter_names]
         derived = [n for n in self.names if n in self.model.derived_parameters]
         if unknown:
-            raise InputError(f"Cannot fit {unknown}: not parameters of '{self.model.id}' ({list(self.model.parameter_names)}).")
+            raise InputError(
+                f"Cannot fit {unknown}: not parameters of '{self.model.id}' ({list(self.model.parameter_names)})."
+            )
         if derived:
             raise InputError(f"Cannot fit {derived}: they are derived from the other parameters of '{self.model.id}'.")
         object.__setattr__(self, "base", np.asarray(self.base, dtype=np.float64).reshape(-1))
@@ -59,8 +61,9 @@ class ParameterMap:
     def full_batch(self, log_theta: np.ndarray) -> np.ndarray:
         """``(n, P)`` full parameter vectors from ``(n, k)`` log-values (NumPy)."""
         log_theta = np.atleast_2d(log_theta)
-        values: dict[str, Any] = {p: np.full(log_theta.shape[0], v) for p, v in zip(self.model.parameter_names,
-                                                                                    self.base, strict=True)}  # fmt: skip
+        values: dict[str, Any] = {
+            p: np.full(log_theta.shape[0], v) for p, v in zip(self.model.parameter_names, self.base, strict=True)
+        }
         for i, name in enumerate(self.names):
             values[name] = np.exp(log_theta[:, i])
         values = self.model.rederive(values, self.latent)
@@ -124,8 +127,10 @@ class CalibrationProblem:
             raise InputError("times, observables and values of a calibration problem must have the same length.")
         unknown = sorted(set(self.observables) - set(self.model.observable_names))
         if unknown:
-            raise InputError(f"Observed variables {unknown} are not observables of '{self.model.id}' "
-                             f"({list(self.model.observable_names)}); map them with a code map.")  # fmt: skip
+            raise InputError(
+                f"Observed variables {unknown} are not observables of '{self.model.id}' "
+                f"({list(self.model.observable_names)}); map them with a code map."
+            )
         if np.any(times < 0) or not np.all(np.isfinite(values)):
             raise InputError("Observation times must be >= 0 (after the start) and values finite.")
         object.__setattr__(self, "times", times)
@@ -170,4 +175,6 @@ class CalibrationProblem:
         params = self.parameters.full_batch(log_theta)
         if self.initial_state is None:
             return params
-        return restart_parameters(params, np.broadcast_to(self.initial_state, (params.shape[0], self.initial_state.size)))
+        return restart_parameters(
+            params, np.broadcast_to(self.initial_state, (params.shape[0], self.initial_state.size))
+        )

@@ -97,8 +97,9 @@ class CodeMap:
         entries = []
         for i, item in enumerate(raw.get("codes", [])):
             try:
-                entries.append(CodeEntry(str(item["code"]), str(item["variable"]), str(item["unit"]),
-                                         str(item.get("display", ""))))  # fmt: skip
+                entries.append(
+                    CodeEntry(str(item["code"]), str(item["variable"]), str(item["unit"]), str(item.get("display", "")))
+                )
             except (KeyError, TypeError) as e:
                 raise InputError(f"{path}: codes[{i}] needs code, variable and unit; got {item!r}.") from e
         return cls().extended(entries, {str(k): str(v) for k, v in (raw.get("units") or {}).items()})

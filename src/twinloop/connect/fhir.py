@@ -79,7 +79,11 @@ def _coding(concept: dict[str, Any] | None, system: str | None = None) -> tuple[
     chosen = next((c for c in codings if system is None or c.get("system") == system), None)
     if chosen is None:
         return "", "", str(concept.get("text", ""))
-    return str(chosen.get("system", "")), str(chosen.get("code", "")), str(chosen.get("display") or concept.get("text", ""))
+    return (
+        str(chosen.get("system", "")),
+        str(chosen.get("code", "")),
+        str(chosen.get("display") or concept.get("text", "")),
+    )
 
 
 def _subject(resource: dict[str, Any], aliases: dict[str, str]) -> str:
@@ -221,9 +225,16 @@ def _procedure(r: dict[str, Any], subject: str, source: str) -> dict[str, list[d
     gy = _RT_DOSE.search(notes)
     if code == RADIOTHERAPY_SNOMED and gy and r.get("status") == "completed":
         out["doses"] = [
-            {"subject_id": subject, "time": start, "input": "radiotherapy", "kind": "bolus",
-             "amount": float(gy.group(1)), "duration": 0.0, "unit": "Gy"}
-        ]  # fmt: skip
+            {
+                "subject_id": subject,
+                "time": start,
+                "input": "radiotherapy",
+                "kind": "bolus",
+                "amount": float(gy.group(1)),
+                "duration": 0.0,
+                "unit": "Gy",
+            }
+        ]
     return out
 
 
@@ -235,11 +246,25 @@ def _observation(r: dict[str, Any], subject: str, source: str) -> dict[str, list
     time = r.get("effectiveDateTime") or (r.get("effectivePeriod") or {}).get("start") or r.get("issued", "")
     unit = quantity.get("code") or quantity.get("unit", "")
     if code == CARBOHYDRATE_INTAKE_LOINC:
-        dose = {"subject_id": subject, "time": time, "input": "carbs", "kind": "bolus", "amount": quantity["value"],
-                "duration": 0.0, "unit": unit}  # fmt: skip
+        dose = {
+            "subject_id": subject,
+            "time": time,
+            "input": "carbs",
+            "kind": "bolus",
+            "amount": quantity["value"],
+            "duration": 0.0,
+            "unit": unit,
+        }
         return {"doses": [dose]}
-    row = {"subject_id": subject, "time": time, "variable": display or code, "value": quantity["value"],
-           "unit": unit, "code": code, "source": source}  # fmt: skip
+    row = {
+        "subject_id": subject,
+        "time": time,
+        "variable": display or code,
+        "value": quantity["value"],
+        "unit": unit,
+        "code": code,
+        "source": source,
+    }
     return {"observations": [row]}
 
 
@@ -270,7 +295,11 @@ def _parsed(where: str, text: str) -> Iterator[tuple[str, dict[str, Any] | None,
                 res = {**res, "_fullUrl": entry.get("fullUrl", "")}
             yield f"{where}#entry[{j}]", res, "" if res is not None else "the bundle entry holds no resource"
     else:
-        yield where, resource if isinstance(resource, dict) else None, "" if isinstance(resource, dict) else "not a JSON object"
+        yield (
+            where,
+            resource if isinstance(resource, dict) else None,
+            "" if isinstance(resource, dict) else "not a JSON object",
+        )
 
 
 def _validate(resource: dict[str, Any]) -> str:
@@ -308,9 +337,9 @@ def read_fhir(path: str | Path) -> FhirRecords:
             aliases[f"Patient/{res.get('id')}"] = str(res.get("id"))
             if res.get("_fullUrl"):
                 aliases[str(res["_fullUrl"])] = str(res.get("id"))
-    tables: dict[str, list[dict[str, Any]]] = {k: [] for k in
-                                                ("patients", "conditions", "medications", "procedures",
-                                                 "observations", "doses")}  # fmt: skip
+    tables: dict[str, list[dict[str, Any]]] = {
+        k: [] for k in ("patients", "conditions", "medications", "procedures", "observations", "doses")
+    }
     rejected: list[Rejected] = []
     counts: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
@@ -329,13 +358,20 @@ def read_fhir(path: str | Path) -> FhirRecords:
         for table, rows in _mapper(kind)(res, _subject(res, aliases), where).items():
             tables[table].extend(rows)
     return FhirRecords(
-        patients=_frame(tables["patients"], ("subject_id", "sex", "birth_date", "deceased", "race", "ethnicity", "source")),
-        conditions=_frame(tables["conditions"], ("subject_id", "onset", "abatement", "system", "code", "display",
-                                                 "clinical_status", "source")),  # fmt: skip
-        medications=_frame(tables["medications"], ("subject_id", "time", "kind", "status", "system", "code",
-                                                   "display", "input", "source")),  # fmt: skip
-        procedures=_frame(tables["procedures"], ("subject_id", "start", "end", "system", "code", "display", "status",
-                                                 "source")),  # fmt: skip
+        patients=_frame(
+            tables["patients"], ("subject_id", "sex", "birth_date", "deceased", "race", "ethnicity", "source")
+        ),
+        conditions=_frame(
+            tables["conditions"],
+            ("subject_id", "onset", "abatement", "system", "code", "display", "clinical_status", "source"),
+        ),
+        medications=_frame(
+            tables["medications"],
+            ("subject_id", "time", "kind", "status", "system", "code", "display", "input", "source"),
+        ),
+        procedures=_frame(
+            tables["procedures"], ("subject_id", "start", "end", "system", "code", "display", "status", "source")
+        ),
         observations=pd.DataFrame(tables["observations"], columns=list(OBSERVATION_COLUMNS))
         if tables["observations"]
         else empty_observations(),

@@ -51,7 +51,9 @@ def _convert_column(
         return frame
     out = frame.copy()
     keep = np.ones(len(out), dtype=bool)
-    for (name, unit), idx in out.groupby([name_col, "unit"], sort=False).groups.items():
+    groups: dict[Any, Any] = out.groupby([name_col, "unit"], sort=False).groups
+    for group, idx in groups.items():
+        name, unit = str(group[0]), str(group[1])
         target = target_of(name)
         try:
             parse_unit(unit)
@@ -62,8 +64,13 @@ def _convert_column(
             pos = out.index.get_indexer(idx)
             keep[pos] = False
             for i in idx:
-                rejected.append(Rejected(str(out.at[i, "source"]) if "source" in out else what,
-                                         f"{what} {name}={out.at[i, value_col]} {unit}", str(e)))  # fmt: skip
+                rejected.append(
+                    Rejected(
+                        str(out.at[i, "source"]) if "source" in out else what,
+                        f"{what} {name}={out.at[i, value_col]!s} {unit}",
+                        str(e),
+                    )
+                )
             continue
         out.loc[idx, value_col] = out.loc[idx, value_col].to_numpy(dtype=float) * scale + offset
         out.loc[idx, "unit"] = target
@@ -93,8 +100,7 @@ def harmonize(
         mapped = obs["code"].map(lambda c: codes.variable_of(c) or "")
         obs["variable"] = np.where(mapped != "", mapped, obs["variable"])
         obs["code"] = [c or codes.code_of(v) for c, v in zip(obs["code"], obs["variable"], strict=True)]
-    obs = _convert_column(obs, "value", lambda v: units.get(v) or codes.unit_of(v), "variable", rejected,
-                          "observation")  # fmt: skip
+    obs = _convert_column(obs, "value", lambda v: units.get(v) or codes.unit_of(v), "variable", rejected, "observation")
     dose = _convert_column(dose.assign(source="doses"), "amount", lambda v: units.get(v), "input", rejected, "dose")
     dose = dose.drop(columns="source")
     n_before = len(obs) + len(dose)
@@ -106,8 +112,9 @@ def harmonize(
     return Ingested(obs, dose, rejected, duplicates)
 
 
-def read_source(path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Path | None = None,
-                subject_id: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, FhirRecords | None]:  # fmt: skip
+def read_source(
+    path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Path | None = None, subject_id: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, FhirRecords | None]:
     """Read observations and doses from a FHIR Bundle (.json), an NDJSON folder, a CSV
     with a column map, or (without a map) a CGM export CSV."""
     path = Path(path)

@@ -68,10 +68,7 @@ def _describe(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
 def _split(frame: pd.DataFrame, bad: pd.Series, reasons: pd.Series, columns: tuple[str, ...]) -> list[Rejected]:
     rows = frame[bad]
     source = rows["source"] if "source" in rows else pd.Series("", index=rows.index)
-    return [
-        Rejected(str(source[i]), _describe(rows.loc[i].to_dict(), columns), str(reasons[i]))
-        for i in rows.index
-    ]
+    return [Rejected(str(source[i]), _describe(rows.loc[i].to_dict(), columns), str(reasons[i])) for i in rows.index]
 
 
 def validate_observations(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:

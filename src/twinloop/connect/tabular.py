@@ -32,7 +32,10 @@ from twinloop.errors import DataError, InputError
 _CGM_TIME = ("timestamp", "time", "datetime", "date", "device timestamp", "ts")
 _CGM_GLUCOSE = ("glucose", "sgv", "glucose value", "cgm", "bg", "value")
 _CGM_UNIT = ("unit", "units", "glucose unit")
-_CGM_DOSES = {"insulin": ("bolus", "insulin", "bolus_u", "insulin_u"), "carbs": ("carbs", "cho", "carbohydrates", "carbs_g")}
+_CGM_DOSES = {
+    "insulin": ("bolus", "insulin", "bolus_u", "insulin_u"),
+    "carbs": ("carbs", "cho", "carbohydrates", "carbs_g"),
+}
 _CGM_BASAL = ("basal", "basal_u_per_h", "basal rate")
 
 
@@ -88,12 +91,16 @@ def _times(frame: pd.DataFrame, spec: Mapping[str, Any], where: str) -> pd.Serie
     return pd.Series(np.where(parsed.isna(), raw.astype(str), parsed.astype(str)), index=frame.index)
 
 
-def read_csv(path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def read_csv(
+    path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Path
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read a CSV file through a column map; returns (observations, doses) in canonical columns."""
     path = Path(path)
-    cmap = columns if isinstance(columns, ColumnMap) else (
-        ColumnMap.from_dict(columns) if isinstance(columns, Mapping) else ColumnMap.from_yaml(columns)
-    )  # fmt: skip
+    cmap = (
+        columns
+        if isinstance(columns, ColumnMap)
+        else (ColumnMap.from_dict(columns) if isinstance(columns, Mapping) else ColumnMap.from_yaml(columns))
+    )
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -111,8 +118,17 @@ def read_csv(path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Pa
         values = _column(frame, str(item["column"]), where)
         present = values.astype(str).str.strip() != ""
         unit = _column(frame, str(item["unit_column"]), where) if "unit_column" in item else str(item["unit"])
-        part = pd.DataFrame({"subject_id": subject, "time": time, "variable": str(item["variable"]), "value": values,
-                             "unit": unit, "code": str(item.get("code", "")), "source": rows_of})  # fmt: skip
+        part = pd.DataFrame(
+            {
+                "subject_id": subject,
+                "time": time,
+                "variable": str(item["variable"]),
+                "value": values,
+                "unit": unit,
+                "code": str(item.get("code", "")),
+                "source": rows_of,
+            }
+        )
         obs_parts.append(part[present])
     if cmap.long:
         spec = cmap.long
@@ -134,7 +150,9 @@ def read_csv(path: str | Path, columns: ColumnMap | Mapping[str, Any] | str | Pa
     return observations[list(OBSERVATION_COLUMNS)], doses[list(DOSE_COLUMNS)]
 
 
-def _doses(frame: pd.DataFrame, item: Mapping[str, Any], subject: pd.Series, time: pd.Series, where: str) -> pd.DataFrame:
+def _doses(
+    frame: pd.DataFrame, item: Mapping[str, Any], subject: pd.Series, time: pd.Series, where: str
+) -> pd.DataFrame:
     values = _column(frame, str(item["column"]), where).astype(str).str.strip()
     kind = str(item.get("kind", "bolus"))
     duration = pd.Series(float(item.get("duration_min", 0.0)), index=frame.index)
@@ -143,8 +161,17 @@ def _doses(frame: pd.DataFrame, item: Mapping[str, Any], subject: pd.Series, tim
         nxt = stamps.groupby(subject).shift(-1)
         minutes = (nxt - stamps).dt.total_seconds() / 60.0
         duration = minutes.fillna(minutes.median() if minutes.notna().any() else 5.0)
-    part = pd.DataFrame({"subject_id": subject, "time": time, "input": str(item["input"]), "kind": kind,
-                         "amount": values, "duration": duration, "unit": str(item["unit"])})  # fmt: skip
+    part = pd.DataFrame(
+        {
+            "subject_id": subject,
+            "time": time,
+            "input": str(item["input"]),
+            "kind": kind,
+            "amount": values,
+            "duration": duration,
+            "unit": str(item["unit"]),
+        }
+    )
     present = values != ""
     if kind == "bolus":
         present &= pd.to_numeric(values, errors="coerce").fillna(1.0) != 0.0
@@ -185,6 +212,10 @@ def read_cgm_csv(
     basal = _find(header, _CGM_BASAL)
     if basal:
         doses.append({"column": basal, "input": "insulin", "kind": "rate", "unit": "U/h"})
-    cmap = ColumnMap(time={"column": time_col}, subject_id={"value": subject_id or path.stem},
-                     observations=(glucose,), doses=tuple(doses))  # fmt: skip
+    cmap = ColumnMap(
+        time={"column": time_col},
+        subject_id={"value": subject_id or path.stem},
+        observations=(glucose,),
+        doses=tuple(doses),
+    )
     return read_csv(path, cmap)

@@ -49,16 +49,18 @@ from twinloop.twin.patient import PatientTwin, SyncReport
 
 metadata = MetaData()
 twins = Table(
-    "twins", metadata,
+    "twins",
+    metadata,
     Column("id", String(128), primary_key=True),
     Column("subject_id", String(256), nullable=False),
     Column("model_id", String(128), nullable=False),
     Column("model_version", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("current_version", Integer, nullable=False),
-)  # fmt: skip
+)
 versions = Table(
-    "twin_versions", metadata,
+    "twin_versions",
+    metadata,
     Column("twin_id", String(128), ForeignKey("twins.id"), primary_key=True),
     Column("version", Integer, primary_key=True),
     Column("parent", Integer, nullable=True),
@@ -67,9 +69,10 @@ versions = Table(
     Column("state_time", Float, nullable=False),
     Column("summary", Text, nullable=False),
     Column("state", LargeBinary, nullable=False),
-)  # fmt: skip
+)
 observations = Table(
-    "observations", metadata,
+    "observations",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
     Column("obs_key", String(64), nullable=False),
@@ -82,9 +85,10 @@ observations = Table(
     Column("source", Text, nullable=False),
     Column("version", Integer, nullable=False),
     UniqueConstraint("twin_id", "obs_key", name="uq_observation"),
-)  # fmt: skip
+)
 doses = Table(
-    "doses", metadata,
+    "doses",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("twin_id", String(128), ForeignKey("twins.id"), nullable=False),
     Column("dose_key", String(64), nullable=False),
@@ -96,9 +100,10 @@ doses = Table(
     Column("unit", String(64), nullable=False),
     Column("version", Integer, nullable=False),
     UniqueConstraint("twin_id", "dose_key", name="uq_dose"),
-)  # fmt: skip
+)
 forecasts = Table(
-    "forecasts", metadata,
+    "forecasts",
+    metadata,
     Column("id", String(128), primary_key=True),
     Column("twin_id", String(128), nullable=False),
     Column("version", Integer, nullable=False),
@@ -106,9 +111,10 @@ forecasts = Table(
     Column("hours", Float, nullable=False),
     Column("quantiles", LargeBinary, nullable=False),
     ForeignKeyConstraint(["twin_id", "version"], ["twin_versions.twin_id", "twin_versions.version"]),
-)  # fmt: skip
+)
 audit = Table(
-    "audit", metadata,
+    "audit",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("twin_id", String(128), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
@@ -116,7 +122,7 @@ audit = Table(
     Column("action", String(64), nullable=False),
     Column("version", Integer, nullable=True),
     Column("detail", Text, nullable=False),
-)  # fmt: skip
+)
 
 
 def _now() -> datetime:
@@ -130,8 +136,14 @@ def _key(*parts: Any) -> str:
 def _pack(state: dict[str, Any]) -> bytes:
     """A twin's state dict as one binary blob (JSON header + length-prefixed blobs)."""
     blobs = [state["ensemble"], state["observations"], state["doses"], *state["snapshots"], *state["forecasts"]]
-    header = json.dumps({"meta": state["meta"], "n_snapshots": len(state["snapshots"]),
-                         "n_forecasts": len(state["forecasts"]), "sizes": [len(b) for b in blobs]}).encode()  # fmt: skip
+    header = json.dumps(
+        {
+            "meta": state["meta"],
+            "n_snapshots": len(state["snapshots"]),
+            "n_forecasts": len(state["forecasts"]),
+            "sizes": [len(b) for b in blobs],
+        }
+    ).encode()
     return len(header).to_bytes(8, "big") + header + b"".join(blobs)
 
 
@@ -143,8 +155,20 @@ def _unpack(raw: bytes) -> dict[str, Any]:
         blobs.append(raw[pos : pos + size])
         pos += size
     s, f = header["n_snapshots"], header["n_forecasts"]
-    return {"meta": header["meta"], "ensemble": blobs[0], "observations": blobs[1], "doses": blobs[2],
-            "snapshots": blobs[3 : 3 + s], "forecasts": blobs[3 + s : 3 + s + f]}  # fmt: skip
+    return {
+        "meta": header["meta"],
+        "ensemble": blobs[0],
+        "observations": blobs[1],
+        "doses": blobs[2],
+        "snapshots": blobs[3 : 3 + s],
+        "forecasts": blobs[3 + s : 3 + s + f],
+    }
+
+
+def _blob(blob: bytes | None, twin_id: str) -> bytes:
+    if blob is None:
+        raise RegistryError(f"Twin {twin_id!r} has no stored state for its current version.")
+    return blob
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -191,41 +215,90 @@ class TwinRegistry:
             raise RegistryError(f"The registry at {self.url} could not complete the change: {e.orig}") from e
 
     def _audit(self, conn: Connection, twin_id: str, action: str, version: int | None, detail: dict[str, Any]) -> None:
-        conn.execute(insert(audit).values(twin_id=twin_id, at=_now(), actor=self.actor, action=action, version=version,
-                                          detail=json.dumps(detail, default=str)))  # fmt: skip
+        conn.execute(
+            insert(audit).values(
+                twin_id=twin_id,
+                at=_now(),
+                actor=self.actor,
+                action=action,
+                version=version,
+                detail=json.dumps(detail, default=str),
+            )
+        )
 
-    def _log(self, conn: Connection, twin_id: str, obs: pd.DataFrame, dose: pd.DataFrame, version: int) -> tuple[int, int]:
+    def _log(
+        self, conn: Connection, twin_id: str, obs: pd.DataFrame, dose: pd.DataFrame, version: int
+    ) -> tuple[int, int]:
         """Append observations and doses not already logged; returns how many were new."""
         existing = {r[0] for r in conn.execute(select(observations.c.obs_key).where(observations.c.twin_id == twin_id))}
         rows = []
-        for r in obs.itertuples(index=False):
-            key = _key(r.subject_id, pd.Timestamp(r.time).isoformat(), r.variable, repr(float(r.value)), r.unit)
+        for r in obs.to_dict("records"):
+            key = _key(
+                r["subject_id"], pd.Timestamp(r["time"]).isoformat(), r["variable"], repr(float(r["value"])), r["unit"]
+            )
             if key not in existing:
                 existing.add(key)
-                rows.append({"twin_id": twin_id, "obs_key": key, "subject_id": r.subject_id, "time": r.time,
-                             "variable": r.variable, "value": float(r.value), "unit": r.unit, "code": r.code,
-                             "source": r.source, "version": version})  # fmt: skip
+                rows.append(
+                    {
+                        "twin_id": twin_id,
+                        "obs_key": key,
+                        "subject_id": r["subject_id"],
+                        "time": r["time"],
+                        "variable": r["variable"],
+                        "value": float(r["value"]),
+                        "unit": r["unit"],
+                        "code": r["code"],
+                        "source": r["source"],
+                        "version": version,
+                    }
+                )
         if rows:
             conn.execute(insert(observations), rows)
         dkeys = {r[0] for r in conn.execute(select(doses.c.dose_key).where(doses.c.twin_id == twin_id))}
         drows = []
-        for d in dose.itertuples(index=False):
-            key = _key(pd.Timestamp(d.time).isoformat(), d.input, d.kind, repr(float(d.amount)), d.duration, d.unit)
+        for d in dose.to_dict("records"):
+            key = _key(
+                pd.Timestamp(d["time"]).isoformat(),
+                d["input"],
+                d["kind"],
+                repr(float(d["amount"])),
+                d["duration"],
+                d["unit"],
+            )
             if key not in dkeys:
                 dkeys.add(key)
-                drows.append({"twin_id": twin_id, "dose_key": key, "time": d.time, "input": d.input, "kind": d.kind,
-                              "amount": float(d.amount), "duration": float(d.duration), "unit": d.unit,
-                              "version": version})  # fmt: skip
+                drows.append(
+                    {
+                        "twin_id": twin_id,
+                        "dose_key": key,
+                        "time": d["time"],
+                        "input": d["input"],
+                        "kind": d["kind"],
+                        "amount": float(d["amount"]),
+                        "duration": float(d["duration"]),
+                        "unit": d["unit"],
+                        "version": version,
+                    }
+                )
         if drows:
             conn.execute(insert(doses), drows)
         return len(rows), len(drows)
 
-    def _write_version(self, conn: Connection, twin: PatientTwin, kind: str, parent: int | None,
-                       summary: dict[str, Any]) -> None:  # fmt: skip
-        conn.execute(insert(versions).values(twin_id=twin.id, version=twin.version, parent=parent, created_at=_now(),
-                                             kind=kind, state_time=float(twin.ensemble.time),
-                                             summary=json.dumps(summary, default=str),
-                                             state=_pack(twin.state_dict())))  # fmt: skip
+    def _write_version(
+        self, conn: Connection, twin: PatientTwin, kind: str, parent: int | None, summary: dict[str, Any]
+    ) -> None:
+        conn.execute(
+            insert(versions).values(
+                twin_id=twin.id,
+                version=twin.version,
+                parent=parent,
+                created_at=_now(),
+                kind=kind,
+                state_time=float(twin.ensemble.time),
+                summary=json.dumps(summary, default=str),
+                state=_pack(twin.state_dict()),
+            )
+        )
         conn.execute(twins.update().where(twins.c.id == twin.id).values(current_version=twin.version))
 
     # --- public API -------------------------------------------------------------
@@ -233,14 +306,31 @@ class TwinRegistry:
         """Store a newly created twin (version 1) with the data it was calibrated on."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(insert(twins).values(id=twin.id, subject_id=twin.subject_id, model_id=twin.model.id,
-                                                  model_version=twin.model.version, created_at=_now(),
-                                                  current_version=twin.version))  # fmt: skip
+                conn.execute(
+                    insert(twins).values(
+                        id=twin.id,
+                        subject_id=twin.subject_id,
+                        model_id=twin.model.id,
+                        model_version=twin.model.version,
+                        created_at=_now(),
+                        current_version=twin.version,
+                    )
+                )
                 self._log(conn, twin.id, twin.observations, twin.doses, twin.version)
-                self._write_version(conn, twin, "create", None, {"calibration": {k: v for k, v in
-                                                                                 twin.calibration.items() if k != "summary"}})  # fmt: skip
-                self._audit(conn, twin.id, "create", twin.version, {"observations": len(twin.observations),
-                                                                    "method": twin.calibration.get("method")})  # fmt: skip
+                self._write_version(
+                    conn,
+                    twin,
+                    "create",
+                    None,
+                    {"calibration": {k: v for k, v in twin.calibration.items() if k != "summary"}},
+                )
+                self._audit(
+                    conn,
+                    twin.id,
+                    "create",
+                    twin.version,
+                    {"observations": len(twin.observations), "method": twin.calibration.get("method")},
+                )
         except IntegrityError as e:
             raise RegistryError(f"A twin named {twin.id!r} already exists in {self.url}; choose another name.") from e
 
@@ -251,11 +341,12 @@ class TwinRegistry:
             if row is None:
                 raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
             v = version or row["current_version"]
-            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
-                                                               versions.c.version == v)).scalar()  # fmt: skip
+            blob = conn.execute(
+                select(versions.c.state).where(versions.c.twin_id == twin_id, versions.c.version == v)
+            ).scalar()
         if blob is None:
             raise RegistryError(f"Twin {twin_id!r} has no version {v}.")
-        return PatientTwin.from_state_dict(_unpack(blob))
+        return PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
 
     def exists(self, twin_id: str) -> bool:
         with self.engine.connect() as conn:
@@ -264,15 +355,25 @@ class TwinRegistry:
     def sync(self, twin_id: str, new_observations: pd.DataFrame, new_doses: pd.DataFrame | None = None) -> SyncReport:
         """Log the data (idempotently) and assimilate what is new: one new version, atomically."""
         with self._locked(twin_id) as (conn, row):
-            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
-                                                               versions.c.version == row["current_version"])).scalar()  # fmt: skip
-            twin = PatientTwin.from_state_dict(_unpack(blob))
+            blob = conn.execute(
+                select(versions.c.state).where(
+                    versions.c.twin_id == twin_id, versions.c.version == row["current_version"]
+                )
+            ).scalar()
+            twin = PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
             parent = twin.version
             report = twin.sync(new_observations, new_doses)
             new_obs, new_doses_n = self._log(conn, twin_id, twin.observations, twin.doses, twin.version)
-            summary = {"assimilated": report.assimilated, "late": report.late, "innovation": report.innovation,
-                       "drift": report.drift, "recalibrated": report.recalibrated, "new_observations": new_obs,
-                       "new_doses": new_doses_n, "scored_forecasts": report.scored_forecasts}  # fmt: skip
+            summary = {
+                "assimilated": report.assimilated,
+                "late": report.late,
+                "innovation": report.innovation,
+                "drift": report.drift,
+                "recalibrated": report.recalibrated,
+                "new_observations": new_obs,
+                "new_doses": new_doses_n,
+                "scored_forecasts": report.scored_forecasts,
+            }
             self._write_version(conn, twin, "sync", parent, summary)
             self._audit(conn, twin_id, "sync", twin.version, summary)
             if report.drift:
@@ -284,18 +385,37 @@ class TwinRegistry:
     def save_forecast(self, twin_id: str, hours: float, inputs: Any = None) -> Any:
         """Forecast from the current version, store it with the twin and in the forecast table."""
         with self._locked(twin_id) as (conn, row):
-            blob = conn.execute(select(versions.c.state).where(versions.c.twin_id == twin_id,
-                                                               versions.c.version == row["current_version"])).scalar()  # fmt: skip
-            twin = PatientTwin.from_state_dict(_unpack(blob))
+            blob = conn.execute(
+                select(versions.c.state).where(
+                    versions.c.twin_id == twin_id, versions.c.version == row["current_version"]
+                )
+            ).scalar()
+            twin = PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
             fc = twin.forecast(hours, inputs)
             buffer = io.BytesIO()
             fc.quantiles().to_parquet(buffer)
-            conn.execute(insert(forecasts).values(id=fc.id, twin_id=twin_id, version=twin.version, created_at=_now(),
-                                                  hours=hours, quantiles=buffer.getvalue()))  # fmt: skip
-            conn.execute(versions.update().where(versions.c.twin_id == twin_id, versions.c.version == twin.version)
-                         .values(state=_pack(twin.state_dict())))  # fmt: skip
-            self._audit(conn, twin_id, "forecast", twin.version, {"forecast": fc.id, "hours": hours,
-                                                                  "ensemble_size": fc.ensemble_size})  # fmt: skip
+            conn.execute(
+                insert(forecasts).values(
+                    id=fc.id,
+                    twin_id=twin_id,
+                    version=twin.version,
+                    created_at=_now(),
+                    hours=hours,
+                    quantiles=buffer.getvalue(),
+                )
+            )
+            conn.execute(
+                versions.update()
+                .where(versions.c.twin_id == twin_id, versions.c.version == twin.version)
+                .values(state=_pack(twin.state_dict()))
+            )
+            self._audit(
+                conn,
+                twin_id,
+                "forecast",
+                twin.version,
+                {"forecast": fc.id, "hours": hours, "ensemble_size": fc.ensemble_size},
+            )
         return fc
 
     def record(self, twin_id: str, action: str, detail: dict[str, Any]) -> None:
@@ -305,8 +425,13 @@ class TwinRegistry:
 
     def table(self, name: str, twin_id: str) -> pd.DataFrame:
         """One of ``observations``, ``doses``, ``versions``, ``forecasts``, ``audit`` for a twin."""
-        tables = {"observations": observations, "doses": doses, "versions": versions, "forecasts": forecasts,
-                  "audit": audit}  # fmt: skip
+        tables = {
+            "observations": observations,
+            "doses": doses,
+            "versions": versions,
+            "forecasts": forecasts,
+            "audit": audit,
+        }
         if name not in tables:
             raise RegistryError(f"Unknown table {name!r}; choose one of {sorted(tables)}.")
         t = tables[name]

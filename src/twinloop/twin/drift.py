@@ -19,11 +19,11 @@ from twinloop.twin.assimilation.base import Innovation
 
 @dataclass
 class DriftDetector:
-    method: Literal["nis", "cusum"] = "nis"
+    method: Literal["nis", "cusum"] = "cusum"
     k: int = 3
     alpha: float = 0.01
-    allowance: float = 0.5
-    h: float = 5.0
+    allowance: float = 1.0
+    h: float = 4.0
     run: int = 0
     cusum: float = 0.0
     history: list[float] = field(default_factory=list)
@@ -52,15 +52,29 @@ class DriftDetector:
 
     def observe_dict(self, inn: dict[str, Any]) -> bool:
         """:meth:`observe` on an innovation's dictionary form."""
-        return self.observe(Innovation(int(inn["m"]), float(inn["nis"]), float(inn["mean_innovation"]),
-                                       float(inn["rmse"]), float(inn["spread"])))  # fmt: skip
+        return self.observe(
+            Innovation(
+                int(inn["m"]),
+                float(inn["nis"]),
+                float(inn["mean_innovation"]),
+                float(inn["rmse"]),
+                float(inn["spread"]),
+            )
+        )
 
     def reset(self) -> None:
         self.run, self.cusum = 0, 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "k": self.k, "alpha": self.alpha, "allowance": self.allowance, "h": self.h,
-                "run": self.run, "cusum": self.cusum}  # fmt: skip
+        return {
+            "method": self.method,
+            "k": self.k,
+            "alpha": self.alpha,
+            "allowance": self.allowance,
+            "h": self.h,
+            "run": self.run,
+            "cusum": self.cusum,
+        }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DriftDetector:

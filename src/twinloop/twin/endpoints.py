@@ -58,8 +58,13 @@ def endpoint(spec: str, units: dict[str, str], better: str | None = None) -> End
         except ValueError:
             when = float("nan")
         if np.isfinite(when):
-            return Endpoint(spec, parts[1], units[parts[1]], better or "lower",
-                            lambda t, v: np.array([np.interp(when, t, row) for row in v]))  # fmt: skip
+            return Endpoint(
+                spec,
+                parts[1],
+                units[parts[1]],
+                better or "lower",
+                lambda t, v: np.array([np.interp(when, t, row) for row in v]),
+            )
     raise InputError(
         f"Unknown endpoint {spec!r}; use one of {sorted(NAMED)}, or final:/min:/max:<observable>, or "
         f"at:<observable>:<time>, with an observable of {sorted(units)}."

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
@@ -67,8 +66,16 @@ def propagate(
     params = restart_parameters(pmap.full_batch(ensemble.theta), ensemble.states)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SimulationWarning)
-        traj = simulate(restartable(model), params, inputs, times=t_out, settings=settings, save="all",
-                        chunk_size=ensemble.size, progress=False)  # fmt: skip
+        traj = simulate(
+            restartable(model),
+            params,
+            inputs,
+            times=t_out,
+            settings=settings,
+            save="all",
+            chunk_size=ensemble.size,
+            progress=False,
+        )
     idx = np.searchsorted(t_out[:n_real], rel)
     observables = traj.observables[:, idx, :]
     assert traj.states is not None

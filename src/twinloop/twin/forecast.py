@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ class Forecast:
     predictive: np.ndarray
     id: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
+    noise: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> (additive, proportional)
 
     @property
     def ensemble_size(self) -> int:
@@ -47,22 +49,36 @@ class Forecast:
         return pd.concat(rows, ignore_index=True)
 
     def at(self, variable: str, times: pd.Series) -> np.ndarray:
-        """Predictive ensemble ``(N, len(times))`` of ``variable``, linear in time between
-        forecast points; NaN outside the forecast span."""
+        """Predictive ensemble ``(N, len(times))`` of ``variable``: member trajectories
+        interpolated linearly in time, plus observation noise drawn at those times
+        (seeded by the forecast id); NaN outside the forecast span."""
         o = self.observables.index(variable)
-        grid = self.times.asi8.astype(np.float64)
-        when = pd.to_datetime(pd.Series(times), utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy(dtype=np.float64)
+        grid = self.times.as_unit("ns").asi8.astype(np.float64)
+        when = (
+            pd.to_datetime(pd.Series(times), utc=True)
+            .astype("datetime64[ns, UTC]")
+            .astype("int64")
+            .to_numpy(dtype=np.float64)
+        )
         out = np.full((self.ensemble_size, when.size), np.nan)
         inside = (when >= grid[0]) & (when <= grid[-1])
         for j in np.flatnonzero(inside):
-            out[:, j] = [np.interp(when[j], grid, member) for member in self.predictive[:, :, o]]
-        return out
+            out[:, j] = [np.interp(when[j], grid, member) for member in self.members[:, :, o]]
+        additive, proportional = self.noise.get(variable, (0.0, 0.0))
+        rng = np.random.default_rng(list(self.id.encode()) or 0)
+        sd = np.sqrt(additive**2 + (proportional * out) ** 2)
+        return out + sd * rng.standard_normal(out.shape)
 
     def score(self, observations: pd.DataFrame) -> dict[str, Any]:
         """CRPS (scoringrules), 50 % and 90 % interval coverage and the rank histogram of
         the observations that fall inside this forecast's span; accumulated in ``scores``."""
-        acc: dict[str, Any] = self.scores or {"n": 0, "crps_sum": 0.0, "in50": 0, "in90": 0,
-                                              "ranks": [0] * (min(self.ensemble_size, 20) + 1)}  # fmt: skip
+        acc: dict[str, Any] = self.scores or {
+            "n": 0,
+            "crps_sum": 0.0,
+            "in50": 0,
+            "in90": 0,
+            "ranks": [0] * (min(self.ensemble_size, 20) + 1),
+        }
         for variable, rows in observations.groupby("variable"):
             if variable not in self.observables:
                 continue
@@ -91,13 +107,39 @@ class Forecast:
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, members=self.members, predictive=self.predictive, times=self.times.asi8)
+        np.savez_compressed(
+            buffer,
+            members=self.members,
+            predictive=self.predictive,
+            times=self.times.as_unit("ns").asi8,
+            noise=np.array(json.dumps(self.noise)),
+        )
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, raw: bytes, *, twin_id: str, version: int, observables: tuple[str, ...],
-                   units: tuple[str, ...], id: str = "", scores: dict[str, Any] | None = None) -> Forecast:  # fmt: skip
+    def from_bytes(
+        cls,
+        raw: bytes,
+        *,
+        twin_id: str,
+        version: int,
+        observables: tuple[str, ...],
+        units: tuple[str, ...],
+        id: str = "",
+        scores: dict[str, Any] | None = None,
+    ) -> Forecast:
         with np.load(io.BytesIO(raw)) as data:
             times = pd.DatetimeIndex(pd.to_datetime(data["times"], utc=True))
-            return cls(twin_id, version, times, observables, units, data["members"], data["predictive"], id,
-                       scores or {})  # fmt: skip
+            noise = {k: tuple(v) for k, v in json.loads(str(data["noise"])).items()}
+            return cls(
+                twin_id,
+                version,
+                times,
+                observables,
+                units,
+                data["members"],
+                data["predictive"],
+                id,
+                scores or {},
+                noise,
+            )

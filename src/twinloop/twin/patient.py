@@ -55,10 +55,10 @@ class TwinConfig:
     assimilation: Literal["enkf", "etkf", "pf"] = "enkf"
     members: int = 500
     param_walk_sd: float = 0.01  # log-scale random walk of the parameters per sync
-    drift: dict[str, Any] = field(default_factory=lambda: {"method": "nis", "k": 3, "alpha": 0.01})
+    drift: dict[str, Any] = field(default_factory=lambda: {"method": "cusum", "allowance": 1.0, "h": 4.0})
     recalibration: Literal["reassimilate", "none"] = "reassimilate"
-    recalibration_lookback: int = 6  # syncs
-    recalibration_spread: float = 0.5  # of the prior sd, added to the parameters
+    recalibration_lookback: int = 3  # syncs
+    recalibration_spread: float = 1.0  # of the prior sd, added to the parameters
     noise: dict[str, dict[str, float]] = field(default_factory=dict)
     rtol: float = 1e-5
     atol: float = 1e-6
@@ -103,8 +103,17 @@ def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
 class PatientTwin:
     """A patient-anchored twin. Build one with :meth:`create`."""
 
-    def __init__(self, model: Model, pmap: ParameterMap, prior: GaussianPrior, ensemble: Ensemble,
-                 origin: pd.Timestamp, config: TwinConfig, twin_id: str, subject_id: str) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Model,
+        pmap: ParameterMap,
+        prior: GaussianPrior,
+        ensemble: Ensemble,
+        origin: pd.Timestamp,
+        config: TwinConfig,
+        twin_id: str,
+        subject_id: str,
+    ) -> None:
         self.model = model
         self.pmap = pmap
         self.prior = prior
@@ -174,23 +183,37 @@ class PatientTwin:
             raise InputError("A twin needs at least one observation of a model observable to calibrate on.")
         subjects = obs["subject_id"].unique()
         if len(subjects) > 1:
-            raise InputError(f"A twin is one patient's; the observations hold {len(subjects)} subjects {list(subjects)[:5]}.")
+            raise InputError(
+                f"A twin is one patient's; the observations hold {len(subjects)} subjects {list(subjects)[:5]}."
+            )
         first = min(obs["time"].min(), doses["time"].min() if not doses.empty else obs["time"].min())
-        start = pd.Timestamp(origin, tz="UTC") if origin is not None else pd.Timestamp(first).floor("min")
+        start = pd.Timestamp(origin) if origin is not None else pd.Timestamp(first).floor("min")
+        start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
         pmap = ParameterMap(model, names, np.asarray(base, dtype=np.float64))
-        twin = cls(model, pmap, gprior, Ensemble(np.zeros((0, len(names))), np.zeros((0, len(model.states))), 0.0),
-                   start, config, twin_id or f"twin-{uuid.uuid4().hex[:8]}", str(subjects[0]))  # fmt: skip
+        twin = cls(
+            model,
+            pmap,
+            gprior,
+            Ensemble(np.zeros((0, len(names))), np.zeros((0, len(model.states))), 0.0),
+            start,
+            config,
+            twin_id or f"twin-{uuid.uuid4().hex[:8]}",
+            str(subjects[0]),
+        )
         twin._calibrate(obs, doses, method, dict(calibrator or {}))
         return twin
 
     @staticmethod
-    def _harmonized(model: Model, observations: pd.DataFrame, doses: pd.DataFrame | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def _harmonized(
+        model: Model, observations: pd.DataFrame, doses: pd.DataFrame | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         units = {o.name: o.unit for o in model.observables}
         result = harmonize(observations, doses if doses is not None else empty_doses(), units=units)
         if result.rejected:
             r = result.rejected[0]
-            raise InputError(f"{len(result.rejected)} record(s) rejected ({r.source} {r.record}: {r.reason}); "
-                             "nothing was changed.")  # fmt: skip
+            raise InputError(
+                f"{len(result.rejected)} record(s) rejected ({r.source} {r.record}: {r.reason}); nothing was changed."
+            )
         obs = result.observations[result.observations["variable"].isin(units)]
         return obs.reset_index(drop=True), result.doses
 
@@ -208,9 +231,16 @@ class PatientTwin:
             raise InputError(f"method must be 'nuts', 'svi' or 'enkf'; got {method!r}.")
         times = self._model_time(obs["time"])
         inputs = inputs_from_doses(self.model, doses, self.origin)
-        problem = CalibrationProblem(self.model, self.pmap, times, tuple(obs["variable"]), obs["value"].to_numpy(),
-                                     inputs, noise={k: self.config.noise_model(k) for k in set(obs["variable"])},
-                                     settings=self.config.settings)  # fmt: skip
+        problem = CalibrationProblem(
+            self.model,
+            self.pmap,
+            times,
+            tuple(obs["variable"]),
+            obs["value"].to_numpy(),
+            inputs,
+            noise={k: self.config.noise_model(k) for k in set(obs["variable"])},
+            settings=self.config.settings,
+        )
         cal = Calibrator(self.prior, method=method, seed=self.config.seed, **settings).fit(problem)  # type: ignore[arg-type]
         posterior = cal.posterior
         draws = posterior.draws()
@@ -258,23 +288,26 @@ class PatientTwin:
             seen = obs.merge(self.observations[key].drop_duplicates(), on=key, how="left", indicator=True)
             obs = obs[(seen["_merge"] == "left_only").to_numpy()]
         if not doses.empty and not self.doses.empty:
-            seen = doses.merge(self.doses[["time", "input", "amount"]].drop_duplicates(), on=["time", "input", "amount"],
-                               how="left", indicator=True)  # fmt: skip
+            seen = doses.merge(
+                self.doses[["time", "input", "amount"]].drop_duplicates(),
+                on=["time", "input", "amount"],
+                how="left",
+                indicator=True,
+            )
             doses = doses[(seen["_merge"] == "left_only").to_numpy()]
         self.version += 1
         return self._assimilate(obs, doses, record=True)
 
     def _assimilate(self, obs: pd.DataFrame, doses: pd.DataFrame, *, record: bool, detect: bool = True) -> SyncReport:
-        if record:
-            if not doses.empty:
-                self.doses = doses.copy() if self.doses.empty else pd.concat([self.doses, doses], ignore_index=True)
+        if record and not doses.empty:
+            self.doses = doses.copy() if self.doses.empty else pd.concat([self.doses, doses], ignore_index=True)
         times = self._model_time(obs["time"]) if not obs.empty else np.zeros(0)
         late = times <= self.ensemble.time + 1e-9
         fresh = obs[~late]
-        if record:
-            if not obs.empty:
-                self.observations = obs.copy() if self.observations.empty else pd.concat([self.observations, obs],
-                                                                                        ignore_index=True)
+        if record and not obs.empty:
+            self.observations = (
+                obs.copy() if self.observations.empty else pd.concat([self.observations, obs], ignore_index=True)
+            )
         scored = self._score(fresh) if record else []
         if fresh.empty:
             report = SyncReport(self.version, 0, int(late.sum()), {}, False, False, scored)
@@ -310,22 +343,30 @@ class PatientTwin:
         obs, times = obs.iloc[order], times[order]
         inputs = self._window_inputs(self.doses, self.ensemble.time)
         t_unique = np.unique(times)
-        predicted_all, forecast_ens = propagate(self.model, self.pmap, self.ensemble, inputs, t_unique, self.config.settings)
+        predicted_all, forecast_ens = propagate(
+            self.model, self.pmap, self.ensemble, inputs, t_unique, self.config.settings
+        )
         cols = [self.model.observable_names.index(v) for v in obs["variable"]]
         rows = np.searchsorted(t_unique, times)
         predicted = predicted_all[:, rows, cols]
         good = np.all(np.isfinite(predicted), axis=1)
         if good.sum() < max(3, forecast_ens.size // 2):
-            raise InputError(f"Twin {self.id}: {int((~good).sum())} of {forecast_ens.size} members failed to integrate; "
-                             "check the inputs (units, rates).")  # fmt: skip
+            raise InputError(
+                f"Twin {self.id}: {int((~good).sum())} of {forecast_ens.size} members failed to integrate; "
+                "check the inputs (units, rates)."
+            )
         if not good.all():  # failed members restart from a good one
             donors = self._rng.choice(np.flatnonzero(good), size=int((~good).sum()))
             theta, states = forecast_ens.theta.copy(), forecast_ens.states.copy()
             theta[~good], states[~good], predicted[~good] = theta[donors], states[donors], predicted[donors]
             forecast_ens = Ensemble(theta, states, forecast_ens.time)
         y = obs["value"].to_numpy(dtype=float)
-        r = np.array([self.config.noise_model(v).sd(float(m)) ** 2 for v, m in zip(obs["variable"],
-                                                                                   predicted.mean(axis=0), strict=True)])  # fmt: skip
+        r = np.array(
+            [
+                self.config.noise_model(v).sd(float(m)) ** 2
+                for v, m in zip(obs["variable"], predicted.mean(axis=0), strict=True)
+            ]
+        )
         inn = innovation(predicted, y, r)
         nonneg = np.array([s.nonnegative for s in self.model.states])
         analysed = assimilator(self.config.assimilation).update(forecast_ens, predicted, y, r, nonneg, self._rng)
@@ -344,13 +385,17 @@ class PatientTwin:
         back = [ens for v, ens in self.snapshots if v <= self.version - self.config.recalibration_lookback]
         start = Ensemble.from_bytes(back[-1]) if back else Ensemble.from_bytes(self.snapshots[0][1])
         mean = start.theta.mean(axis=0)
-        theta = mean + (start.theta - mean) + self._rng.standard_normal(start.theta.shape) * (
-            self.config.recalibration_spread * self.prior.sd
+        theta = (
+            mean
+            + (start.theta - mean)
+            + self._rng.standard_normal(start.theta.shape) * (self.config.recalibration_spread * self.prior.sd)
         )
         target = self.ensemble.time
         self.ensemble = Ensemble(theta, start.states, start.time)
-        replay = self.observations[(self._model_time(self.observations["time"]) > start.time + 1e-9)
-                                   & (self._model_time(self.observations["time"]) <= target + 1e-9)]  # fmt: skip
+        replay = self.observations[
+            (self._model_time(self.observations["time"]) > start.time + 1e-9)
+            & (self._model_time(self.observations["time"]) <= target + 1e-9)
+        ]
         self.detector.reset()
         self._assimilate(replay, empty_doses(), record=False)
         self.drift_events[-1]["recalibrated_from_time"] = float(start.time)
@@ -359,8 +404,11 @@ class PatientTwin:
     def _future_inputs(self, inputs: Inputs | pd.DataFrame | None) -> Inputs:
         if isinstance(inputs, Inputs):
             return inputs
-        doses = self.doses if inputs is None else self._harmonized(self.model, pd.DataFrame(
-            columns=list(OBSERVATION_COLUMNS)), inputs)[1]  # fmt: skip
+        doses = (
+            self.doses
+            if inputs is None
+            else self._harmonized(self.model, pd.DataFrame(columns=list(OBSERVATION_COLUMNS)), inputs)[1]
+        )
         return self._window_inputs(doses, self.ensemble.time)
 
     def _horizon(self, hours: float, every: float | None) -> np.ndarray:
@@ -374,8 +422,14 @@ class PatientTwin:
         members, _ = propagate(self.model, self.pmap, self.ensemble, inputs, times, self.config.settings)
         return members
 
-    def forecast(self, hours: float = 24.0, inputs: Inputs | pd.DataFrame | None = None, *,
-                 every: float | None = None, store: bool = True) -> Forecast:  # fmt: skip
+    def forecast(
+        self,
+        hours: float = 24.0,
+        inputs: Inputs | pd.DataFrame | None = None,
+        *,
+        every: float | None = None,
+        store: bool = True,
+    ) -> Forecast:
         """Ensemble forecast of every observable over ``hours``.
 
         Arguments:
@@ -386,12 +440,25 @@ class PatientTwin:
         """
         times = self._horizon(hours, every)
         members = self._members(self._future_inputs(inputs), times)
-        noise = np.stack([self.config.noise_model(o).sd(members[:, :, i]) for i, o in
-                          enumerate(self.model.observable_names)], axis=-1)  # fmt: skip
+        noise = np.stack(
+            [self.config.noise_model(o).sd(members[:, :, i]) for i, o in enumerate(self.model.observable_names)],
+            axis=-1,
+        )
         predictive = members + noise * self._rng.standard_normal(members.shape)
-        fc = Forecast(self.id, self.version, to_timestamps(times, self.origin, self.model.time_unit),
-                      self.model.observable_names, tuple(o.unit for o in self.model.observables), members, predictive,
-                      id=f"{self.id}-v{self.version}-{uuid.uuid4().hex[:6]}")  # fmt: skip
+        fc = Forecast(
+            self.id,
+            self.version,
+            to_timestamps(times, self.origin, self.model.time_unit),
+            self.model.observable_names,
+            tuple(o.unit for o in self.model.observables),
+            members,
+            predictive,
+            id=f"{self.id}-v{self.version}-f{len(self.forecasts) + 1}",
+            noise={
+                o: (self.config.noise_model(o).additive, self.config.noise_model(o).proportional)
+                for o in self.model.observable_names
+            },
+        )
         if store:
             self.forecasts.append(fc)
         return fc
@@ -407,12 +474,22 @@ class PatientTwin:
 
     def scores(self) -> pd.DataFrame:
         """Scores of every stored forecast that has met observations."""
-        rows = [{"forecast": f.id, "version": f.version, **{k: v for k, v in f.scores.items() if k != "ranks"}}
-                for f in self.forecasts if f.scores.get("n")]  # fmt: skip
+        rows = [
+            {"forecast": f.id, "version": f.version, **{k: v for k, v in f.scores.items() if k != "ranks"}}
+            for f in self.forecasts
+            if f.scores.get("n")
+        ]
         return pd.DataFrame(rows)
 
-    def compare(self, arms: Mapping[str, Inputs | pd.DataFrame], endpoint_name: str = "time_in_range", *,
-                hours: float = 24.0, every: float | None = None, better: str | None = None) -> dict[str, Any]:  # fmt: skip
+    def compare(
+        self,
+        arms: Mapping[str, Inputs | pd.DataFrame],
+        endpoint_name: str = "time_in_range",
+        *,
+        hours: float = 24.0,
+        every: float | None = None,
+        better: str | None = None,
+    ) -> dict[str, Any]:
         """What-if comparison of treatment arms on the same ensemble (paired members).
 
         Returns per-arm endpoint summaries (mean, 5/50/95 % quantiles), the paired
@@ -439,13 +516,17 @@ class PatientTwin:
             return {"mean": float(np.nanmean(v)), "q05": float(q[0]), "q50": float(q[1]), "q95": float(q[2])}
 
         return {
-            "endpoint": ep.name, "unit": ep.unit, "better": ep.better, "hours": hours,
+            "endpoint": ep.name,
+            "unit": ep.unit,
+            "better": ep.better,
+            "hours": hours,
             "arms": {k: summary(v) for k, v in values.items()},
             "difference": {"arms": f"{names[0]} - {names[1]}", **summary(diff)},
             "p_first_better": float(better_a.mean()) if diff.size else float("nan"),
-            "ensemble_size": int(ok.sum()), "version": self.version,
+            "ensemble_size": int(ok.sum()),
+            "version": self.version,
             "values": {k: v.tolist() for k, v in values.items()},
-        }  # fmt: skip
+        }
 
     # --- persistence -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -457,13 +538,23 @@ class PatientTwin:
             return buffer.getvalue()
 
         meta = {
-            "id": self.id, "subject_id": self.subject_id, "model_id": self.model.id, "model_version": self.model.version,
-            "origin": self.origin.isoformat(), "version": self.version, "fit": list(self.pmap.names),
-            "base": self.pmap.base.tolist(), "prior": self.prior.to_dict(), "config": self.config.__dict__,
-            "innovations": self.innovations, "drift_events": self.drift_events, "calibration": self.calibration,
-            "detector": self.detector.to_dict(), "snapshot_versions": [v for v, _ in self.snapshots],
+            "id": self.id,
+            "subject_id": self.subject_id,
+            "model_id": self.model.id,
+            "model_version": self.model.version,
+            "origin": self.origin.isoformat(),
+            "version": self.version,
+            "fit": list(self.pmap.names),
+            "base": self.pmap.base.tolist(),
+            "prior": self.prior.to_dict(),
+            "config": self.config.__dict__,
+            "innovations": self.innovations,
+            "drift_events": self.drift_events,
+            "calibration": self.calibration,
+            "detector": self.detector.to_dict(),
+            "snapshot_versions": [v for v, _ in self.snapshots],
             "forecasts": [{"id": f.id, "version": f.version, "scores": f.scores} for f in self.forecasts],
-        }  # fmt: skip
+        }
         return {
             "meta": json.loads(json.dumps(meta, default=float)),
             "ensemble": self.ensemble.to_bytes(),
@@ -479,8 +570,16 @@ class PatientTwin:
         model = get_model(meta["model_id"])
         pmap = ParameterMap(model, tuple(meta["fit"]), np.asarray(meta["base"]))
         config = TwinConfig(**meta["config"])
-        twin = cls(model, pmap, GaussianPrior.from_dict(meta["prior"]), Ensemble.from_bytes(state["ensemble"]),
-                   pd.Timestamp(meta["origin"]), config, meta["id"], meta["subject_id"])  # fmt: skip
+        twin = cls(
+            model,
+            pmap,
+            GaussianPrior.from_dict(meta["prior"]),
+            Ensemble.from_bytes(state["ensemble"]),
+            pd.Timestamp(meta["origin"]),
+            config,
+            meta["id"],
+            meta["subject_id"],
+        )
         twin.version = int(meta["version"])
         twin.observations = pd.read_parquet(io.BytesIO(state["observations"]))
         twin.doses = pd.read_parquet(io.BytesIO(state["doses"]))
@@ -492,9 +591,18 @@ class PatientTwin:
         twin.detector = DriftDetector.from_dict(meta["detector"])
         twin.snapshots = list(zip(meta["snapshot_versions"], state["snapshots"], strict=True))
         units = tuple(o.unit for o in model.observables)
-        twin.forecasts = [Forecast.from_bytes(blob, twin_id=twin.id, version=f["version"], observables=model.observable_names,
-                                              units=units, id=f["id"], scores=f["scores"])
-                          for f, blob in zip(meta["forecasts"], state["forecasts"], strict=True)]  # fmt: skip
+        twin.forecasts = [
+            Forecast.from_bytes(
+                blob,
+                twin_id=twin.id,
+                version=f["version"],
+                observables=model.observable_names,
+                units=units,
+                id=f["id"],
+                scores=f["scores"],
+            )
+            for f, blob in zip(meta["forecasts"], state["forecasts"], strict=True)
+        ]
         twin._rng = np.random.default_rng([config.seed, twin.version])
         return twin
 

@@ -38,9 +38,17 @@ def synthetic_record(
     truth = traj[observable][0][np.searchsorted(times, t)]
     rng = np.random.default_rng(seed)
     values = noise.sample(truth, rng)
-    obs = pd.DataFrame({"subject_id": subject_id, "time": to_timestamps(t, origin, model.time_unit),
-                        "variable": observable, "value": values, "unit": traj.units[observable], "code": code,
-                        "source": "synthetic"})  # fmt: skip
+    obs = pd.DataFrame(
+        {
+            "subject_id": subject_id,
+            "time": to_timestamps(t, origin, model.time_unit),
+            "variable": observable,
+            "value": values,
+            "unit": traj.units[observable],
+            "code": code,
+            "source": "synthetic",
+        }
+    )
     doses = dose_table(model, plan, [subject_id])
     doses["time"] = to_timestamps(doses["time"].to_numpy(), origin, model.time_unit)
     return obs, doses, truth

@@ -35,8 +35,14 @@ class Innovation:
         return float(stats.chi2.sf(self.nis, self.m)) if self.m else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"m": self.m, "nis": self.nis, "p_value": self.p_value, "mean_innovation": self.mean_innovation,
-                "rmse": self.rmse, "spread": self.spread}  # fmt: skip
+        return {
+            "m": self.m,
+            "nis": self.nis,
+            "p_value": self.p_value,
+            "mean_innovation": self.mean_innovation,
+            "rmse": self.rmse,
+            "spread": self.spread,
+        }
 
 
 def innovation(predicted: np.ndarray, y: np.ndarray, r: np.ndarray) -> Innovation:
@@ -45,8 +51,9 @@ def innovation(predicted: np.ndarray, y: np.ndarray, r: np.ndarray) -> Innovatio
     anomalies = predicted - mean
     cov = anomalies.T @ anomalies / max(predicted.shape[0] - 1, 1) + np.diag(r)
     nis = float(d @ np.linalg.solve(cov, d))
-    return Innovation(int(y.size), nis, float(d.mean()), float(np.sqrt(np.mean(d**2))),
-                      float(np.sqrt(np.mean(np.diag(cov)))))  # fmt: skip
+    return Innovation(
+        int(y.size), nis, float(d.mean()), float(np.sqrt(np.mean(d**2))), float(np.sqrt(np.mean(np.diag(cov))))
+    )
 
 
 def augmented(ens: Ensemble) -> np.ndarray:
@@ -66,7 +73,12 @@ class AbstractAssimilator(abc.ABC):
 
     @abc.abstractmethod
     def update(
-        self, ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray, nonnegative: np.ndarray,
+        self,
+        ens: Ensemble,
+        predicted: np.ndarray,
+        y: np.ndarray,
+        r: np.ndarray,
+        nonnegative: np.ndarray,
         rng: np.random.Generator,
-    ) -> Ensemble:  # fmt: skip
+    ) -> Ensemble:
         """The analysis ensemble."""

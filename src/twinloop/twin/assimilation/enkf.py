@@ -19,8 +19,15 @@ class StochasticEnKF(AbstractAssimilator):
 
     name = "enkf"
 
-    def update(self, ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray, nonnegative: np.ndarray,
-               rng: np.random.Generator) -> Ensemble:  # fmt: skip
+    def update(
+        self,
+        ens: Ensemble,
+        predicted: np.ndarray,
+        y: np.ndarray,
+        r: np.ndarray,
+        nonnegative: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Ensemble:
         n = ens.size
         x = augmented(ens)
         _, xa = _anomalies(x)
@@ -38,8 +45,15 @@ class ETKF(AbstractAssimilator):
 
     name = "etkf"
 
-    def update(self, ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray, nonnegative: np.ndarray,
-               rng: np.random.Generator) -> Ensemble:  # fmt: skip
+    def update(
+        self,
+        ens: Ensemble,
+        predicted: np.ndarray,
+        y: np.ndarray,
+        r: np.ndarray,
+        nonnegative: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Ensemble:
         n = ens.size
         x = augmented(ens)
         xm, xa = _anomalies(x)
@@ -50,5 +64,5 @@ class ETKF(AbstractAssimilator):
         pa = (evecs / evals) @ evecs.T
         w_mean = pa @ c @ (y - ym)
         w = evecs @ np.diag(np.sqrt((n - 1) / evals)) @ evecs.T
-        weights = w_mean[None, :] + w  # column j: member j's weights
-        return split(ens, xm + weights.T @ xa, nonnegative)
+        weights = w_mean[None, :] + w  # row i: member i's weights on the prior anomalies
+        return split(ens, xm + weights @ xa, nonnegative)

@@ -17,27 +17,30 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
 
 
 class ParticleFilter(AbstractAssimilator):
-    """Weights by the Gaussian likelihood of the window; resamples when the effective
-    sample size drops below ``threshold * N``; jitters parameters with shrinkage ``a``."""
+    """Weights by the Gaussian likelihood of the window, records the effective sample
+    size, resamples systematically and jitters parameters with shrinkage ``a``."""
 
     name = "pf"
 
-    def __init__(self, threshold: float = 0.5, shrinkage: float = 0.98) -> None:
-        self.threshold = threshold
+    def __init__(self, shrinkage: float = 0.98) -> None:
         self.shrinkage = shrinkage
         self.last_ess = float("nan")
 
-    def update(self, ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray, nonnegative: np.ndarray,
-               rng: np.random.Generator) -> Ensemble:  # fmt: skip
+    def update(
+        self,
+        ens: Ensemble,
+        predicted: np.ndarray,
+        y: np.ndarray,
+        r: np.ndarray,
+        nonnegative: np.ndarray,
+        rng: np.random.Generator,
+    ) -> Ensemble:
         n = ens.size
         loglik = -0.5 * np.sum((y - predicted) ** 2 / r, axis=1)
         loglik = np.where(np.isfinite(loglik), loglik, -np.inf)
         w = np.exp(loglik - logsumexp(loglik))
         self.last_ess = float(1.0 / np.sum(w**2))
-        if self.last_ess >= self.threshold * n:
-            idx = rng.choice(n, size=n, p=w)  # keep an equally weighted ensemble
-        else:
-            idx = systematic_resample(w, rng)
+        idx = systematic_resample(w, rng)  # every update ends equally weighted
         theta, states = ens.theta[idx], ens.states[idx]
         a = self.shrinkage
         mean = theta.mean(axis=0)

@@ -1,0 +1,244 @@
+"""``twinloop twin ...``: create, sync, forecast, compare and show patient twins kept in a registry."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+twin_app = typer.Typer(help="Patient twins: create, synchronize, forecast, compare, show.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+DB_HELP = "registry URL (sqlite:///file.db or postgresql+psycopg://...); default $TWINLOOP_DB or sqlite:///twins.db"
+Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _registry(db: str | None) -> Any:
+    from twinloop.store import TwinRegistry
+
+    return TwinRegistry(db or os.environ.get("TWINLOOP_DB", "sqlite:///twins.db"))
+
+
+def _data(path: Path, columns: Path | None, subject: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from twinloop.connect import ingest
+
+    data = ingest(path, columns=columns, subject_id=subject)
+    obs, doses = data.observations, data.doses
+    subjects = sorted(set(obs["subject_id"]))
+    if subject is not None:
+        obs = obs[obs["subject_id"] == subject]
+        if "subject_id" in doses:
+            doses = doses[doses["subject_id"] == subject]
+    elif len(subjects) > 1:
+        raise typer.BadParameter(f"{path} holds {len(subjects)} patients; choose one with --subject ({subjects[:5]}).")
+    return obs.reset_index(drop=True), doses.reset_index(drop=True)
+
+
+def _doses(path: Path) -> pd.DataFrame:
+    """A dose plan file: CSV in the canonical dose columns (time, input, kind, amount, duration, unit)."""
+    from twinloop.errors import DataError
+
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"Cannot read the dose plan {path}: {e}") from e
+    if "subject_id" not in frame:
+        frame["subject_id"] = "plan"
+    return frame
+
+
+@twin_app.command("create")
+def create(
+    model: Annotated[str, typer.Option("--model", help="model id, e.g. t1d-uva-padova")],
+    data: Annotated[Path, typer.Option("--data", help="FHIR bundle (.json), NDJSON folder or CSV")],
+    name: Annotated[str, typer.Option("--name", help="the twin's id in the registry")],
+    columns: Annotated[Path | None, typer.Option("--columns", help="column map (YAML) of a generic CSV")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", help="the patient, when the data hold several")] = None,
+    method: Annotated[str, typer.Option("--method", help="nuts, svi or enkf")] = "nuts",
+    members: Annotated[int, typer.Option("--members", help="ensemble size")] = 500,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    db: Db = None,
+) -> None:
+    """Calibrate a twin on a patient's data and store it (version 1)."""
+    from twinloop.cohort import Population
+    from twinloop.errors import TwinloopError
+    from twinloop.models import get
+    from twinloop.twin import PatientTwin, TwinConfig
+
+    try:
+        registry = _registry(db)
+        if registry.exists(name):
+            raise _fail(f"A twin named {name!r} already exists; choose another --name.")
+        obs, doses = _data(data, columns, subject)
+        m = get(model)
+        twin = PatientTwin.create(
+            m,
+            obs,
+            doses,
+            prior=Population.default(m),
+            method=method,  # type: ignore[arg-type]
+            config=TwinConfig(members=members, seed=seed),
+            twin_id=name,
+        )
+        registry.add(twin)
+    except (TwinloopError, typer.BadParameter) as e:
+        raise _fail(str(e)) from None
+    console.print(
+        f"created twin [bold]{name}[/] ({model}, {len(obs)} observations, {method}, "
+        f"{members} members), state at {twin.now:%Y-%m-%d %H:%M} UTC"
+    )
+
+
+@twin_app.command("sync")
+def sync(
+    twin_id: Annotated[str, typer.Argument(help="the twin's id")],
+    data: Annotated[Path, typer.Option("--data", help="new observations (and doses): FHIR, NDJSON or CSV")],
+    columns: Annotated[Path | None, typer.Option("--columns", help="column map of a generic CSV")] = None,
+    db: Db = None,
+) -> None:
+    """Assimilate new data: one new version; drift is checked and scored forecasts updated."""
+    from twinloop.errors import TwinloopError
+
+    try:
+        registry = _registry(db)
+        twin = registry.load(twin_id)
+        obs, doses = _data(data, columns, twin.subject_id if data.suffix.lower() != ".csv" or columns else None)
+        if not obs.empty:
+            obs = obs.assign(subject_id=twin.subject_id)
+        report = registry.sync(twin_id, obs, doses)
+    except (TwinloopError, typer.BadParameter) as e:
+        raise _fail(str(e)) from None
+    inn = report.innovation
+    console.print(
+        f"{twin_id} version {report.version}: {report.assimilated} assimilated, {report.late} late; "
+        f"NIS {inn.get('nis', float('nan')):.1f} on {inn.get('m', 0)} observations"
+        + (" [bold red]DRIFT[/] (recalibrated)" if report.drift else "")
+    )
+
+
+@twin_app.command("forecast")
+def forecast(
+    twin_id: Annotated[str, typer.Argument(help="the twin's id")],
+    hours: Annotated[float, typer.Option("--hours", help="horizon in hours")] = 24.0,
+    inputs: Annotated[Path | None, typer.Option("--inputs", help="dose plan CSV (canonical dose columns)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="write the quantiles as CSV here")] = None,
+    db: Db = None,
+) -> None:
+    """Ensemble forecast from the current version (stored, scored as data arrive)."""
+    from twinloop.errors import TwinloopError
+    from twinloop.simulate.trajectories import write_atomic
+
+    try:
+        plan = _doses(inputs) if inputs else None
+        fc = _registry(db).save_forecast(twin_id, hours, plan)
+    except TwinloopError as e:
+        raise _fail(str(e)) from None
+    q = fc.quantiles()
+    if out:
+        write_atomic(out, lambda tmp: q.to_csv(tmp, index=False))
+    table = Table(title=f"{twin_id} forecast {fc.id} ({fc.ensemble_size} members)")
+    for col in ("time", "variable", "q05", "q50", "q95", "unit"):
+        table.add_column(col, no_wrap=col == "time")
+    step = max(1, len(q) // (12 * len(fc.observables)))
+    for row in q.iloc[::step].itertuples():
+        table.add_row(
+            f"{row.time:%m-%d %H:%M}", row.variable, f"{row.q05:.3g}", f"{row.q50:.3g}", f"{row.q95:.3g}", row.unit
+        )
+    console.print(table)
+
+
+@twin_app.command("compare")
+def compare(
+    twin_id: Annotated[str, typer.Argument(help="the twin's id")],
+    inputs: Annotated[
+        list[str], typer.Option("--inputs", help="an arm as NAME=FILE (dose plan CSV); give two or more")
+    ],
+    endpoint: Annotated[str, typer.Option("--endpoint", help="time_in_range, mean_glucose, final:<observable>, ...")],
+    hours: Annotated[float, typer.Option("--hours", help="horizon in hours")] = 24.0,
+    db: Db = None,
+) -> None:
+    """What-if comparison of dose plans on the twin's ensemble (paired members)."""
+    from twinloop.errors import TwinloopError
+
+    try:
+        arms = {}
+        for item in inputs:
+            if "=" not in item:
+                raise typer.BadParameter(f"--inputs must be NAME=FILE; got {item!r}.")
+            key, path = item.split("=", 1)
+            arms[key] = _doses(Path(path))
+        registry = _registry(db)
+        result = registry.load(twin_id).compare(arms, endpoint, hours=hours)
+        registry.record(twin_id, "compare", {k: v for k, v in result.items() if k != "values"})
+    except (TwinloopError, typer.BadParameter) as e:
+        raise _fail(str(e)) from None
+    table = Table(
+        title=f"{twin_id}: {result['endpoint']} ({result['unit']}, {result['better']} is better) "
+        f"over {hours:g} h, {result['ensemble_size']} members"
+    )
+    for col in ("arm", "mean", "q05", "q50", "q95"):
+        table.add_column(col)
+    for arm, s in result["arms"].items():
+        table.add_row(arm, *(f"{s[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
+    d = result["difference"]
+    table.add_row(d["arms"], *(f"{d[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
+    console.print(table)
+    console.print(f"P({next(iter(arms))} better than {list(arms)[1]}) = {result['p_first_better']:.3f}")
+
+
+@twin_app.command("show")
+def show(
+    twin_id: Annotated[str, typer.Argument(help="the twin's id")],
+    out: Annotated[Path | None, typer.Option("--out", help="folder for the fan chart (HTML)")] = None,
+    db: Db = None,
+) -> None:
+    """History (versions), drift events, forecast scores and a fan chart."""
+    from twinloop.errors import TwinloopError
+    from twinloop.simulate.trajectories import write_atomic
+    from twinloop.twin.figures import fan_chart
+
+    try:
+        registry = _registry(db)
+        twin = registry.load(twin_id)
+        versions = registry.table("versions", twin_id)
+    except TwinloopError as e:
+        raise _fail(str(e)) from None
+    table = Table(title=f"twin {twin_id} ({twin.model.id}, patient {twin.subject_id})")
+    for col in ("version", "kind", "created", "state time", "summary"):
+        table.add_column(col)
+    for row in versions.sort_values("version").itertuples():
+        summary = json.loads(row.summary)
+        brief = {k: summary[k] for k in ("assimilated", "late", "drift") if k in summary}
+        table.add_row(
+            str(row.version), row.kind, f"{row.created_at:%Y-%m-%d %H:%M:%S}", f"{row.state_time:g}", json.dumps(brief)
+        )
+    console.print(table)
+    console.print(
+        f"drift events: {len(twin.drift_events)}"
+        + "".join(
+            f"\n  version {e['version']} at {e['time']}: NIS {e['nis']:.1f} on {e['m']}" for e in twin.drift_events
+        )
+    )
+    scores = twin.scores()
+    if not scores.empty:
+        console.print(scores[["forecast", "n", "crps", "coverage50", "coverage90"]].to_string(index=False))
+    if out:
+        fc = twin.forecasts[-1] if twin.forecasts else twin.forecast(24.0, store=False)
+        variable = fc.observables[0] if twin.observations.empty else str(twin.observations["variable"].iloc[-1])
+        path = out / f"{twin_id}-fan-chart.html"
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(
+            path, lambda tmp: fan_chart(fc, twin.observations, variable).write_html(tmp, include_plotlyjs=True)
+        )
+        console.print(f"fan chart: {path}")

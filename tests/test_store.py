@@ -1,0 +1,122 @@
+"""The twin registry on SQLite and on a real PostgreSQL server: persistence, idempotent
+ingest, versions, forecasts referencing versions, audit, and 8 concurrent syncs."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import twinloop as tl
+from twinloop.calibrate import GaussianPrior, NoiseModel
+from twinloop.cohort import Population
+from twinloop.store import TwinRegistry
+from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
+from twinloop.twin.synthetic import ORIGIN
+
+SCANS = np.arange(1, 26) * 7.0  # weekly for 25 weeks
+
+
+def _record() -> pd.DataFrame:
+    model = tl.models.get("tgi-stein")
+    obs, _, _ = synthetic_record(
+        model,
+        model.default_parameters,
+        tl.Inputs(),
+        SCANS,
+        observable="sum_of_diameters",
+        noise=NoiseModel(1.0, 0.1),
+        seed=5,
+    )
+    return obs
+
+
+def _twin(name: str) -> PatientTwin:
+    model = tl.models.get("tgi-stein")
+    prior = GaussianPrior.from_population(Population.default(model), ("y0", "g", "d"), n=2000, seed=1)
+    return PatientTwin.create(
+        model,
+        _record().iloc[:5],
+        prior=prior,
+        base=model.default_parameters,
+        method="enkf",
+        config=TwinConfig(members=64, seed=2),
+        twin_id=name,
+        origin=ORIGIN,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'twins.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def test_registry_round_trip_versions_forecasts_and_audit(url: str) -> None:
+    name = f"onc-{abs(hash(url)) % 10_000}"
+    reg = TwinRegistry(url, actor="test-suite")
+    twin = _twin(name)
+    reg.add(twin)
+    with pytest.raises(tl.errors.RegistryError, match="already exists"):
+        reg.add(twin)
+    obs = _record()
+    new = obs.iloc[5:8]
+    report = reg.sync(name, new)
+    assert report.version == 2 and report.assimilated == 3
+    again = reg.sync(name, pd.concat([new, obs.iloc[8:9]]))  # the same three plus one new
+    assert again.version == 3 and again.assimilated == 1
+    logged = reg.table("observations", name)
+    assert len(logged) == 9 and logged["obs_key"].is_unique
+    fc = reg.save_forecast(name, hours=24 * 21)
+    forecasts = reg.table("forecasts", name)
+    assert forecasts["version"].tolist() == [3] and forecasts["id"].tolist() == [fc.id]
+    reg.sync(name, obs.iloc[9:12])
+    loaded = reg.load(name)
+    assert loaded.version == 4 and loaded.forecasts[0].scores["n"] == 3
+    np.testing.assert_array_equal(reg.load(name, version=2).ensemble.theta.shape, (64, 3))
+    versions = reg.table("versions", name).sort_values("version")
+    assert versions["version"].tolist() == [1, 2, 3, 4] and versions["parent"].tolist()[1:] == [1, 2, 3]
+    audit = reg.table("audit", name)
+    assert audit["action"].tolist() == ["create", "sync", "sync", "forecast", "sync", "score"]
+    assert set(audit["actor"]) == {"test-suite"}
+    with pytest.raises(tl.errors.RegistryError, match="No twin 'nobody'"):
+        reg.sync("nobody", new)
+
+
+def test_a_failed_sync_changes_nothing(url: str) -> None:
+    name = f"fail-{abs(hash(url)) % 10_000}"
+    reg = TwinRegistry(url)
+    reg.add(_twin(name))
+    bad = _record().iloc[5:7].assign(unit="mg/dL")  # a concentration cannot become a length in mm
+    with pytest.raises(tl.InputError, match="rejected"):
+        reg.sync(name, bad)
+    assert len(reg.table("versions", name)) == 1 and len(reg.table("observations", name)) == 5
+
+
+def _sync_worker(url: str, name: str, rows: list[int]) -> int:
+    obs = _record().iloc[rows]
+    return TwinRegistry(url, actor=f"worker-{rows[0]}").sync(name, obs).version
+
+
+def test_eight_processes_syncing_one_twin_lose_nothing_and_duplicate_nothing(url: str) -> None:
+    name = f"busy-{abs(hash(url)) % 10_000}"
+    reg = TwinRegistry(url)
+    reg.add(_twin(name))
+    # 8 overlapping batches: every observation from 5 to 24 is sent by two workers
+    batches = [[5 + (2 * i + j) % 20 for j in range(5)] for i in range(8)]
+    expected = {r for b in batches for r in b} | set(range(5))
+    with mp.get_context("spawn").Pool(8) as pool:
+        versions = pool.starmap(_sync_worker, [(url, name, b) for b in batches])
+    assert sorted(versions) == list(range(2, 10))
+    logged = reg.table("observations", name)
+    assert len(logged) == len(expected) and logged["obs_key"].is_unique
+    table = reg.table("versions", name).sort_values("version")
+    assert table["version"].tolist() == list(range(1, 10))
+    assert table["parent"].tolist()[1:] == list(range(1, 9))
+    twin = reg.load(name)
+    assert twin.version == 9 and len(twin.observations) == len(expected)
+    assert (reg.table("audit", name)["action"] == "sync").sum() == 8
