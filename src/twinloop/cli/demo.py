@@ -19,6 +19,7 @@ from rich.console import Console
 
 import twinloop as tl
 from twinloop.cli.demo_products import make_products, section
+from twinloop.cli.demo_twin import run_twin_demo
 from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
 from twinloop.simulate.trajectories import Trajectories, write_atomic
@@ -146,6 +147,9 @@ def run_demo(
     products = make_products(out, product_scale)
     console.print(f"products -> {out / 't1d-product'}, {out / 'nsclc-product'}")
     summary["products"] = {k: {"name": p.manifest["name"], "files": p.manifest["files"]} for k, p in products.items()}
+    twin_summary, twin_html = run_twin_demo(out)
+    summary["twin"] = twin_summary
+    console.print(f"twin {twin_summary['twin']}: {twin_summary['versions']} versions -> {twin_summary['registry']}")
     fig = _figure(patients, cohort)
     page = (
         "<html><head><meta charset='utf-8'><title>twinloop demo</title></head><body style='font-family:sans-serif'>"
@@ -156,6 +160,7 @@ def run_demo(
         f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %.</p>"
         + fig.to_html(full_html=False, include_plotlyjs=True)
         + section(products)
+        + twin_html
         + "</body></html>"
     )
     write_atomic(out / "index.html", lambda tmp: Path(tmp).write_text(page))
