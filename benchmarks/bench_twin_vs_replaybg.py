@@ -9,7 +9,7 @@ weight; twinloop gets the canonical tables. Each identifies a twin and replays t
 RMSE against the CGM trace (median replay for ReplayBG, ensemble median for twinloop).
 
     .venv/bin/python benchmarks/bench_twin_vs_replaybg.py [--days 7] [--patient adult#001]
-        [--replaybg-method mcmc|map] [--replaybg-steps 15000] [--twinloop-method nuts|svi]
+        [--replaybg-method mcmc|map] [--replaybg-steps 15000] [--twinloop-method enkf|nuts|svi]
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main() -> None:
     parser.add_argument("--patient", default="adult#001")
     parser.add_argument("--replaybg-method", default="mcmc", choices=["mcmc", "map"])
     parser.add_argument("--replaybg-steps", type=int, default=15000)
-    parser.add_argument("--twinloop-method", default="nuts", choices=["nuts", "svi"])
+    parser.add_argument("--twinloop-method", default="enkf", choices=["nuts", "svi", "enkf"])
     parser.add_argument("--skip-replaybg", action="store_true")
     args = parser.parse_args()
     model, p, _, plan, obs, doses, times = make_data(args.days, args.patient, seed=7)

@@ -245,7 +245,7 @@ def test_oncology_what_if_two_schedules_from_sparse_scans() -> None:
         base=truth,
         origin=ORIGIN,
         config=TwinConfig(members=300),
-        calibrator={"num_warmup": 200, "num_samples": 150, "num_chains": 2},
+        calibrator={"num_warmup": 250, "num_samples": 250, "num_chains": 2},
     )
     now = twin.ensemble.time
     chemo = tgi_claret.chemotherapy(1000.0, cycle_days=7, n_cycles=12)

@@ -3,7 +3,9 @@
 ``nis``: a drift event when the NIS of ``k`` consecutive syncs exceeds its chi-square
 upper ``1 - alpha`` quantile (the model no longer explains the data at its stated
 uncertainty). ``cusum``: a one-sided CUSUM of the standardized NIS,
-``(NIS - m) / sqrt(2 m)``, with allowance ``drift`` and threshold ``h``.
+``(NIS - m) / sqrt(2 m)``, with allowance ``allowance`` and threshold ``h``. After an
+event the detector stays quiet for ``refractory`` updates while the recalibrated twin
+settles.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ class DriftDetector:
     alpha: float = 0.01
     allowance: float = 1.0
     h: float = 4.0
+    refractory: int = 6
     run: int = 0
+    quiet: int = 0
     cusum: float = 0.0
     history: list[float] = field(default_factory=list)
 
@@ -40,6 +44,9 @@ class DriftDetector:
             return False
         z = (inn.nis - inn.m) / (2.0 * inn.m) ** 0.5
         self.history.append(z)
+        if self.quiet > 0:  # just after an event (and its recalibration): let the twin settle
+            self.quiet -= 1
+            return False
         if self.method == "nis":
             self.run = self.run + 1 if inn.nis > stats.chi2.ppf(1 - self.alpha, inn.m) else 0
             fired = self.run >= self.k
@@ -48,6 +55,7 @@ class DriftDetector:
             fired = self.cusum > self.h
         if fired:
             self.reset()
+            self.quiet = self.refractory
         return fired
 
     def observe_dict(self, inn: dict[str, Any]) -> bool:
@@ -72,10 +80,13 @@ class DriftDetector:
             "alpha": self.alpha,
             "allowance": self.allowance,
             "h": self.h,
+            "refractory": self.refractory,
             "run": self.run,
             "cusum": self.cusum,
+            "quiet": self.quiet,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> DriftDetector:
-        return cls(**{k: raw[k] for k in ("method", "k", "alpha", "allowance", "h", "run", "cusum") if k in raw})
+        keys = ("method", "k", "alpha", "allowance", "h", "refractory", "run", "cusum", "quiet")
+        return cls(**{k: raw[k] for k in keys if k in raw})
