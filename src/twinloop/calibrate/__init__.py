@@ -1,7 +1,13 @@
 """Backward loop: Bayesian calibration of one patient (NUTS, SVI) against a population prior."""
 
+from twinloop.calibrate.amortized import AmortizedPosterior as AmortizedPosterior
+from twinloop.calibrate.amortized import NPESettings as NPESettings
 from twinloop.calibrate.bayes import Calibrator as Calibrator
 from twinloop.calibrate.bayes import calibrate as calibrate
+from twinloop.calibrate.checks import SBCResult as SBCResult
+from twinloop.calibrate.checks import c2st as c2st
+from twinloop.calibrate.checks import sbc as sbc
+from twinloop.calibrate.design import ObservationDesign as ObservationDesign
 from twinloop.calibrate.noise import DEFAULT_NOISE as DEFAULT_NOISE
 from twinloop.calibrate.noise import NoiseModel as NoiseModel
 from twinloop.calibrate.posterior import CalibrationWarning as CalibrationWarning

@@ -109,7 +109,9 @@ class Calibrator:
         if min(self.num_warmup, self.num_samples, self.num_chains, self.svi_steps) < 1:
             raise InputError("num_warmup, num_samples, num_chains and svi_steps must all be >= 1.")
 
-    def fit(self, problem: CalibrationProblem) -> Calibrator:
+    def fit(self, problem: CalibrationProblem, *, init: np.ndarray | None = None) -> Calibrator:
+        """Calibrate; ``init`` (``(num_chains, k)`` log-parameters, e.g. draws of an amortized
+        posterior) starts the NUTS chains there instead of near the prior mean."""
         if tuple(problem.parameters.names) != tuple(self.prior.names):
             raise InputError(
                 f"The problem fits {list(problem.parameters.names)} but the prior is over "
@@ -121,11 +123,19 @@ class Calibrator:
         additive, proportional = problem.noise_arrays()
         args = (jnp.asarray(problem.values), jnp.asarray(additive), jnp.asarray(proportional))
         rng = jax.random.PRNGKey(self.seed)
-        self.posterior_ = self._nuts(rng, args) if self.method == "nuts" else self._svi(rng, args)
+        z0 = None
+        if init is not None:
+            start = np.asarray(init, dtype=np.float64).reshape(-1, len(self.prior.names))
+            if start.shape[0] != self.num_chains:
+                raise InputError(
+                    f"init needs one start per chain ({self.num_chains}, {len(self.prior.names)}); got {start.shape}."
+                )
+            z0 = jnp.asarray(np.linalg.solve(self.prior.chol, (start - self.prior.mean).T).T)
+        self.posterior_ = self._nuts(rng, args, z0) if self.method == "nuts" else self._svi(rng, args)
         self.posterior_.check(self.strict)
         return self
 
-    def _nuts(self, rng: Any, args: tuple[Any, ...]) -> Posterior:
+    def _nuts(self, rng: Any, args: tuple[Any, ...], start: Any = None) -> Posterior:
         if "nuts" not in self._cache:
             key = (self._cache["key"], self.num_warmup, self.num_samples, self.target_accept, self.max_tree_depth)
             if key not in _COMPILED_NUTS:
@@ -137,6 +147,8 @@ class Calibrator:
         z0 = 0.5 * jax.vmap(lambda k: jax.random.uniform(k, (len(self.prior.names),), minval=-1.0, maxval=1.0))(
             keys[self.num_chains :]
         )
+        if start is not None:
+            z0 = start
         zs, diverging = self._cache["nuts"](keys[: self.num_chains], z0, *args)
         z = np.asarray(zs)
         log_theta = self.prior.mean + z @ self.prior.chol.T
