@@ -129,7 +129,11 @@ def test_npe_starts_nuts_where_the_posterior_is(npe: AmortizedPosterior) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         seeded = Calibrator(prior, num_warmup=60, num_samples=300, num_chains=2, seed=2).fit(problem, init=start)
-    lo, hi = seeded.posterior.interval(0.99)
-    assert np.all((np.exp(truth[0]) > lo) & (np.exp(truth[0]) < hi))
+        full = Calibrator(prior, num_warmup=500, num_samples=500, num_chains=2, seed=4).fit(problem)
+    # a fifth of the warm-up from NPE starts reaches the posterior a full-length run finds
+    assert max(seeded.posterior.diagnostics()["rhat"].values()) < 1.05
+    reference = full.posterior.draws()
+    gap = np.abs(np.median(seeded.posterior.draws(), axis=0) - np.median(reference, axis=0)) / reference.std(axis=0)
+    assert np.all(gap < 0.25), gap
     with pytest.raises(tl.InputError, match="one start per chain"):
         Calibrator(prior, num_chains=2).fit(problem, init=start[:1])

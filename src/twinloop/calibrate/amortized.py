@@ -33,13 +33,14 @@ import paramax
 from flowjax.bijections import RationalQuadraticSpline
 from flowjax.distributions import Normal
 from flowjax.flows import masked_autoregressive_flow
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import track
 
 from twinloop.calibrate.design import ObservationDesign, SimulatedSeries, simulate_observations
 from twinloop.calibrate.posterior import Posterior
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import ParameterMap
 from twinloop.errors import InputError, NotFittedError
+from twinloop.models.inputs import Inputs
 from twinloop.simulate.trajectories import write_atomic
 
 FORMAT_VERSION = 1
@@ -149,8 +150,13 @@ def _new_estimator(key: Any, dim: int, design: ObservationDesign, settings: NPES
 
 
 @eqx.filter_jit
-def _draw(estimator: _Estimator, key: Any, times: Any, values: Any, mask: Any, size: int) -> Any:
-    return estimator.sample(key, size, times, values, mask)
+def _draw(estimator: _Estimator, keys: Any, times: Any, values: Any, mask: Any, size: int) -> Any:
+    """``size`` draws for each of a batch of series (compiled once per estimator and shape)."""
+    return jax.vmap(lambda k, t, y, m: estimator.sample(k, size, t, y, m))(keys, times, values, mask)
+
+
+def _progress_shown() -> bool:
+    return os.environ.get("TWINLOOP_PROGRESS", "1") != "0"
 
 
 def _is_frozen(leaf: Any) -> bool:
@@ -185,44 +191,22 @@ def _train(
     val_loss = eqx.filter_jit(loss)
     best, best_loss, since_best = params, math.inf, 0
     history: tuple[list[float], list[float]] = ([], [])
-    with _Progress(label, settings.max_epochs) as advance:
-        for _ in range(settings.max_epochs):
-            shuffled = rng.permutation(train)
-            total = 0.0
-            for b in range(n_batches):
-                idx = shuffled[b * settings.batch_size : (b + 1) * settings.batch_size]
-                params, opt_state, value = step(params, opt_state, *(jnp.asarray(a[idx]) for a in data))
-                total += float(value)
-            history[0].append(total / n_batches)
-            history[1].append(float(val_loss(params, *val_batch)))
-            advance()
-            if history[1][-1] < best_loss - 1e-4:
-                best, best_loss, since_best = params, history[1][-1], 0
-            else:
-                since_best += 1
-                if since_best >= settings.patience:
-                    break
+    for _ in track(range(settings.max_epochs), description=label, transient=True, disable=not _progress_shown()):
+        shuffled = rng.permutation(train)
+        total = 0.0
+        for b in range(n_batches):
+            idx = shuffled[b * settings.batch_size : (b + 1) * settings.batch_size]
+            params, opt_state, value = step(params, opt_state, *(jnp.asarray(a[idx]) for a in data))
+            total += float(value)
+        history[0].append(total / n_batches)
+        history[1].append(float(val_loss(params, *val_batch)))
+        if history[1][-1] < best_loss - 1e-4:
+            best, best_loss, since_best = params, history[1][-1], 0
+        else:
+            since_best += 1
+            if since_best >= settings.patience:
+                break
     return eqx.combine(best, static), history[0], history[1]
-
-
-class _Progress:
-    def __init__(self, label: str, total: int) -> None:
-        self.enabled = bool(os.environ.get("TWINLOOP_PROGRESS", "1") != "0")
-        self.label, self.total = label, total
-        self.bar: Progress | None = None
-
-    def __enter__(self) -> Any:
-        if not self.enabled:
-            return lambda: None
-        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task(self.label, total=self.total)
-        bar = self.bar
-        return lambda: bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @dataclass
@@ -331,26 +315,19 @@ class AmortizedPosterior:
 
     def sample_z(self, key: Any, n: int, times: Any, values: Any) -> np.ndarray:
         """``n`` standardized draws for one patient (an equal mixture over the ensemble)."""
-        estimators = self._require()
-        t, y, m = (jnp.asarray(a) for a in self._padded(times, values))
-        counts = np.bincount(np.arange(n) % len(estimators), minlength=len(estimators))
-        keys = jax.random.split(key, len(estimators))
-        parts = [
-            _draw(e, keys[i], t, y, m, int(c)) for i, (e, c) in enumerate(zip(estimators, counts, strict=True)) if c
-        ]
-        return np.concatenate([np.asarray(p) for p in parts])
+        t, y, m = self._padded(times, values)
+        return self.sample_z_batch(key, n, t[None], y[None], m[None])[0]
 
     def sample_z_batch(self, key: Any, n: int, times: np.ndarray, values: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """``n`` standardized draws for each of many padded series ``(m, k)``: ``(m, n, dim)``."""
         estimators = self._require()
         counts = np.bincount(np.arange(n) % len(estimators), minlength=len(estimators))
-        args = (jnp.asarray(times), jnp.asarray(values), jnp.asarray(mask))
-        parts = []
-        for i, (est, c) in enumerate(zip(estimators, counts, strict=True)):
-            if c:
-                keys = jax.random.split(jax.random.fold_in(key, i), times.shape[0])
-                draw = eqx.filter_jit(jax.vmap(lambda k, t, y, m, e=est, c=int(c): e.sample(k, c, t, y, m)))
-                parts.append(np.asarray(draw(keys, *args)))
+        args = (jnp.asarray(times), jnp.asarray(values), jnp.asarray(mask, dtype=jnp.float64))
+        parts = [
+            np.asarray(_draw(est, jax.random.split(jax.random.fold_in(key, i), times.shape[0]), *args, int(c)))
+            for i, (est, c) in enumerate(zip(estimators, counts, strict=True))
+            if c
+        ]
         return np.concatenate(parts, axis=1)
 
     def posterior(self, times: Any, values: Any, n: int = 1000, seed: int = 0) -> Posterior:
@@ -383,8 +360,11 @@ class AmortizedPosterior:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], model: Any | None = None) -> AmortizedPosterior:
-        """Rebuild a saved estimator; the model is looked up in the registry unless given."""
+    def load(
+        cls, path: str | os.PathLike[str], model: Any | None = None, inputs: Inputs | None = None
+    ) -> AmortizedPosterior:
+        """Rebuild a saved estimator; the model is looked up in the registry unless given.
+        A design with a treatment needs the same ``inputs`` again (the manifest holds their text)."""
         from twinloop.models import get
 
         folder = Path(path)
@@ -402,8 +382,14 @@ class AmortizedPosterior:
         d = manifest["design"]
         from twinloop.calibrate.noise import NoiseModel
 
+        inputs = inputs or Inputs()
+        if repr(inputs) != d["inputs"]:
+            raise InputError(
+                f"{folder} was trained under the inputs {d['inputs']}; pass the same plan as inputs=... to load it."
+            )
+        noise = NoiseModel(**d["noise"])
         design = ObservationDesign(
-            d["observable"], tuple(d["times"]), d["jitter"], d["missing"], d["resolution"], NoiseModel(**d["noise"])
+            d["observable"], tuple(d["times"]), d["jitter"], d["missing"], d["resolution"], noise, inputs
         )
         settings = NPESettings(**manifest["settings"])
         npe = cls(model, pmap, prior, design, settings)

@@ -8,6 +8,7 @@ variables listed in ``MOLAR_MASS_G_PER_MOL``, never guessed.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import lru_cache
 from typing import Any
@@ -60,11 +61,9 @@ def conversion(from_unit: str, to_unit: str, variable: str = "") -> tuple[float,
     ureg = registry()
     src, dst = parse_unit(from_unit), parse_unit(to_unit)
     one, zero = ureg.Quantity(1.0, src), ureg.Quantity(0.0, src)
-    try:
+    with contextlib.suppress(pint.errors.DimensionalityError):  # try a molar-mass bridge next
         a, b = one.to(dst).magnitude, zero.to(dst).magnitude
         return float(a - b), float(b)
-    except pint.errors.DimensionalityError:
-        pass
     mass = MOLAR_MASS_G_PER_MOL.get(variable)
     if mass is not None:
         molar = ureg.Quantity(mass, "g/mol")

@@ -38,9 +38,10 @@ def response_features(
 ) -> pd.DataFrame:
     """One row per patient with at least two scans: features, label and subgroups."""
     scans = observations[observations["variable"] == variable].sort_values(["subject_id", "time"])
-    first = scans.groupby("subject_id").nth(0).set_index("subject_id")
-    second = scans.groupby("subject_id").nth(1).set_index("subject_id")
-    both = first.join(second, lsuffix="_0", rsuffix="_1", how="inner")
+    by_subject = scans.groupby("subject_id")
+    first = by_subject.nth(0).set_index("subject_id").add_suffix("_0")
+    second = by_subject.nth(1).set_index("subject_id").add_suffix("_1")
+    both = first.join(second, how="inner")
     weeks = (both["time_1"] - both["time_0"]).dt.total_seconds() / (7 * 86400.0)
     frame = pd.DataFrame(
         {

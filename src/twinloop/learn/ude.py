@@ -63,10 +63,6 @@ class SeriesSet:
             return [self.inputs]
         return list(self.inputs)
 
-    def subset(self, rows: np.ndarray) -> SeriesSet:
-        plans = self.inputs if isinstance(self.inputs, Inputs) else [self.plans[i] for i in rows]
-        return SeriesSet(self.observable, self.times, self.values[rows], self.mask[rows], plans)
-
 
 def series_solver(model: Model, series: SeriesSet, settings: SolverSettings) -> tuple[Any, tuple[Any, ...], Any]:
     """``(run, args, axes)``: ``run(params, rates, jumps, *rest)`` observes one patient at the series'
@@ -93,6 +89,32 @@ def series_solver(model: Model, series: SeriesSet, settings: SolverSettings) -> 
 
     axes = (None, 0, None if shared else 0, None if shared else 0, None, None, None)
     return run, args, axes
+
+
+def series_objective(
+    core: Model,
+    parameters: ParameterMap,
+    prior: GaussianPrior,
+    series: SeriesSet,
+    noise: NoiseModel,
+    settings: SolverSettings,
+) -> Any:
+    """``objective(model, log_theta)``: the Gaussian negative log-likelihood of every series
+    under ``model`` (the core or a hybrid of it) plus each patient's prior term."""
+    run, args, axes = series_solver(core, series, settings)
+    values, mask = jnp.asarray(series.values), jnp.asarray(series.mask)
+    mean, inv_chol = jnp.asarray(prior.mean), jnp.asarray(np.linalg.inv(prior.chol))
+
+    def objective(model: Model, log_theta: Any) -> Any:
+        params = jax.vmap(parameters.full)(log_theta)
+        mu = jax.vmap(lambda p, *a: run(model, p, *a), in_axes=axes[1:])(params, *args)
+        mu = jnp.where(jnp.isfinite(mu), mu, 1e6)
+        sd = jnp.sqrt(noise.additive**2 + (noise.proportional * mu) ** 2)
+        nll = jnp.where(mask, 0.5 * ((values - mu) / sd) ** 2 + jnp.log(sd), 0.0)
+        z = (log_theta - mean) @ inv_chol.T
+        return jnp.sum(nll) + 0.5 * jnp.sum(z**2)
+
+    return objective
 
 
 @dataclass
@@ -140,24 +162,15 @@ class ClosureTrainer:
 
     def loss_function(self, series: SeriesSet) -> tuple[Any, Any]:
         """``(loss(trainable, static), (network, log_theta))``: the objective and its starting point."""
-        core, closure, pmap = self.core, self.closure, self.parameters
+        core, closure = self.core, self.closure
         noise = self.noise or noise_for(series.observable)
-        run, args, axes = series_solver(core, series, self.settings)
-        values, mask = jnp.asarray(series.values), jnp.asarray(series.mask)
-        mean, inv_chol = jnp.asarray(self.prior.mean), jnp.asarray(np.linalg.inv(self.prior.chol))
+        objective = series_objective(core, self.parameters, self.prior, series, noise, self.settings)
         n = series.values.shape[0]
 
         def loss(network: Any, log_theta: Any) -> Any:
-            model = hybrid_model(core, closure, network, digest="training")
-            params = jax.vmap(pmap.full)(log_theta)
-            mu = jax.vmap(lambda p, *a: run(model, p, *a), in_axes=axes[1:])(params, *args)
-            ok = jnp.isfinite(mu)
-            mu = jnp.where(ok, mu, 1e6)
-            sd = jnp.sqrt(noise.additive**2 + (noise.proportional * mu) ** 2)
-            nll = jnp.where(mask, 0.5 * ((values - mu) / sd) ** 2 + jnp.log(sd), 0.0)
-            z = (log_theta - mean) @ inv_chol.T
-            return (jnp.sum(nll) + 0.5 * jnp.sum(z**2)) / n
+            return objective(hybrid_model(core, closure, network, digest="training"), log_theta) / n
 
+        mean = jnp.asarray(self.prior.mean)
         start = (closure.network(jax.random.key(self.seed)), jnp.tile(mean, (n, 1)))
         return loss, start
 
@@ -214,19 +227,12 @@ def map_estimates(
     through the solver in reverse mode); works for any model, hybrid or not."""
     settings = settings or SolverSettings(backend="diffrax", rtol=1e-5, atol=1e-6)
     noise = noise or noise_for(series.observable)
-    run, args, axes = series_solver(model, series, settings)
-    values, mask = jnp.asarray(series.values), jnp.asarray(series.mask)
-    mean, inv_chol = jnp.asarray(prior.mean), jnp.asarray(np.linalg.inv(prior.chol))
+    objective = series_objective(model, parameters, prior, series, noise, settings)
 
     def loss(log_theta: Any) -> Any:
-        params = jax.vmap(parameters.full)(log_theta)
-        mu = jax.vmap(lambda p, *a: run(model, p, *a), in_axes=axes[1:])(params, *args)
-        mu = jnp.where(jnp.isfinite(mu), mu, 1e6)
-        sd = jnp.sqrt(noise.additive**2 + (noise.proportional * mu) ** 2)
-        nll = jnp.where(mask, 0.5 * ((values - mu) / sd) ** 2 + jnp.log(sd), 0.0)
-        z = (log_theta - mean) @ inv_chol.T
-        return jnp.sum(nll) + 0.5 * jnp.sum(z**2)
+        return objective(model, log_theta)
 
+    mean = jnp.asarray(prior.mean)
     optimizer = optax.apply_if_finite(optax.adam(learning_rate), max_consecutive_errors=50)
     theta = jnp.tile(mean, (series.values.shape[0], 1))
     state = optimizer.init(theta)
