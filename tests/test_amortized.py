@@ -27,6 +27,8 @@ from twinloop.calibrate import (
     sbc,
 )
 from twinloop.cohort import Population
+from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
+from twinloop.twin.synthetic import ORIGIN
 
 NOISE = NoiseModel(additive=1.0, proportional=0.1)
 TIMES = np.arange(42.0, 400.0, 49.0)  # a scan every 7 weeks, as in test_calibrate
@@ -137,3 +139,66 @@ def test_npe_starts_nuts_where_the_posterior_is(npe: AmortizedPosterior) -> None
     assert np.all(gap < 0.25), gap
     with pytest.raises(tl.InputError, match="one start per chain"):
         Calibrator(prior, num_chains=2).fit(problem, init=start[:1])
+
+
+def test_npe_seeded_twins_forecast_held_out_scans_with_calibrated_intervals(npe: AmortizedPosterior) -> None:
+    """Twins whose ensemble is drawn from the amortized posterior of their first three
+    scans (no MCMC) forecast the next five with calibrated 90 % intervals."""
+    model, prior, pmap = npe.model, npe.prior, npe.parameters
+    rng = np.random.default_rng(77)
+    config = TwinConfig(members=400, noise={"sum_of_diameters": {"additive": 1.0, "proportional": 0.1}})
+    inside = total = 0
+    for i in range(30):
+        truth = pmap.full_batch(prior.sample(1, rng))[0]
+        obs, _, _ = synthetic_record(model, truth, tl.Inputs(), TIMES, observable="sum_of_diameters", noise=NOISE,
+                                     seed=2000 + i, subject_id=f"p{i}")  # fmt: skip
+        twin = PatientTwin.create(model, obs.iloc[:3], method="npe", amortized=npe, config=config, origin=ORIGIN)
+        assert twin.calibration["method"] == "npe" and twin.ensemble.theta.shape == (400, 3)
+        twin.forecast(hours=(TIMES[-1] - TIMES[2]) * 24.0 + 1.0)
+        twin.sync(obs.iloc[3:])
+        scores = twin.forecasts[0].scores
+        inside, total = inside + scores["in90"], total + scores["n"]
+    print(f"90 % interval coverage of later scans: {inside}/{total}")
+    assert total == 150
+    assert 0.82 <= inside / total <= 0.97, inside / total
+
+
+def test_npe_seeds_a_nuts_twin_and_refuses_data_it_was_not_trained_for(npe: AmortizedPosterior) -> None:
+    model, prior, pmap = npe.model, npe.prior, npe.parameters
+    obs, _, _ = synthetic_record(model, pmap.full_batch(prior.sample(1, np.random.default_rng(5)))[0], tl.Inputs(),
+                                 TIMES, observable="sum_of_diameters", noise=NOISE, seed=9, subject_id="p")  # fmt: skip
+    config = TwinConfig(members=200, noise={"sum_of_diameters": {"additive": 1.0, "proportional": 0.1}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CalibrationWarning)
+        twin = PatientTwin.create(model, obs, amortized=npe, config=config, origin=ORIGIN,
+                                  calibrator={"num_warmup": 60, "num_samples": 200, "num_chains": 2})  # fmt: skip
+    assert twin.calibration["method"] == "nuts" and max(twin.calibration["rhat"].values()) < 1.05
+    with pytest.raises(tl.InputError, match="trained on tgi-stein"):
+        PatientTwin.create(tl.models.get("tgi-claret"), obs, amortized=npe, method="npe", origin=ORIGIN)
+    with pytest.raises(tl.InputError, match="seeds method 'npe' or 'nuts'"):
+        PatientTwin.create(model, obs, amortized=npe, method="enkf", origin=ORIGIN)
+
+
+def test_an_ensemble_of_flows_mixes_its_members_and_persists(tmp_path) -> None:
+    """Two flows trained from different seeds: draws are an equal mixture (wider than the
+    members on average, as a mixture must be), log_prob is the mixture density, and both
+    flows are saved and loaded."""
+    model, prior, pmap, design = _setup()
+    settings = NPESettings(n_simulations=2000, max_epochs=8, n_flows=2, seed=3)
+    ensemble = AmortizedPosterior(model, pmap, prior, design, settings).fit()
+    assert len(ensemble.estimators_) == 2 and len(ensemble.manifest_["epochs"]) == 2
+    scans = np.linspace(70.0, 55.0, TIMES.size)
+    members = []
+    for est in ensemble.estimators_:
+        single = AmortizedPosterior(model, pmap, prior, design, settings)
+        single.estimators_ = [est]
+        members.append(single)
+    mixed = ensemble.posterior(TIMES, scans, n=4000, seed=1).draws()
+    parts = [m.posterior(TIMES, scans, n=4000, seed=1).draws() for m in members]
+    assert np.all(mixed.var(axis=0) > 0.9 * np.mean([p.var(axis=0) for p in parts], axis=0))
+    point = mixed[:5]
+    densities = np.stack([m.log_prob(point, TIMES, scans) for m in members])
+    np.testing.assert_allclose(ensemble.log_prob(point, TIMES, scans), np.logaddexp(*densities) - np.log(2), rtol=1e-9)
+    again = AmortizedPosterior.load(ensemble.save(tmp_path / "ensemble"))
+    assert len(again.estimators_) == 2
+    np.testing.assert_allclose(again.log_prob(point, TIMES, scans), ensemble.log_prob(point, TIMES, scans))

@@ -144,6 +144,68 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
         tmp_path / "nsclc-product" / "manifest.json"
     ).exists()
     assert set(summary["products"]) == {"t1d", "nsclc"}  # type: ignore[arg-type]
+    # the AI section: an amortized posterior with its SBC plot, and a TSTR result
+    assert "Simulation-based calibration" in page and "TSTR AUROC" in page
+    learn = tmp_path / "learn"
+    for artifact in ("npe-tgi-stein/npe/manifest.json", "npe-tgi-stein/sbc.html", "responder/MODEL_CARD.md",
+                     "responder/predictor.joblib", "responder/reliability.html"):  # fmt: skip
+        assert (learn / artifact).exists(), artifact
+    tstr = summary["learn"]["tstr"]  # type: ignore[index]
+    assert 0.0 <= tstr["auroc_real"] <= 1.0 and tstr["brier_real"] < 0.5
+    # the same predictor through the command line
+    result = runner.invoke(app, ["learn", "predictor", str(tmp_path / "nsclc-product"), "--real",
+                                 str(learn / "nsclc-real-like"), "--out", str(tmp_path / "cli-predictor")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "auroc_real" in (tmp_path / "cli-predictor" / "MODEL_CARD.md").read_text()
+    wrong = runner.invoke(app, ["learn", "predictor", str(tmp_path / "nsclc-product"), "--task", "nocturnal-hypo",
+                                "--out", str(tmp_path / "wrong")])  # fmt: skip
+    assert wrong.exit_code == 2 and "subcutaneous_glucose" in wrong.output
+
+
+# --- learn commands -----------------------------------------------------------------
+def test_learn_posterior_and_surrogate_write_artifacts_with_manifests(tmp_path: Path) -> None:
+    import json
+
+    from twinloop.calibrate import AmortizedPosterior
+    from twinloop.learn import Surrogate
+
+    spec = "examples/learn/npe_tgi_stein.yaml"
+    result = runner.invoke(app, ["learn", "posterior", spec, "--out", str(tmp_path / "npe"),
+                                 "--simulations", "1500", "--epochs", "5"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    npe = AmortizedPosterior.load(tmp_path / "npe" / "npe")
+    assert npe.manifest_["simulation_budget"]["requested"] == 1500 and npe.manifest_["epochs"][0] <= 5
+    sbc = json.loads((tmp_path / "npe" / "sbc.json").read_text())
+    assert set(sbc["ks_pvalues"]) == {"y0", "g", "d"} and len(sbc["ranks"]) == 300
+    assert "sbc_ks_p[g]" in (tmp_path / "npe" / "MODEL_CARD.md").read_text()
+
+    result = runner.invoke(app, ["learn", "surrogate", "examples/learn/surrogate_tgi_stein.yaml",
+                                 "--out", str(tmp_path / "sur"), "--simulations", "800", "--steps", "400"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    sur = Surrogate.load(tmp_path / "sur")
+    assert sur.outputs == ("log_sum_of_diameters_t91", "log_sum_of_diameters_t182", "log_sum_of_diameters_t364")
+    assert sur.training_["model"]["id"] == "tgi-stein" and sur.speedup_ is not None
+    assert all(a["r2"] > 0.9 for a in sur.accuracy_.values()), sur.accuracy_
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: tgi-stein\nparameters: [y0, nonsense]\ndesign: {observable: sum_of_diameters, times: [1]}\n")
+    refused = runner.invoke(app, ["learn", "posterior", str(bad), "--out", str(tmp_path / "never")])
+    assert refused.exit_code == 2 and "nonsense" in refused.output and not (tmp_path / "never").exists()
+
+
+def test_learn_closure_trains_a_hybrid_model_that_loads_again(tmp_path: Path) -> None:
+    from twinloop.learn.jobs import load_hybrid
+
+    result = runner.invoke(app, ["learn", "closure", "examples/learn/closure_claret_resistance.yaml",
+                                 "--out", str(tmp_path / "closure"), "--steps", "15"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model = load_hybrid(tmp_path / "closure")
+    assert model.id == "tgi-claret+resistance" and (tmp_path / "closure" / "closure.html").exists()
+    import json
+
+    manifest = json.loads((tmp_path / "closure" / "manifest.json").read_text())
+    assert manifest["data"]["subjects"] == 16 and manifest["loss"]["last"] < manifest["loss"]["first"]
+    assert model.version.endswith(manifest["digest"])
 
 
 # --- twin commands ------------------------------------------------------------------

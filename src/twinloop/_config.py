@@ -18,6 +18,11 @@ import jax
 import platformdirs
 
 
+def progress_shown() -> bool:
+    """Progress bars are on unless ``TWINLOOP_PROGRESS=0`` (scripts, CI logs)."""
+    return os.environ.get("TWINLOOP_PROGRESS", "1") != "0"
+
+
 def cache_dir() -> Path:
     """Return the directory of the persistent JAX compilation cache.
 

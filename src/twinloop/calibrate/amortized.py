@@ -35,6 +35,7 @@ from flowjax.distributions import Normal
 from flowjax.flows import masked_autoregressive_flow
 from rich.progress import track
 
+from twinloop._config import progress_shown
 from twinloop.calibrate.design import ObservationDesign, SimulatedSeries, simulate_observations
 from twinloop.calibrate.posterior import Posterior
 from twinloop.calibrate.prior import GaussianPrior
@@ -155,10 +156,6 @@ def _draw(estimator: _Estimator, keys: Any, times: Any, values: Any, mask: Any, 
     return jax.vmap(lambda k, t, y, m: estimator.sample(k, size, t, y, m))(keys, times, values, mask)
 
 
-def _progress_shown() -> bool:
-    return os.environ.get("TWINLOOP_PROGRESS", "1") != "0"
-
-
 def _is_frozen(leaf: Any) -> bool:
     return isinstance(leaf, paramax.NonTrainable)
 
@@ -191,7 +188,7 @@ def _train(
     val_loss = eqx.filter_jit(loss)
     best, best_loss, since_best = params, math.inf, 0
     history: tuple[list[float], list[float]] = ([], [])
-    for _ in track(range(settings.max_epochs), description=label, transient=True, disable=not _progress_shown()):
+    for _ in track(range(settings.max_epochs), description=label, transient=True, disable=not progress_shown()):
         shuffled = rng.permutation(train)
         total = 0.0
         for b in range(n_batches):

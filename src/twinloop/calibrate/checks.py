@@ -48,7 +48,14 @@ class SBCResult:
             "n_draws": self.n_draws,
             "ks_pvalues": self.ks_pvalues,
             "histogram": {k: v.tolist() for k, v in self.histogram().items()},
+            "names": list(self.names),
+            "ranks": self.ranks.tolist(),
         }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> SBCResult:
+        """The result written by :meth:`to_dict`."""
+        return cls(tuple(raw["names"]), np.asarray(raw["ranks"], dtype=int), int(raw["n_draws"]), raw["ks_pvalues"])
 
 
 def sbc(npe: Any, n_simulations: int = 200, n_draws: int = 100, *, seed: int = 1) -> SBCResult:

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from twinloop.cli.cohort import cohort_app, lineage_command
+from twinloop.cli.learn import learn_app
 from twinloop.cli.twin import twin_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="twinloop: hybrid medical digital twins.")
@@ -20,6 +21,7 @@ models_app = typer.Typer(help="List, describe and check the built-in models.", i
 app.add_typer(models_app, name="models")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(twin_app, name="twin")
+app.add_typer(learn_app, name="learn")
 app.command("lineage")(lineage_command)
 console = Console()
 errors = Console(stderr=True)

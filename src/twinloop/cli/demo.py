@@ -18,6 +18,7 @@ from plotly.subplots import make_subplots
 from rich.console import Console
 
 import twinloop as tl
+from twinloop.cli.demo_learn import run_learn_demo
 from twinloop.cli.demo_products import make_products, section
 from twinloop.cli.demo_twin import run_twin_demo
 from twinloop.cohort import Population
@@ -147,6 +148,9 @@ def run_demo(
     products = make_products(out, product_scale)
     console.print(f"products -> {out / 't1d-product'}, {out / 'nsclc-product'}")
     summary["products"] = {k: {"name": p.manifest["name"], "files": p.manifest["files"]} for k, p in products.items()}
+    learn_summary, learn_html = run_learn_demo(out, out / "nsclc-product", product_scale)
+    summary["learn"] = learn_summary
+    console.print(f"AI components -> {out / 'learn'}")
     twin_summary, twin_html = run_twin_demo(out)
     summary["twin"] = twin_summary
     console.print(f"twin {twin_summary['twin']}: {twin_summary['versions']} versions -> {twin_summary['registry']}")
@@ -160,6 +164,7 @@ def run_demo(
         f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %.</p>"
         + fig.to_html(full_html=False, include_plotlyjs=True)
         + section(products)
+        + learn_html
         + twin_html
         + "</body></html>"
     )

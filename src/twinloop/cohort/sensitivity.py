@@ -5,7 +5,9 @@ The inputs are parameters of a model. Their ranges come from a population (each
 varied parameter log-normal with the population's typical value and variance,
 independent: SALib's Sobol estimators assume independent inputs) or from explicit
 bounds (uniform). The outcome is any function from an ``(n, n_params)`` parameter
-matrix to ``n`` values, e.g. :func:`simulated_outcome`.
+matrix to ``n`` values, e.g. :func:`simulated_outcome`, or :func:`emulated_outcome`
+when a trained surrogate stands in for the engine; then the surrogate's held-out
+accuracy travels with the result (``SensitivityResult.emulator``).
 """
 
 from __future__ import annotations
@@ -39,10 +41,54 @@ class SensitivityResult:
     method: str
     indices: pd.DataFrame
     n_evaluations: int
+    emulator: dict[str, Any] | None = None
 
     def ranking(self, column: str | None = None) -> list[str]:
         col = column or ("ST" if self.method == "sobol" else "mu_star")
         return list(self.indices.sort_values(col, ascending=False).index)
+
+    def provenance(self) -> str:
+        """Where the outcome values came from, in words (the surrogate's accuracy when emulated)."""
+        if self.emulator is None:
+            return f"{self.n_evaluations} evaluations of the outcome (no emulator)"
+        e = self.emulator
+        return (
+            f"{self.n_evaluations} evaluations emulated by a surrogate of '{e['output']}' "
+            f"(held-out R2 {e['r2']:.4f}, max abs error {e['max_abs_error']:.3g} on {e['n_test']} simulations)"
+        )
+
+
+class EmulatedOutcome:
+    """An outcome computed by a trained :class:`~twinloop.learn.Surrogate` instead of the engine.
+
+    The surrogate maps log-parameters (its ``names``) to outputs; ``output`` picks one.
+    With ``model``, the outcome takes full parameter matrices (natural scale) and picks
+    the surrogate's columns; without, it takes the ``(N, k)`` input matrix in the
+    surrogate's parameter order. ``accuracy`` is the surrogate's held-out report for it.
+    """
+
+    def __init__(self, surrogate: Any, output: str, model: Model | None = None) -> None:
+        if output not in surrogate.outputs:
+            raise InputError(f"The surrogate emulates {list(surrogate.outputs)}; there is no output {output!r}.")
+        if not surrogate.accuracy_:
+            raise InputError("The surrogate has no held-out accuracy report; fit it (or load a fitted one) first.")
+        self.surrogate, self.output, self.model = surrogate, output, model
+        self.accuracy = {"output": output, **surrogate.accuracy_[output]}
+
+    def __call__(self, params: np.ndarray) -> np.ndarray:
+        values = np.asarray(params, dtype=np.float64)
+        if self.model is not None:
+            values = values[:, [self.model.parameter_names.index(n) for n in self.surrogate.names]]
+        if values.shape[1] != len(self.surrogate.names):
+            raise InputError(
+                f"The surrogate takes {list(self.surrogate.names)}; got a matrix with {values.shape[1]} columns."
+            )
+        return self.surrogate.predict(np.log(values))[:, self.surrogate.outputs.index(self.output)]
+
+
+def emulated_outcome(surrogate: Any, output: str, model: Model | None = None) -> EmulatedOutcome:
+    """An :class:`EmulatedOutcome` (use it where :func:`simulated_outcome` would go)."""
+    return EmulatedOutcome(surrogate, output, model)
 
 
 def problem_from_population(population: Population, vary: Sequence[str]) -> dict[str, Any]:
@@ -100,7 +146,7 @@ def sobol(
         warnings.simplefilter("ignore", RuntimeWarning)
         res = sobol_analyze.analyze(dict(problem), y, calc_second_order=False, seed=seed)
     table = pd.DataFrame({k: res[k] for k in ("S1", "S1_conf", "ST", "ST_conf")}, index=problem["names"])
-    return SensitivityResult("sobol", table, len(y))
+    return SensitivityResult("sobol", table, len(y), getattr(outcome, "accuracy", None))
 
 
 def morris(
@@ -118,7 +164,7 @@ def morris(
     y = np.asarray(outcome(_embed(model, problem["names"], values, base)), dtype=np.float64)
     res = morris_analyze.analyze(dict(problem), values, y, num_levels=levels, seed=seed)
     table = pd.DataFrame({k: res[k] for k in ("mu", "mu_star", "sigma", "mu_star_conf")}, index=problem["names"])
-    return SensitivityResult("morris", table, len(y))
+    return SensitivityResult("morris", table, len(y), getattr(outcome, "accuracy", None))
 
 
 def simulated_outcome(

@@ -65,6 +65,69 @@ def product_features(product: Any) -> pd.DataFrame:
     return response_features(product.table("patients"), product.table("observations"), product.table("outcomes"))
 
 
+HYPO_FEATURES = ("cgm_midnight", "slope_last_30min", "mean_last_3h", "min_last_3h", "sd_last_3h",
+                 "mean_day", "below_70_day", "age", "male", "weight")  # fmt: skip
+
+
+def _consecutive_below(values: np.ndarray, level: float, run: int) -> bool:
+    below = np.r_[0, (values < level).astype(int), 0]
+    edges = np.flatnonzero(np.diff(below))
+    return bool(np.any(edges[1::2] - edges[::2] >= run))
+
+
+def hypo_features(
+    patients: pd.DataFrame,
+    observations: pd.DataFrame,
+    *,
+    variable: str = "subcutaneous_glucose",
+    midnight_hours: float = 24.0,
+    horizon_hours: float = 6.0,
+    level: float = 70.0,
+    run: int = 3,
+) -> pd.DataFrame:
+    """One row per patient: CGM features up to midnight (``midnight_hours`` after each
+    patient's first reading) and the label "nocturnal hypoglycaemia": at least ``run``
+    consecutive readings below ``level`` mg/dL in the next ``horizon_hours``."""
+    cgm = observations[observations["variable"] == variable].sort_values(["subject_id", "time"])
+    if cgm.empty:
+        raise InputError(f"The observations hold no '{variable}' readings to compute CGM features from.")
+    hours = (cgm["time"] - cgm.groupby("subject_id")["time"].transform("min")).dt.total_seconds() / 3600.0
+    rows = []
+    for subject, group in cgm.assign(hours=hours).groupby("subject_id"):
+        h, g = group["hours"].to_numpy(), group["value"].to_numpy(dtype=float)
+        day, night = g[h <= midnight_hours], g[(h > midnight_hours) & (h <= midnight_hours + horizon_hours)]
+        last3, last30 = (
+            g[(h > midnight_hours - 3) & (h <= midnight_hours)],
+            (h > midnight_hours - 0.5) & (h <= midnight_hours),
+        )
+        if night.size < 0.8 * horizon_hours * 12 or last3.size < 6 or last30.sum() < 2:
+            continue  # too little CGM to label or describe this night
+        slope = np.polyfit(h[last30], g[last30], 1)[0] / 60.0
+        rows.append({"subject_id": subject, "cgm_midnight": last3[-1], "slope_last_30min": slope,
+                     "mean_last_3h": last3.mean(), "min_last_3h": last3.min(), "sd_last_3h": last3.std(),
+                     "mean_day": day.mean(), "below_70_day": float(np.mean(day < level)),
+                     "label": int(_consecutive_below(night, level, run))})  # fmt: skip
+    frame = pd.DataFrame(rows).set_index("subject_id")
+    cov = patients.set_index("subject_id")
+    weight = "weight" if "weight" in cov.columns else "BW"
+    frame = frame.join(cov[["age", "sex", weight]].rename(columns={weight: "weight"}), how="inner")
+    frame["male"] = (frame["sex"] == "male").astype(float)
+    frame["age_group"] = np.where(frame["age"] >= 18.0, "adult", np.where(frame["age"] >= 13.0, "adolescent", "child"))
+    return frame
+
+
+def product_hypo_features(product: Any) -> pd.DataFrame:
+    """``hypo_features`` of an opened T1D product."""
+    return hypo_features(product.table("patients"), product.table("observations"))
+
+
+# task name -> (features of a product, feature columns)
+TASKS: dict[str, tuple[Any, tuple[str, ...]]] = {
+    "responder": (product_features, RESPONSE_FEATURES),
+    "nocturnal-hypo": (product_hypo_features, HYPO_FEATURES),
+}
+
+
 def _auroc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < y.size else float("nan")
 
@@ -173,6 +236,7 @@ def tstr(
     synthetic_manifest: dict[str, Any] | None = None,
     real_manifest: dict[str, Any] | None = None,
     groups: Sequence[str] = ("age_group", "sex"),
+    features: Sequence[str] = RESPONSE_FEATURES,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Train on synthetic, test on real (TSTR) against train on real, test on real (TRTR).
@@ -186,8 +250,8 @@ def tstr(
         idx = np.flatnonzero(real["label"].to_numpy() == value)
         test_mask[rng.permutation(idx)[: idx.size // 2]] = True
     real_train, real_test = real[~test_mask], real[test_mask]
-    ts = Predictor(seed=seed).fit(synthetic, manifest=synthetic_manifest)
-    tr = Predictor(seed=seed).fit(real_train, manifest=real_manifest)
+    ts = Predictor(features=tuple(features), seed=seed).fit(synthetic, manifest=synthetic_manifest)
+    tr = Predictor(features=tuple(features), seed=seed).fit(real_train, manifest=real_manifest)
     g = real_test[list(groups)]
     y = real_test["label"].to_numpy()
     return {

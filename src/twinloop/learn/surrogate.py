@@ -10,9 +10,12 @@ should carry ``accuracy_`` beside them.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import equinox as eqx
@@ -22,6 +25,9 @@ import numpy as np
 import optax
 
 from twinloop.errors import InputError, NotFittedError
+from twinloop.simulate.trajectories import write_atomic
+
+FORMAT_VERSION = 1
 
 
 @eqx.filter_jit
@@ -55,9 +61,11 @@ class Surrogate:
     scales_: dict[str, np.ndarray] = field(default_factory=dict, init=False)
     accuracy_: dict[str, dict[str, float]] = field(default_factory=dict, init=False)
     speedup_: float | None = field(default=None, init=False)
+    training_: dict[str, Any] = field(default_factory=dict, init=False)
 
-    def fit(self, log_theta: np.ndarray, values: np.ndarray) -> Surrogate:
-        """Train on ``(n, k)`` log-parameters and ``(n, m)`` outputs; report held-out accuracy."""
+    def fit(self, log_theta: np.ndarray, values: np.ndarray, *, manifest: dict[str, Any] | None = None) -> Surrogate:
+        """Train on ``(n, k)`` log-parameters and ``(n, m)`` outputs; report held-out accuracy.
+        ``manifest`` describes the training simulations (model, prior, times) for provenance."""
         x, y = np.asarray(log_theta, dtype=float), np.asarray(values, dtype=float)
         if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[1] != len(self.names):
             raise InputError(
@@ -89,6 +97,7 @@ class Surrogate:
             idx = rng.choice(train, size=min(self.batch_size, train.size), replace=False)
             net, state = step(net, state, jnp.asarray(xs[idx]), jnp.asarray(ys[idx]))
         self.network_ = net
+        self.training_ = {**(manifest or {}), "n_simulations": int(x.shape[0]), "n_dropped": int((~ok).sum())}
         predicted = self.predict(x[test])
         self.accuracy_ = {
             name: {
@@ -124,3 +133,42 @@ class Surrogate:
         emulated = time.perf_counter() - t0
         self.speedup_ = engine / max(emulated, 1e-9)
         return self.speedup_
+
+    def _settings(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the network and a manifest (settings, scales, accuracy, speed-up, training data)."""
+        if self.network_ is None:
+            raise NotFittedError("This Surrogate is not fitted; nothing to save.")
+        out = Path(path)
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "surrogate.eqx", lambda tmp: eqx.tree_serialise_leaves(tmp, self.network_))
+        manifest = {
+            "kind": "surrogate",
+            "format_version": FORMAT_VERSION,
+            "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in self._settings().items()},
+            "scales": {k: v.tolist() for k, v in self.scales_.items()},
+            "accuracy": self.accuracy_,
+            "speedup": self.speedup_,
+            "training": self.training_,
+            "files": ["surrogate.eqx"],
+        }
+        write_atomic(out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2)))
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Surrogate:
+        """Rebuild a saved surrogate with its accuracy report."""
+        folder = Path(path)
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if manifest.get("kind") != "surrogate":
+            raise InputError(f"{folder} does not hold a surrogate (manifest kind {manifest.get('kind')!r}).")
+        settings = manifest["settings"]
+        sur = cls(**{**settings, "names": tuple(settings["names"]), "outputs": tuple(settings["outputs"])})
+        skeleton = eqx.nn.MLP(len(sur.names), len(sur.outputs), sur.width, sur.depth, activation=jax.nn.gelu,
+                              key=jax.random.key(0))  # fmt: skip
+        sur.network_ = eqx.tree_deserialise_leaves(folder / "surrogate.eqx", skeleton)
+        sur.scales_ = {k: np.asarray(v) for k, v in manifest["scales"].items()}
+        sur.accuracy_, sur.speedup_, sur.training_ = manifest["accuracy"], manifest["speedup"], manifest["training"]
+        return sur

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from twinloop._config import progress_shown
 from twinloop.calibrate.noise import NoiseModel, noise_for
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import ParameterMap
@@ -191,7 +192,8 @@ class ClosureTrainer:
         from rich.progress import track
 
         self.loss_history_ = []
-        iterator = track(range(self.steps), description="training closure") if progress else range(self.steps)
+        shown = progress and progress_shown()
+        iterator = track(range(self.steps), description="training closure") if shown else range(self.steps)
         for _ in iterator:
             params, state, value = step(params, state)
             self.loss_history_.append(float(value))

@@ -100,7 +100,7 @@ class ProductSpec:
         if not isinstance(raw.get("model"), str):
             raise InputError("product spec needs 'model', the id of a registered model (see `twinloop models`).")
         model = get_model(raw["model"])
-        population = _population(raw.get("population", "default"), model.id)
+        population = population_from(raw.get("population", "default"), model.id)
         if raw.get("condition"):
             condition = raw["condition"]
             if not isinstance(condition, Mapping):
@@ -188,7 +188,8 @@ def _solver(raw: Any) -> SolverSettings:
     return SolverSettings(solver=str(raw.get("solver", "tsit5")), rtol=rtol, atol=atol)
 
 
-def _population(raw: Any, model_id: str) -> Population:
+def population_from(raw: Any, model_id: str) -> Population:
+    """A population from a spec's value: "default", an inline mapping or a YAML path."""
     if raw == "default":
         return Population.default(model_id)
     if isinstance(raw, Mapping):

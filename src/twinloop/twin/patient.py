@@ -141,14 +141,15 @@ class PatientTwin:
         observations: pd.DataFrame,
         inputs: pd.DataFrame | None = None,
         *,
-        prior: Any,
+        prior: Any = None,
         fit: tuple[str, ...] | None = None,
         base: np.ndarray | None = None,
-        method: Literal["nuts", "svi", "enkf"] = "nuts",
+        method: Literal["nuts", "svi", "enkf", "npe"] = "nuts",
         config: TwinConfig | None = None,
         twin_id: str | None = None,
         origin: pd.Timestamp | str | None = None,
         calibrator: Mapping[str, Any] | None = None,
+        amortized: Any | None = None,
     ) -> PatientTwin:
         """Calibrate a twin on a patient's data and set up its ensemble.
 
@@ -161,7 +162,12 @@ class PatientTwin:
             base: the values of the parameters not fitted (default: the population's typical patient).
             method: ``"nuts"`` (default) or ``"svi"`` calibrate on all the data, then the
                 posterior draws become the ensemble; ``"enkf"`` draws the ensemble from the
-                prior and assimilates the data window by window (fast, approximate).
+                prior and assimilates the data window by window (fast, approximate);
+                ``"npe"`` draws the ensemble from the ``amortized`` posterior of all the data
+                (milliseconds), after which syncs assimilate new data with the EnKF.
+            amortized: a trained :class:`~twinloop.calibrate.AmortizedPosterior` for this
+                model, parameters and treatment. With ``"npe"`` it gives the ensemble; with
+                ``"nuts"`` its draws start the chains (pass a shorter ``num_warmup``).
             config: :class:`TwinConfig`; calibrator: settings passed to ``Calibrator``.
             origin: time zero (default: the first observation or dose, to the minute).
         """
@@ -170,6 +176,15 @@ class PatientTwin:
         names = tuple(fit or DEFAULT_FIT.get(model.id, ()))
         if not names:
             raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it has no default set.")
+        if amortized is not None:
+            if amortized.model.id != model.id or amortized.model.version != model.version:
+                raise InputError(
+                    f"The amortized posterior was trained on {amortized.model.id} {amortized.model.version}; "
+                    f"this twin's model is {model.id} {model.version}."
+                )
+            prior, base, names = amortized.prior, amortized.parameters.base, tuple(amortized.prior.names)
+        if prior is None:
+            raise InputError("A twin needs a prior (a Population or a GaussianPrior) or an amortized posterior.")
         if isinstance(prior, GaussianPrior):
             gprior = prior
             if base is None:
@@ -200,7 +215,7 @@ class PatientTwin:
             twin_id or f"twin-{uuid.uuid4().hex[:8]}",
             str(subjects[0]),
         )
-        twin._calibrate(obs, doses, method, dict(calibrator or {}))
+        twin._calibrate(obs, doses, method, dict(calibrator or {}), amortized)
         return twin
 
     @staticmethod
@@ -217,8 +232,12 @@ class PatientTwin:
         obs = result.observations[result.observations["variable"].isin(units)]
         return obs.reset_index(drop=True), result.doses
 
-    def _calibrate(self, obs: pd.DataFrame, doses: pd.DataFrame, method: str, settings: dict[str, Any]) -> None:
+    def _calibrate(
+        self, obs: pd.DataFrame, doses: pd.DataFrame, method: str, settings: dict[str, Any], amortized: Any
+    ) -> None:
         n = self.config.members
+        if amortized is not None:
+            self._check_amortized(amortized, obs, doses, method)
         if method == "enkf":
             theta = self.prior.sample(n, self._rng)
             states = _initial_states(self.model, self.pmap.full_batch(theta))
@@ -227,10 +246,14 @@ class PatientTwin:
             self.version = 1
             self._assimilate(obs, doses, record=True, detect=False)
             return
-        if method not in ("nuts", "svi"):
-            raise InputError(f"method must be 'nuts', 'svi' or 'enkf'; got {method!r}.")
+        if method not in ("nuts", "svi", "npe"):
+            raise InputError(f"method must be 'nuts', 'svi', 'enkf' or 'npe'; got {method!r}.")
         times = self._model_time(obs["time"])
         inputs = inputs_from_doses(self.model, doses, self.origin)
+        if method == "npe":
+            posterior = amortized.posterior(times, obs["value"].to_numpy(), n=n, seed=self.config.seed)
+            self._start_from(posterior, obs, doses, inputs, times, "npe")
+            return
         problem = CalibrationProblem(
             self.model,
             self.pmap,
@@ -241,8 +264,34 @@ class PatientTwin:
             noise={k: self.config.noise_model(k) for k in set(obs["variable"])},
             settings=self.config.settings,
         )
-        cal = Calibrator(self.prior, method=method, seed=self.config.seed, **settings).fit(problem)  # type: ignore[arg-type]
-        posterior = cal.posterior
+        calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]
+        start = None
+        if amortized is not None and method == "nuts":
+            start = amortized.posterior(times, obs["value"].to_numpy(), n=calibrator.num_chains, seed=1).draws()
+        self._start_from(calibrator.fit(problem, init=start).posterior, obs, doses, inputs, times, method)
+
+    def _check_amortized(self, amortized: Any, obs: pd.DataFrame, doses: pd.DataFrame, method: str) -> None:
+        """An amortized posterior is valid only for its model, observable and treatment."""
+        design = amortized.design
+        if method not in ("npe", "nuts"):
+            raise InputError(f"An amortized posterior seeds method 'npe' or 'nuts'; got method={method!r}.")
+        if set(obs["variable"]) != {design.observable}:
+            raise InputError(
+                f"The amortized posterior conditions on '{design.observable}' only; the observations hold "
+                f"{sorted(set(obs['variable']))}. Use method='nuts' without it for other data."
+            )
+        plan = inputs_from_doses(self.model, doses, self.origin)
+        if repr(plan) != repr(design.inputs):
+            raise InputError(
+                "The amortized posterior was trained under another treatment than this patient's doses "
+                f"({design.inputs!r} vs {plan!r}); train one for this plan or use method='nuts'."
+            )
+
+    def _start_from(
+        self, posterior: Any, obs: pd.DataFrame, doses: pd.DataFrame, inputs: Inputs, times: np.ndarray, method: str
+    ) -> None:
+        """Members drawn from a posterior, propagated to the last observation."""
+        n = self.config.members
         draws = posterior.draws()
         theta = draws[self._rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
         states = _initial_states(self.model, self.pmap.full_batch(theta))

@@ -1,0 +1,97 @@
+"""``twinloop learn ...``: train AI components from YAML specs or products and save them
+with manifests, model cards and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+learn_app = typer.Typer(help="Train amortized posteriors, surrogates, closures and predictors.", no_args_is_help=True)
+console = Console()
+errors = Console(stderr=True)
+
+Spec = Annotated[Path, typer.Argument(help="job spec (YAML), see examples/learn/")]
+Out = Annotated[Path, typer.Option("--out", help="directory for the artifact, its manifest, card and figure")]
+
+
+def _fail(message: str) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def _run(job: str, spec: Path | None, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """Load the spec (with command-line overrides) and run the job; errors become one line."""
+    from twinloop.cohort.spec import load_yaml
+    from twinloop.errors import TwinloopError
+    from twinloop.learn import jobs
+
+    try:
+        if spec is None:
+            return jobs.train_predictor(out=out, **kwargs)
+        raw = load_yaml(spec)
+        overrides = {k: v for k, v in kwargs.items() if v is not None}
+        if job == "posterior":
+            return jobs.train_posterior({**raw, "settings": {**(raw.get("settings") or {}), **overrides}}, out)
+        if job == "surrogate":
+            return jobs.train_surrogate({**raw, **overrides}, out)
+        return jobs.train_closure({**raw, **overrides}, out, base_dir=spec.parent)
+    except (TwinloopError, TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['kind']} -> {summary['out']}")
+    table.add_column("figure", no_wrap=True)
+    table.add_column("value")
+    for key, value in summary.items():
+        if key not in ("kind", "out"):
+            table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+@learn_app.command("posterior")
+def posterior(
+    spec: Spec,
+    out: Out,
+    simulations: Annotated[int | None, typer.Option("--simulations", help="override settings.n_simulations")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="override settings.max_epochs")] = None,
+) -> None:
+    """Train an amortized posterior (NPE) and check it by simulation-based calibration."""
+    _print(_run("posterior", spec, out, n_simulations=simulations, max_epochs=epochs))
+
+
+@learn_app.command("surrogate")
+def surrogate(
+    spec: Spec,
+    out: Out,
+    simulations: Annotated[int | None, typer.Option("--simulations", help="override n_simulations")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="override the training steps")] = None,
+) -> None:
+    """Train a neural surrogate of an observable and report its held-out accuracy and speed-up."""
+    _print(_run("surrogate", spec, out, n_simulations=simulations, steps=steps))
+
+
+@learn_app.command("closure")
+def closure(
+    spec: Spec,
+    out: Out,
+    steps: Annotated[int | None, typer.Option("--steps", help="override the training steps")] = None,
+) -> None:
+    """Train a hybrid model's learned closure through the ODE solver on observed series (CSV)."""
+    _print(_run("closure", spec, out, steps=steps))
+
+
+@learn_app.command("predictor")
+def predictor(
+    synthetic: Annotated[Path, typer.Argument(help="synthetic product directory to train on")],
+    out: Out,
+    real: Annotated[Path | None, typer.Option("--real", help="real-like product: TSTR against TRTR")] = None,
+    task: Annotated[str, typer.Option("--task", help="responder (oncology) or nocturnal-hypo (T1D)")] = "responder",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Train a predictor on a synthetic product; test it on a real-like one (TSTR vs TRTR)."""
+    _print(_run("predictor", None, out, synthetic=synthetic, real=real, task=task, seed=seed))
