@@ -175,6 +175,8 @@ def test_npe_seeds_a_nuts_twin_and_refuses_data_it_was_not_trained_for(npe: Amor
     assert twin.calibration["method"] == "nuts" and max(twin.calibration["rhat"].values()) < 1.05
     with pytest.raises(tl.InputError, match="trained on tgi-stein"):
         PatientTwin.create(tl.models.get("tgi-claret"), obs, amortized=npe, method="npe", origin=ORIGIN)
+    with pytest.raises(tl.InputError, match="needs amortized="):
+        PatientTwin.create(model, obs, prior=prior, method="npe", origin=ORIGIN)
     with pytest.raises(tl.InputError, match="seeds method 'npe' or 'nuts'"):
         PatientTwin.create(model, obs, amortized=npe, method="enkf", origin=ORIGIN)
 

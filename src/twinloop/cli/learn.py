@@ -3,6 +3,7 @@ with manifests, model cards and figures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -23,24 +24,26 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(code=2)
 
 
-def _run(job: str, spec: Path | None, out: Path, **kwargs: Any) -> dict[str, Any]:
-    """Load the spec (with command-line overrides) and run the job; errors become one line."""
-    from twinloop.cohort.spec import load_yaml
+def _guarded(job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a training job; a bad spec or input becomes one line on stderr and exit code 2."""
     from twinloop.errors import TwinloopError
-    from twinloop.learn import jobs
 
     try:
-        if spec is None:
-            return jobs.train_predictor(out=out, **kwargs)
-        raw = load_yaml(spec)
-        overrides = {k: v for k, v in kwargs.items() if v is not None}
-        if job == "posterior":
-            return jobs.train_posterior({**raw, "settings": {**(raw.get("settings") or {}), **overrides}}, out)
-        if job == "surrogate":
-            return jobs.train_surrogate({**raw, **overrides}, out)
-        return jobs.train_closure({**raw, **overrides}, out, base_dir=spec.parent)
+        return job()
     except (TwinloopError, TypeError, ValueError) as exc:
         raise _fail(str(exc)) from None
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The command-line overrides that were given."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _spec(path: Path, **overrides: Any) -> dict[str, Any]:
+    """The YAML spec with the command-line overrides that were given."""
+    from twinloop.cohort.spec import load_yaml
+
+    return {**load_yaml(path), **_given(**overrides)}
 
 
 def _print(summary: dict[str, Any]) -> None:
@@ -61,7 +64,14 @@ def posterior(
     epochs: Annotated[int | None, typer.Option("--epochs", help="override settings.max_epochs")] = None,
 ) -> None:
     """Train an amortized posterior (NPE) and check it by simulation-based calibration."""
-    _print(_run("posterior", spec, out, n_simulations=simulations, max_epochs=epochs))
+    from twinloop.learn.jobs import train_posterior
+
+    def job() -> dict[str, Any]:
+        raw = _spec(spec)  # the overrides belong in its settings
+        settings = {**(raw.get("settings") or {}), **_given(n_simulations=simulations, max_epochs=epochs)}
+        return train_posterior({**raw, "settings": settings}, out)
+
+    _print(_guarded(job))
 
 
 @learn_app.command("surrogate")
@@ -72,7 +82,9 @@ def surrogate(
     steps: Annotated[int | None, typer.Option("--steps", help="override the training steps")] = None,
 ) -> None:
     """Train a neural surrogate of an observable and report its held-out accuracy and speed-up."""
-    _print(_run("surrogate", spec, out, n_simulations=simulations, steps=steps))
+    from twinloop.learn.jobs import train_surrogate
+
+    _print(_guarded(lambda: train_surrogate(_spec(spec, n_simulations=simulations, steps=steps), out)))
 
 
 @learn_app.command("closure")
@@ -82,7 +94,9 @@ def closure(
     steps: Annotated[int | None, typer.Option("--steps", help="override the training steps")] = None,
 ) -> None:
     """Train a hybrid model's learned closure through the ODE solver on observed series (CSV)."""
-    _print(_run("closure", spec, out, steps=steps))
+    from twinloop.learn.jobs import train_closure
+
+    _print(_guarded(lambda: train_closure(_spec(spec, steps=steps), out, base_dir=spec.parent)))
 
 
 @learn_app.command("predictor")
@@ -94,4 +108,6 @@ def predictor(
     seed: Annotated[int, typer.Option("--seed")] = 0,
 ) -> None:
     """Train a predictor on a synthetic product; test it on a real-like one (TSTR vs TRTR)."""
-    _print(_run("predictor", None, out, synthetic=synthetic, real=real, task=task, seed=seed))
+    from twinloop.learn.jobs import train_predictor
+
+    _print(_guarded(lambda: train_predictor(synthetic, out, real=real, task=task, seed=seed)))

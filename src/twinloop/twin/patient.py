@@ -166,8 +166,10 @@ class PatientTwin:
                 ``"npe"`` draws the ensemble from the ``amortized`` posterior of all the data
                 (milliseconds), after which syncs assimilate new data with the EnKF.
             amortized: a trained :class:`~twinloop.calibrate.AmortizedPosterior` for this
-                model, parameters and treatment. With ``"npe"`` it gives the ensemble; with
-                ``"nuts"`` its draws start the chains (pass a shorter ``num_warmup``).
+                model, parameters and treatment; the prior, fitted parameters and base values
+                are then its own (``prior``, ``fit`` and ``base`` are not used). With ``"npe"``
+                it gives the ensemble; with ``"nuts"`` its draws start the chains (pass a
+                shorter ``num_warmup``).
             config: :class:`TwinConfig`; calibrator: settings passed to ``Calibrator``.
             origin: time zero (default: the first observation or dose, to the minute).
         """
@@ -236,8 +238,11 @@ class PatientTwin:
         self, obs: pd.DataFrame, doses: pd.DataFrame, method: str, settings: dict[str, Any], amortized: Any
     ) -> None:
         n = self.config.members
+        inputs = inputs_from_doses(self.model, doses, self.origin)
         if amortized is not None:
-            self._check_amortized(amortized, obs, doses, method)
+            self._check_amortized(amortized, obs, inputs, method)
+        elif method == "npe":
+            raise InputError("method='npe' needs amortized=... (a trained AmortizedPosterior for this model).")
         if method == "enkf":
             theta = self.prior.sample(n, self._rng)
             states = _initial_states(self.model, self.pmap.full_batch(theta))
@@ -249,7 +254,6 @@ class PatientTwin:
         if method not in ("nuts", "svi", "npe"):
             raise InputError(f"method must be 'nuts', 'svi', 'enkf' or 'npe'; got {method!r}.")
         times = self._model_time(obs["time"])
-        inputs = inputs_from_doses(self.model, doses, self.origin)
         if method == "npe":
             posterior = amortized.posterior(times, obs["value"].to_numpy(), n=n, seed=self.config.seed)
             self._start_from(posterior, obs, doses, inputs, times, "npe")
@@ -270,7 +274,7 @@ class PatientTwin:
             start = amortized.posterior(times, obs["value"].to_numpy(), n=calibrator.num_chains, seed=1).draws()
         self._start_from(calibrator.fit(problem, init=start).posterior, obs, doses, inputs, times, method)
 
-    def _check_amortized(self, amortized: Any, obs: pd.DataFrame, doses: pd.DataFrame, method: str) -> None:
+    def _check_amortized(self, amortized: Any, obs: pd.DataFrame, plan: Inputs, method: str) -> None:
         """An amortized posterior is valid only for its model, observable and treatment."""
         design = amortized.design
         if method not in ("npe", "nuts"):
@@ -280,7 +284,6 @@ class PatientTwin:
                 f"The amortized posterior conditions on '{design.observable}' only; the observations hold "
                 f"{sorted(set(obs['variable']))}. Use method='nuts' without it for other data."
             )
-        plan = inputs_from_doses(self.model, doses, self.origin)
         if repr(plan) != repr(design.inputs):
             raise InputError(
                 "The amortized posterior was trained under another treatment than this patient's doses "
