@@ -7,6 +7,9 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 SYNCED := $(VENV)/.synced
+# anonymeter pins numpy < 1.27: it gets its own environment (envs/privacy), called by twinloop.govern.privacy
+PRIVACY_VENV := .venv-privacy
+PRIVACY_SYNCED := $(PRIVACY_VENV)/.synced
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -20,7 +23,11 @@ $(SYNCED): $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --python $(PYTHON)
 	touch $(SYNCED)
 
-env: $(SYNCED)
+$(PRIVACY_SYNCED): $(UV) envs/privacy/pyproject.toml envs/privacy/uv.lock
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(PRIVACY_VENV) $(UV) sync --frozen --project envs/privacy --python $(PYTHON)
+	touch $(PRIVACY_SYNCED)
+
+env: $(SYNCED) $(PRIVACY_SYNCED)
 
 demo: env
 	$(VENV)/bin/twinloop demo --out out/demo
@@ -51,4 +58,4 @@ bench: env
 	$(VENV)/bin/python benchmarks/bench_simulate.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PRIVACY_VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

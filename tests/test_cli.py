@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -150,6 +151,14 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     for artifact in ("npe-tgi-stein/npe/manifest.json", "npe-tgi-stein/sbc.html", "responder/MODEL_CARD.md",
                      "responder/predictor.joblib", "responder/reliability.html"):  # fmt: skip
         assert (learn / artifact).exists(), artifact
+    # the governance report of the demo's own outputs, every section filled
+    report = json.loads((tmp_path / "governance" / "report.json").read_text())
+    assert set(report) >= {"core", "product", "ai", "clinical"} and "Governance" in page
+    assert report["core"]["verification"]["passed"] and report["core"]["validation"][0]["passed"]
+    assert 0.0 <= report["product"]["fidelity"]["detection"]["auc"] <= 1.0 and "privacy" in report["product"]
+    assert report["ai"]["subgroups"]["sex"]["groups"] and report["ai"]["drift_windows"]
+    assert report["clinical"]["audit_log"] and report["clinical"]["checklist"]
+    assert (tmp_path / "governance" / "report.html").stat().st_size > 10_000
     tstr = summary["learn"]["tstr"]  # type: ignore[index]
     assert 0.0 <= tstr["auroc_real"] <= 1.0 and tstr["brier_real"] < 0.5
     # the same predictor through the command line

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from twinloop.cli.cohort import cohort_app, lineage_command
+from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
 from twinloop.cli.twin import twin_app
 
@@ -22,6 +23,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(twin_app, name="twin")
 app.add_typer(learn_app, name="learn")
+app.add_typer(govern_app, name="govern")
 app.command("lineage")(lineage_command)
 console = Console()
 errors = Console(stderr=True)

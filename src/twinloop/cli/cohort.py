@@ -138,15 +138,28 @@ def fhir(
 
 
 def lineage_command(
-    dataset: Annotated[Path, typer.Argument(help="a product directory")],
-    patient: Annotated[str, typer.Option("--patient", help="subject id, e.g. vp00042")],
+    artifact: Annotated[Path, typer.Argument(help="an artifact directory (product, trained model, report)")],
+    patient: Annotated[
+        str | None, typer.Option("--patient", help="trace one subject of a product, e.g. vp00042")
+    ] = None,
+    search: Annotated[
+        list[Path] | None, typer.Option("--search", help="folders holding the inputs (default: the parent)")
+    ] = None,
+    prov_json: Annotated[bool, typer.Option("--prov-json", help="print the artifact's PROV-JSON document")] = False,
 ) -> None:
-    """Trace a patient's observations to its parameters, seeds, population and model."""
+    """Walk an artifact's PROV graph back to its sources, or trace one patient of a product."""
     from twinloop.errors import TwinloopError
+    from twinloop.govern.lineage import walk
     from twinloop.products.lineage import lineage
 
     try:
-        record = lineage(dataset, patient)
+        if patient is not None:
+            console.print_json(json.dumps(lineage(artifact, patient), default=str))
+        elif prov_json:
+            walk(artifact, search or ())
+            console.print((artifact / "prov.json").read_text(), highlight=False, soft_wrap=True, markup=False)
+        else:
+            for line in walk(artifact, search or ()).lines():
+                console.print(line, highlight=False, soft_wrap=True, markup=False)
     except TwinloopError as exc:
         raise _fail(str(exc)) from None
-    console.print_json(json.dumps(record, default=str))

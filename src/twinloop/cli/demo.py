@@ -109,6 +109,26 @@ def _time_in_range(glucose: np.ndarray) -> np.ndarray:
     return np.mean((glucose >= 70) & (glucose <= 180), axis=1) * 100.0
 
 
+def run_governance(out: Path) -> tuple[dict[str, str], str]:
+    """The four-layer governance report of the demo's NSCLC product and what was built on it."""
+    import html
+
+    from twinloop._config import progress_shown
+    from twinloop.cli.govern import demo_inputs, write_report
+
+    found = demo_inputs(out)
+    paths = {k: found[k] for k in ("reference", "predictor", "posterior")}
+    target = out / "governance" / "report.html"
+    rows = write_report(found["product"] or out, target, paths, str(found["registry"]), 300, progress_shown())
+    items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in rows)
+    page = (
+        "<h2>Governance</h2><p>The four-layer report (mechanistic core, data product, AI components, clinical "
+        f"workflow) of the NSCLC product: <a href='governance/report.html'>governance/report.html</a> "
+        f"(JSON beside it).</p><ul>{items}</ul>"
+    )
+    return dict(rows), page
+
+
 def run_demo(
     out: Path, *, cohort_size: int, seed: int, console: Console, product_scale: float = 1.0
 ) -> dict[str, object]:
@@ -154,6 +174,8 @@ def run_demo(
     twin_summary, twin_html = run_twin_demo(out)
     summary["twin"] = twin_summary
     console.print(f"twin {twin_summary['twin']}: {twin_summary['versions']} versions -> {twin_summary['registry']}")
+    governance, governance_html = run_governance(out)
+    summary["governance"] = governance
     fig = _figure(patients, cohort)
     page = (
         "<html><head><meta charset='utf-8'><title>twinloop demo</title></head><body style='font-family:sans-serif'>"
@@ -166,6 +188,7 @@ def run_demo(
         + section(products)
         + learn_html
         + twin_html
+        + governance_html
         + "</body></html>"
     )
     write_atomic(out / "index.html", lambda tmp: Path(tmp).write_text(page))

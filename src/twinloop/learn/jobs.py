@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop._provenance import Activity, Source
 from twinloop.calibrate.amortized import AmortizedPosterior, NPESettings
 from twinloop.calibrate.checks import sbc
 from twinloop.calibrate.design import ObservationDesign
@@ -85,6 +86,12 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _activity(name: str, spec: Mapping[str, Any], *used: Source) -> Activity:
+    """The PROV activity of a learn job: its spec (by value and hash) and its inputs."""
+    spec_source = Source.content("specification", "learn-spec", str(spec.get("name", name)), dict(spec))
+    return Activity(name, settings=dict(spec), seeds={"seed": spec.get("seed", 0)}, used=[spec_source, *used])
+
+
 def _write_json(path: Path, payload: Any) -> Path:
     return write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2, default=float)))
 
@@ -92,6 +99,7 @@ def _write_json(path: Path, payload: Any) -> Path:
 # --- amortized posterior ---------------------------------------------------
 def train_posterior(spec: Mapping[str, Any], out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train an NPE, run SBC, write ``npe/``, ``sbc.json``, ``sbc.html`` and the model card."""
+    activity = _activity("train-posterior", spec)
     model, prior, pmap, plan = _core(spec, "posterior spec")
     d = dict(_require(spec, "design", "posterior spec"))
     design = ObservationDesign(
@@ -131,6 +139,9 @@ def train_posterior(spec: Mapping[str, Any], out: Path, *, progress: bool = True
         ),
     )
     card.write(out)
+    summary = {"kind": "amortized-posterior", "estimator": "npe/manifest.json", "sbc": "sbc.json"}
+    _write_json(out / "manifest.json", {**summary, "model": manifest["model"], "seed": manifest["seed"]})
+    activity.record(out, "amortized-posterior")
     return {"kind": "amortized-posterior", "out": str(out), "sbc_ks_pvalues": calibration.ks_pvalues,
             "epochs": manifest["epochs"], "simulations": manifest["simulation_budget"]}  # fmt: skip
 
@@ -138,6 +149,7 @@ def train_posterior(spec: Mapping[str, Any], out: Path, *, progress: bool = True
 # --- surrogate -------------------------------------------------------------
 def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Simulate a cohort from the prior, fit a :class:`Surrogate`, save it with its accuracy."""
+    activity = _activity("train-surrogate", spec)
     model, prior, pmap, plan = _core(spec, "surrogate spec")
     observable = _require(spec, "observable", "surrogate spec")
     if observable not in model.observable_names:
@@ -183,6 +195,7 @@ def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True
         limitations=("Trained on prior draws: do not extrapolate beyond the population it emulates.",),
     )
     card.write(out)
+    activity.record(out, "surrogate")
     return {"kind": "surrogate", "out": str(out), "min_r2": worst, "speedup": sur.speedup_, "outputs": list(outputs)}
 
 
@@ -259,6 +272,7 @@ def train_closure(
     observable = spec.get("observable", model.observables[0].name)
     data = base_dir / _require(spec, "data", "closure spec")
     series, subjects = read_series(data, observable, plan)
+    activity = _activity("train-closure", spec, Source.file(data, "training data", "dataset"))
     noise = NoiseModel(**spec["noise"]) if "noise" in spec else None
     trainer = ClosureTrainer(
         model, closure, pmap, prior, noise=noise, steps=int(spec.get("steps", 300)),
@@ -287,6 +301,7 @@ def train_closure(
         ),
     )
     card.write(out)
+    activity.record(out, "hybrid-model")
     return {"kind": "hybrid-model", "out": str(out), "model": trainer.model.id, "version": trainer.model.version,
             "loss_first": history[0], "loss_last": history[-1], "subjects": len(subjects)}  # fmt: skip
 
@@ -304,6 +319,8 @@ def train_predictor(
         raise InputError(f"task must be one of {sorted(TASKS)}; got {task!r}.")
     features_of, columns = TASKS[task]
     product = Product.open(synthetic)
+    used = [Source.artifact(synthetic, "training data")] + ([Source.artifact(real, "evaluation data")] if real else [])
+    activity = Activity("train-predictor", settings={"task": task}, seeds={"seed": seed}, used=used)
     s = features_of(product)
     manifest = {
         "path": str(synthetic),
@@ -348,6 +365,7 @@ def train_predictor(
             else "Evaluated on its own training data only: give --real to measure transfer (TSTR).",
         ),
     ).write(out)
+    activity.record(out, "predictor")
     return {"kind": "predictor", "out": str(out), "task": task, **metrics}
 
 

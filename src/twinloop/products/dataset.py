@@ -24,7 +24,7 @@ import json
 import math
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from twinloop._provenance import Activity, Source
 from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
 from twinloop.models.base import Model
@@ -103,6 +104,7 @@ def generate(
     progress: bool = True,
     csv: bool = False,
     max_chunks: int | None = None,
+    sources: Sequence[Source] = (),
 ) -> RunResult:
     """Write the product of ``spec`` into the directory ``out``.
 
@@ -111,6 +113,8 @@ def generate(
         csv: also write each table as CSV.
         max_chunks: process at most this many chunks in this call (work in slices;
             finish later with ``resume=True``).
+        sources: further inputs to record in the product's PROV graph (e.g. the
+            fitted population artifact a cohort was drawn from).
 
     Raises:
         InputError: ``out`` holds another product, or a different spec on resume.
@@ -118,6 +122,18 @@ def generate(
     out = Path(out)
     parts = out / PARTS
     spec_hash = spec.content_hash()
+    model = get_model(spec.model_id)
+    activity = Activity(
+        "generate-product",
+        settings={"spec": spec.to_dict()},
+        seeds={"seed": spec.seed, "chunk_size": spec.chunk_size},
+        used=[
+            Source("model", "model", f"{model.id} {model.version}", model_hash(model)),
+            Source("population", "population", spec.population.name, spec.population.content_hash()),
+            Source("specification", "product-spec", spec.name, spec_hash),
+            *sources,
+        ],
+    )
     if (out / "manifest.json").exists() and not resume:
         raise InputError(f"'{out}' already holds a product; choose another --out or delete it.")
     if parts.exists() and not resume:
@@ -135,7 +151,6 @@ def generate(
             raise InputError(f"The unfinished run in '{out}' used a different spec; resume needs the same spec.")
     else:
         write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
-    model = get_model(spec.model_id)
     n_chunks = math.ceil(spec.n / spec.chunk_size)
     done = [k for k in range(n_chunks) if (parts / f"{k:06d}.done").exists()]
     todo = [k for k in range(n_chunks) if k not in set(done)]
@@ -151,6 +166,7 @@ def generate(
     if finished < n_chunks:
         return RunResult(out, False, finished, n_chunks)
     _assemble(spec, model, out, n_chunks, csv)
+    activity.record(out, "product")
     return RunResult(out, True, n_chunks, n_chunks)
 
 
