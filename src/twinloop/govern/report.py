@@ -249,13 +249,14 @@ def predictor_evidence(folder: Path, reference: Path, training: Path, seed: int)
     manifest = json.loads((folder / "manifest.json").read_text())
     features_of, _ = TASKS[manifest["task"]]
     predictor = joblib.load(folder / "predictor.joblib")
-    real = features_of(Product.open(reference))
+    reference_product = Product.open(reference)
+    real = features_of(reference_product)
     p = predictor.predict_proba(real)
     y = real["label"].to_numpy(dtype=int)
     performance = evaluate(y, p, real[["age_group", "sex"]], seed=seed)
     train = features_of(Product.open(training))
     columns = list(predictor.features)
-    stamps = _prediction_times(Product.open(reference), real.index)
+    stamps = _prediction_times(reference_product, real.index)
     current = real[columns].assign(prediction_time=stamps)
     return {
         "predictor": {"path": str(folder), "task": manifest["task"], "features": columns},

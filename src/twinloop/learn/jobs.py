@@ -9,7 +9,6 @@ a model card and a figure: what ``twinloop learn ...`` and the demo run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twinloop._provenance import Activity, Source
+from twinloop._provenance import Activity, Source, sha256_file
 from twinloop.calibrate.amortized import AmortizedPosterior, NPESettings
 from twinloop.calibrate.checks import sbc
 from twinloop.calibrate.design import ObservationDesign
@@ -80,10 +79,6 @@ def _core(spec: Mapping[str, Any], where: str) -> tuple[Model, GaussianPrior, Pa
         columns = model.param_map(base[:, None])
         plan = build_plan(items, columns, pd.DataFrame(index=[0]), float(spec.get("duration", 365.0)))
     return model, prior, ParameterMap(model, names, base), plan
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _activity(name: str, spec: Mapping[str, Any], *used: Source) -> Activity:
@@ -280,7 +275,7 @@ def train_closure(
     )  # fmt: skip
     trainer.fit(series, progress=progress)
     history = trainer.loss_history_
-    data_record = {"path": str(data), "sha256": _digest(data), "subjects": len(subjects)}
+    data_record = {"path": str(data), "sha256": sha256_file(data), "subjects": len(subjects)}
     extra = {"data": data_record,
              "parameters": {"names": list(pmap.names), "base": pmap.base.tolist()}, "prior": prior.to_dict(),
              "inputs": repr(plan), "steps": trainer.steps, "learning_rate": trainer.learning_rate,

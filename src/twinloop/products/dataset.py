@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from twinloop._provenance import Activity, Source
+from twinloop._provenance import Activity, Source, sha256_file
 from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
 from twinloop.models.base import Model
@@ -74,11 +74,7 @@ def model_hash(model: Model) -> str:
 
 
 def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
 def _write_parquet(frame: pd.DataFrame | pa.Table, path: Path) -> None:
