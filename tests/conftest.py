@@ -17,6 +17,28 @@ os.environ.setdefault("TWINLOOP_CACHE_DIR", os.path.join(os.path.dirname(__file_
 import twinloop as tl
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code() -> Iterator[None]:
+    """Drop compiled XLA executables after each test module.
+
+    Every loaded CPU executable holds memory mappings; one process running the whole
+    suite passes the kernel's limit (vm.max_map_count, 65,530 by default) and the next
+    executable to load aborts the interpreter. Clearing the caches keeps one process
+    at the size of its largest module."""
+    yield
+    import gc
+
+    import jax
+
+    from twinloop.calibrate import bayes
+    from twinloop.simulate import engine
+
+    engine._COMPILED.clear()
+    bayes._COMPILED_NUTS.clear()
+    jax.clear_caches()
+    gc.collect()
+
+
 @pytest.fixture(scope="session")
 def t1d() -> tl.models.Model:
     return tl.models.get("t1d-uva-padova")

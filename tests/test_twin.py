@@ -228,6 +228,7 @@ def test_oncology_forecasts_are_calibrated_on_held_out_patients() -> None:
     assert 0.85 <= inside / total <= 0.95, inside / total
 
 
+@pytest.mark.slow  # about a minute; the what-if path is also exercised by the demo test
 def test_oncology_what_if_two_schedules_from_sparse_scans() -> None:
     model = tl.models.get("tgi-claret")
     pop = Population.default(model)

@@ -137,6 +137,81 @@ def fhir(
     console.print(f"wrote {len(written)} FHIR bundles to {out}")
 
 
+def parse_targets(raw: list[str] | None) -> dict[str, dict[str, float]]:
+    """``["sex=female:0.5,male:0.5"]`` -> ``{"sex": {"female": 0.5, "male": 0.5}}``."""
+    from twinloop.errors import InputError
+
+    targets: dict[str, dict[str, float]] = {}
+    for item in raw or []:
+        name, _, shares = item.partition("=")
+        try:
+            targets[name.strip()] = {
+                level.strip(): float(share) for level, share in (pair.split(":") for pair in shares.split(","))
+            }
+        except ValueError:
+            raise InputError(
+                f"--target {item!r}: write COVARIATE=LEVEL:SHARE,LEVEL:SHARE, e.g. sex=female:0.5,male:0.5."
+            ) from None
+    return targets
+
+
+@cohort_app.command("from-real")
+def from_real(
+    data: Annotated[Path, typer.Argument(help="folder with patients.parquet, observations.parquet (, doses.parquet)")],
+    model: Annotated[str, typer.Option("--model", help="the mechanistic core, e.g. tgi-claret")],
+    out: Annotated[Path, typer.Option("--out", help="new directory for fit/ and product/")],
+    population: Annotated[str, typer.Option("--population", help="base population YAML, or 'default'")] = "default",
+    parameters: Annotated[
+        str | None, typer.Option("--parameters", help="comma-separated parameters to fit (default: random effects)")
+    ] = None,
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="product spec for the synthetic cohort (default: DATA's)")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="synthetic patients (default: as many as fitted)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="seed of the fit and of the cohort")] = 0,
+    steps: Annotated[int, typer.Option("--steps", help="SVI steps")] = 400,
+    target: Annotated[
+        list[str] | None, typer.Option("--target", help="target shares, e.g. sex=female:0.5,male:0.5 (repeatable)")
+    ] = None,
+    draws: Annotated[
+        int, typer.Option("--population-draws", help="posterior draws mixed into the population (0: point estimate)")
+    ] = 20,
+) -> None:
+    """Fit a population (hierarchical Bayesian, numpyro SVI) to real data; write a synthetic product from it."""
+    from twinloop._config import progress_shown
+    from twinloop.calibrate.from_real import synthesize_from_real
+    from twinloop.calibrate.population_fit import FitSettings
+    from twinloop.errors import TwinloopError
+
+    try:
+        result = synthesize_from_real(
+            data,
+            out,
+            model=model,
+            population=population,
+            parameters=[p.strip() for p in parameters.split(",")] if parameters else None,
+            spec=spec,
+            n=n,
+            seed=seed,
+            targets=parse_targets(target),
+            population_draws=draws,
+            settings=FitSettings(steps=steps, seed=seed),
+            progress=progress_shown(),
+        )
+    except TwinloopError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"Fitted population ({result.summary['data']['patients']} patients)")
+    for col in ("parameter", "typical (90 % CI)", "omega variance (90 % CI)"):
+        table.add_column(col)
+    estimates = result.summary["estimates"]
+    for name, t in estimates["typical"].items():
+        w = estimates["omega_variance"][name]
+        table.add_row(name, f"{t['median']:.4g} ({t['q05']:.4g}-{t['q95']:.4g})",
+                      f"{w['median']:.3g} ({w['q05']:.3g}-{w['q95']:.3g})")  # fmt: skip
+    console.print(table)
+    console.print(f"wrote the fit to {result.fit} and the synthetic product to {result.product}")
+
+
 def lineage_command(
     artifact: Annotated[Path, typer.Argument(help="an artifact directory (product, trained model, report)")],
     patient: Annotated[

@@ -157,6 +157,36 @@ class Covariate:
             return p["median"] * np.exp(rng.normal(0.0, math.sqrt(math.log1p(p["cv"] ** 2)), n))
         return rng.uniform(p["low"], p["high"], n)
 
+    def fitted(self, values: np.ndarray) -> Covariate:
+        """The same family and bounds with parameters estimated from observed ``values``
+        (moments; level frequencies; the range for uniform). Missing values are ignored."""
+        if self.distribution == "categorical":
+            text = [str(v) for v in values if v is not None and v == v]
+            if not text:
+                raise InputError(f"Covariate '{self.name}' has no observed values to fit.")
+            levels, counts = np.unique(text, return_counts=True)
+            params: dict[str, Any] = {
+                "levels": {str(lv): float(c) / len(text) for lv, c in zip(levels, counts, strict=True)}
+            }
+            return Covariate(self.name, self.distribution, params, self.unit, self.lower, self.upper)
+        x = finite_numbers(values)
+        if x.size < 2:
+            raise InputError(
+                f"Covariate '{self.name}' needs at least two observed numeric values to fit; got {x.size}."
+            )
+        if self.distribution == "normal":
+            params = {"mean": float(x.mean()), "sd": float(x.std(ddof=1)) or 1e-9}
+        elif self.distribution == "lognormal":
+            if np.any(x <= 0):
+                raise InputError(f"Covariate '{self.name}' is log-normal but has observed values <= 0.")
+            logs = np.log(x)
+            params = {"median": float(np.exp(logs.mean())), "cv": float(math.sqrt(math.expm1(logs.var(ddof=1))))}
+        elif self.distribution == "uniform":
+            params = {"low": float(x.min()), "high": float(x.max())}
+        else:
+            params = dict(self.params)
+        return Covariate(self.name, self.distribution, params, self.unit, self.lower, self.upper)
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"distribution": self.distribution, **self.params, "unit": self.unit}
         if math.isfinite(self.lower):
@@ -344,3 +374,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         raise InputError(f"'{file}' is not valid YAML: {err}") from None
     return dict(_mapping(str(file), raw))
+
+
+def finite_numbers(values: Any) -> np.ndarray:
+    """The finite numeric values of ``values`` (others dropped)."""
+    x = np.asarray([_as_float(v) for v in np.asarray(values, dtype=object).reshape(-1)], dtype=np.float64)
+    return x[np.isfinite(x)]
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan

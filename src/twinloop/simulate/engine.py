@@ -474,13 +474,33 @@ def observable_function(
 ) -> Callable[[Any], Any]:
     """``params -> observables (n_times, n_observables)`` for one patient, as a pure JAX
     function (batched backend) to differentiate with ``jax.jacfwd`` or use in inference."""
+    cohort = cohort_observable_function(model, [inputs], times, settings)
+
+    def observables(params: Any) -> Any:
+        return cohort(jnp.asarray(params)[None])[0]
+
+    return observables
+
+
+def cohort_observable_function(
+    model: Model, inputs: Sequence[Inputs], times: Any, settings: SolverSettings | None = None
+) -> Callable[[Any], Any]:
+    """``params (n, n_params) -> observables (n, n_times, n_observables)`` for a fixed cohort
+    of ``n = len(inputs)`` patients, each under its own inputs, as a pure JAX function.
+
+    Every patient's outputs depend only on its own parameters, so one forward-mode
+    derivative along a parameter for all patients at once gives that column of every
+    patient's Jacobian (what a population fit needs)."""
     settings = settings or SolverSettings()
     if settings.backend != "batched":
-        raise InputError("observable_function uses the batched backend; leave settings.backend at 'batched'.")
-    inputs.validate(model)
+        raise InputError("cohort_observable_function uses the batched backend; leave settings.backend at 'batched'.")
+    if not inputs:
+        raise InputError("cohort_observable_function needs the inputs of at least one patient.")
+    for plan in inputs:
+        plan.validate(model)
     t_out = _as_times(times)
-    grid = integration_grid(model, [inputs], t_out)
-    rates, jumps = (jnp.asarray(a[0]) for a in rasterize(model, [inputs], grid))
+    grid = integration_grid(model, list(inputs), t_out)
+    rates, jumps = (jnp.moveaxis(jnp.asarray(a), 0, -1) for a in rasterize(model, list(inputs), grid))
     integrate = interval_integrator(
         model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps
     )
@@ -494,6 +514,6 @@ def observable_function(
     )
 
     def observables(params: Any) -> Any:
-        return run(params[:, None], *args)["observables"][..., 0]
+        return jnp.moveaxis(run(params.T, *args)["observables"], -1, 0)
 
     return observables

@@ -25,6 +25,7 @@ from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
 from twinloop.connect.ingest import harmonize
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
+from twinloop.connect.timebase import inputs_from_doses, to_model_time, to_timestamps, unit_seconds
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
@@ -35,7 +36,6 @@ from twinloop.twin.drift import DriftDetector
 from twinloop.twin.endpoints import endpoint
 from twinloop.twin.ensemble import Ensemble, propagate
 from twinloop.twin.forecast import Forecast
-from twinloop.twin.timebase import inputs_from_doses, to_model_time, to_timestamps, unit_seconds
 
 # What a twin fits by default for the built-in cores (log scale).
 DEFAULT_FIT = {

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from twinloop.calibrate.noise import NoiseModel
+from twinloop.connect.timebase import to_timestamps
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.products.treatments import dose_table
 from twinloop.simulate.engine import SolverSettings, simulate
-from twinloop.twin.timebase import to_timestamps
 
 ORIGIN = pd.Timestamp("2026-01-05T00:00:00Z")
 
