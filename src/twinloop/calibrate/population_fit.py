@@ -193,6 +193,7 @@ def cohort_predictor(
 
 def individual_map(
     data: ObservedCohort,
+    predict: Any,
     value_and_jacobian: Any,
     prior_mu: np.ndarray,
     prior_cov: np.ndarray,
@@ -208,26 +209,26 @@ def individual_map(
     precision = jnp.asarray(np.linalg.inv(prior_cov))
     mu0 = jnp.asarray(prior_mu)
 
-    @jax.jit
-    def objective_parts(theta: Any) -> tuple[Any, Any, Any]:
-        pred, jac = value_and_jacobian(theta)
+    def residuals_and_cost(theta: Any, pred: Any) -> tuple[Any, Any, Any]:
         ok = jnp.isfinite(pred)
         sd = noise_sd(jnp.where(ok, pred, 1.0))
         r = jnp.where(ok, (y - pred) / sd, 1e3)
         d = theta - mu0
         cost = jax.ops.segment_sum(r**2, who, num_segments=n) + jnp.einsum("ij,jk,ik->i", d, precision, d)
+        return r, sd, cost
+
+    @jax.jit
+    def objective_parts(theta: Any) -> tuple[Any, Any, Any]:
+        pred, jac = value_and_jacobian(theta)
+        r, sd, cost = residuals_and_cost(theta, pred)
         w = jac / sd  # (k, n_obs)
         jtj = jax.ops.segment_sum(jnp.einsum("ao,bo->oab", w, w), who, num_segments=n)
-        jtr = jax.ops.segment_sum((w * r).T, who, num_segments=n) - d @ precision
+        jtr = jax.ops.segment_sum((w * r).T, who, num_segments=n) - (theta - mu0) @ precision
         return cost, jtj + precision, jtr
 
     @jax.jit
-    def cost_only(theta: Any) -> Any:
-        pred, _ = value_and_jacobian(theta)
-        ok = jnp.isfinite(pred)
-        r = jnp.where(ok, (y - pred) / noise_sd(jnp.where(ok, pred, 1.0)), 1e3)
-        d = theta - mu0
-        return jax.ops.segment_sum(r**2, who, num_segments=n) + jnp.einsum("ij,jk,ik->i", d, precision, d)
+    def cost_only(theta: Any) -> Any:  # the trial step needs no Jacobian
+        return residuals_and_cost(theta, predict(theta))[2]
 
     theta = jnp.broadcast_to(mu0, (n, k))
     damping = jnp.full(n, 1e-2)
@@ -485,7 +486,7 @@ def fit_population(
     def default_sd(pred: Any) -> Any:
         return jnp.sqrt(add_j[which_j] ** 2 + (prop_j[which_j] * pred) ** 2)
 
-    start_theta = individual_map(data, value_and_jacobian, prior_mu, prior_cov, default_sd)
+    start_theta = individual_map(data, predict, value_and_jacobian, prior_mu, prior_cov, default_sd)
     start_mu = start_theta.mean(axis=0)
     start_sd = np.sqrt(np.maximum(start_theta.var(axis=0), 0.01))
     start = {"mu": jnp.asarray(start_mu), "eta": jnp.asarray(start_theta - start_mu),
