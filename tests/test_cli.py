@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from prov.model import ProvDocument
 from typer.testing import CliRunner
 
 from twinloop.cli.app import app
+from twinloop.govern.lineage import walk, walk_document
+from twinloop.store import TwinRegistry
 
 runner = CliRunner()
 
@@ -159,6 +162,12 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     assert report["ai"]["subgroups"]["sex"]["groups"] and report["ai"]["drift_windows"]
     assert report["clinical"]["audit_log"] and report["clinical"]["checklist"]
     assert (tmp_path / "governance" / "report.html").stat().st_size > 10_000
+    # the report's PROV names the twin's current version, whose own graph is beside the registry
+    twin_sources = [n for n in walk(tmp_path / "governance", [tmp_path]).inputs if n.kind == "twin-version"]
+    current = TwinRegistry(f"sqlite:///{tmp_path / 'twins.db'}").version_identity("demo-t1d")
+    assert [(n.label, n.id) for n in twin_sources] == [("demo-t1d v8", f"urn:sha256:{current}")]
+    twin_doc = ProvDocument.deserialize(source=str(tmp_path / "twin-prov.json"), format="json")
+    assert walk_document(twin_doc, f"urn:sha256:{current}").activity["type"] == "twin-sync"
     tstr = summary["learn"]["tstr"]  # type: ignore[index]
     assert 0.0 <= tstr["auroc_real"] <= 1.0 and tstr["brier_real"] < 0.5
     # the same predictor through the command line
@@ -274,12 +283,32 @@ def test_twin_commands_create_sync_forecast_compare_show(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     quantiles = pd.read_csv(tmp_path / "fc.csv")
     assert (quantiles["ensemble_size"] == 100).all() and {"q05", "q50", "q95"} <= set(quantiles.columns)
+    beside = ProvDocument.deserialize(source=str(tmp_path / "fc.prov.json"), format="json")
+    forecast_id = TwinRegistry(db[1]).table("forecasts", "ada")["id"].iloc[0]
+    assert any(forecast_id in str(r.get_attribute("prov:label")) for r in beside.get_records())
+    result = runner.invoke(app, ["twin", "lineage", "ada", "--forecast", forecast_id, *db])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith(f"forecast 'forecast {forecast_id}") and "<- twin-forecast" in lines[0]
+    assert "treatment-plan: treatment-plan 'dose plan'" in result.output and "<- twin-create" in result.output
+    assert (
+        "'288 observations of subcutaneous_glucose'" in result.output
+        and "model: model 't1d-uva-padova" in result.output
+    )
+    result = runner.invoke(app, ["twin", "lineage", "ada", "--forecast", "nope", *db])
+    assert result.exit_code == 2 and "no stored forecast 'nope'" in result.output
     result = runner.invoke(app, ["twin", "compare", "ada", "--inputs", f"more={more}", "--inputs", f"usual={usual}",
                                  "--endpoint", "mean_glucose", "--hours", "12", *db])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "P(more better than usual) = 1.000" in result.output
     result = runner.invoke(app, ["twin", "show", "ada", "--out", str(tmp_path / "show"), *db])
     assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["twin", "lineage", "ada", "--prov-json", str(tmp_path / "ada.json"), *db])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("twin-version 'ada v2'") and "used by twin-compare" in result.output
+    assert ProvDocument.deserialize(source=str(tmp_path / "ada.json"), format="json") == TwinRegistry(db[1]).provenance(
+        "ada"
+    )
     assert (tmp_path / "show" / "ada-fan-chart.html").stat().st_size > 10_000
     bad = tmp_path / "bad.csv"
     bad.write_text("timestamp,glucose,unit\n2026-01-07T00:05:00Z,110,furlongs\n")

@@ -35,6 +35,11 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(payload: Any) -> str:
+    """SHA-256 of a JSON-able value, written canonically (sorted keys)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def hash_id(hexdigest: str) -> str:
     """The PROV identifier of content with this sha256."""
     return f"urn:sha256:{hexdigest}"
@@ -69,8 +74,7 @@ class Source:
     @classmethod
     def content(cls, role: str, kind: str, name: str, payload: Any) -> Source:
         """A spec, model or setting given by value: hashed as canonical JSON."""
-        text = json.dumps(payload, sort_keys=True, default=str).encode()
-        return cls(role, kind, name, hashlib.sha256(text).hexdigest())
+        return cls(role, kind, name, content_sha256(payload))
 
 
 def identity_file(folder: Path) -> Path:

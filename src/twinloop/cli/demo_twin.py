@@ -13,6 +13,7 @@ import twinloop as tl
 from twinloop.calibrate import NoiseModel
 from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
+from twinloop.simulate.trajectories import write_atomic
 from twinloop.store import TwinRegistry
 from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
 from twinloop.twin.figures import comparison_chart, fan_chart
@@ -73,6 +74,8 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     }
     result = twin.compare(arms, "time_in_range", hours=24.0)
     registry.record(twin.id, "compare", {k: v for k, v in result.items() if k != "values"})
+    prov = out / "twin-prov.json"
+    write_atomic(prov, lambda tmp: Path(tmp).write_text(str(registry.provenance(twin.id).serialize(format="json"))))
     scores = twin.scores()
     summary = {
         "twin": twin.id,
@@ -83,6 +86,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         "forecast_scores": scores.to_dict("records"),
         "comparison": {k: v for k, v in result.items() if k != "values"},
         "registry": str(db),
+        "provenance": str(prov),
     }
     fan = fan_chart(forecast, twin.observations, "subcutaneous_glucose")
     box = comparison_chart(result)
@@ -103,5 +107,8 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         f"{result['arms']['ratio -20 %']['q50']:.0f} % vs {result['arms']['usual']['q50']:.0f} % (medians); "
         f"P(lower ratio better) = {result['p_first_better']:.2f} over {result['ensemble_size']} paired members.</p>"
         + box.to_html(full_html=False, include_plotlyjs=False)
+        + f"<p>The twin's history (versions, the data each assimilated, forecasts, scores and the comparison) "
+        f"is a W3C PROV graph in <code>{prov.name}</code>; trace it with "
+        f"<code>twinloop twin lineage {twin.id} --db sqlite:///{db.name}</code>.</p>"
     )
     return summary, html

@@ -89,8 +89,10 @@ def write_report(
     from twinloop.simulate.trajectories import write_atomic
 
     require_product(product)
-    audit = _audit(registry) if registry else None
+    twins = _registry(registry) if registry else None
+    audit = _audit(twins) if twins else None
     used = [Source.artifact(p, role) for role, p in (("product", product), *paths.items()) if p is not None]
+    used += _twin_versions(twins) if twins else []
     activity = Activity("governance-report", settings={"n_attacks": n_attacks, "registry": registry}, used=used)
     inputs = ReportInputs(product, paths["reference"], paths["predictor"], paths["posterior"], audit=audit,
                           n_attacks=n_attacks)  # fmt: skip
@@ -103,15 +105,33 @@ def write_report(
     return headlines(result)
 
 
-def _audit(registry: str) -> Any:
-    import pandas as pd
-
+def _registry(registry: str) -> Any:
     from twinloop.store.registry import TwinRegistry
 
-    url = registry if "://" in registry else f"sqlite:///{registry}"
-    reg = TwinRegistry(url)
-    frames = [reg.table("audit", twin) for twin in reg.twins()["id"]]
+    return TwinRegistry(registry if "://" in registry else f"sqlite:///{registry}")
+
+
+def _audit(reg: Any) -> Any:
+    import pandas as pd
+
+    frames = [reg.table("audit", twin) for twin in _twin_ids(reg)]
     return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _twin_versions(reg: Any) -> list[Any]:
+    """The current version of every twin in the registry, as PROV inputs of the report."""
+    from twinloop._provenance import Source
+
+    rows = reg.twins()
+    return [
+        Source("twin", "twin-version", f"{row.id} v{row.current_version}", reg.version_identity(row.id))
+        for row in rows.itertuples()
+    ]
+
+
+def _twin_ids(reg: Any) -> list[str]:
+    twins = reg.twins()
+    return [] if twins.empty else list(twins["id"])
 
 
 def headlines(result: dict[str, Any]) -> list[tuple[str, str]]:

@@ -1,4 +1,4 @@
-"""``twinloop twin ...``: create, sync, forecast, compare and show patient twins kept in a registry."""
+"""``twinloop twin ...``: create, sync, forecast, compare, show and trace patient twins kept in a registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-twin_app = typer.Typer(help="Patient twins: create, synchronize, forecast, compare, show.", no_args_is_help=True)
+twin_app = typer.Typer(
+    help="Patient twins: create, synchronize, forecast, compare, show, lineage.", no_args_is_help=True
+)
 console = Console()
 errors = Console(stderr=True)
 DB_HELP = "registry URL (sqlite:///file.db or postgresql+psycopg://...); default $TWINLOOP_DB or sqlite:///twins.db"
@@ -132,7 +134,9 @@ def forecast(
     twin_id: Annotated[str, typer.Argument(help="the twin's id")],
     hours: Annotated[float, typer.Option("--hours", help="horizon in hours")] = 24.0,
     inputs: Annotated[Path | None, typer.Option("--inputs", help="dose plan CSV (canonical dose columns)")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="write the quantiles as CSV here")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="write the quantiles as CSV here (its PROV-JSON beside it)")
+    ] = None,
     db: Db = None,
 ) -> None:
     """Ensemble forecast from the current version (stored, scored as data arrive)."""
@@ -147,6 +151,7 @@ def forecast(
     q = fc.quantiles()
     if out:
         write_atomic(out, lambda tmp: q.to_csv(tmp, index=False))
+        _write_prov(_registry(db), twin_id, out.with_suffix(".prov.json"))
     table = Table(title=f"{twin_id} forecast {fc.id} ({fc.ensemble_size} members)")
     for col in ("time", "variable", "q05", "q50", "q95", "unit"):
         table.add_column(col, no_wrap=col == "time")
@@ -242,3 +247,54 @@ def show(
             path, lambda tmp: fan_chart(fc, twin.observations, variable).write_html(tmp, include_plotlyjs=True)
         )
         console.print(f"fan chart: {path}")
+
+
+@twin_app.command("lineage")
+def lineage(
+    twin_id: Annotated[str, typer.Argument(help="the twin's id")],
+    version: Annotated[int | None, typer.Option("--version", help="a version (default: the current one)")] = None,
+    forecast_id: Annotated[str | None, typer.Option("--forecast", help="a stored forecast's id instead")] = None,
+    prov_json: Annotated[Path | None, typer.Option("--prov-json", help="write the twin's PROV-JSON here")] = None,
+    db: Db = None,
+) -> None:
+    """Walk a twin version or forecast back to the data, model and prior it came from."""
+    from twinloop.errors import TwinloopError
+    from twinloop.govern.lineage import uses_of, walk_document
+
+    try:
+        registry = _registry(db)
+        doc = registry.provenance(twin_id)
+        target = _forecast_entity(doc, forecast_id) if forecast_id else _version_entity(registry, twin_id, version)
+        tree = walk_document(doc, target)
+    except TwinloopError as e:
+        raise _fail(str(e)) from None
+    for line in tree.lines():
+        console.print(line, highlight=False, soft_wrap=True, markup=False)
+    for use in uses_of(doc, target):
+        console.print(
+            f"used by {use['type']} ({use['ended']}) as {use['role']}", highlight=False, markup=False, soft_wrap=True
+        )
+    if prov_json:
+        _write_prov(registry, twin_id, prov_json)
+        console.print(f"PROV-JSON: {prov_json}")
+
+
+def _version_entity(registry: Any, twin_id: str, version: int | None) -> str:
+    return f"urn:sha256:{registry.version_identity(twin_id, version)}"
+
+
+def _forecast_entity(doc: Any, forecast_id: str) -> str:
+    from twinloop._provenance import TL
+    from twinloop.errors import RegistryError
+
+    for record in doc.get_records():
+        if str(next(iter(record.get_attribute(TL["forecast_id"])), "")) == forecast_id:
+            return str(record.identifier.uri)
+    raise RegistryError(f"The twin has no stored forecast {forecast_id!r}; `twinloop twin show` lists them.")
+
+
+def _write_prov(registry: Any, twin_id: str, path: Path) -> None:
+    from twinloop.simulate.trajectories import write_atomic
+
+    text = str(registry.provenance(twin_id).serialize(format="json", indent=2))
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))

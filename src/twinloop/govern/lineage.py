@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from prov.model import ProvDocument, ProvEntity, ProvGeneration, ProvUsage
+from prov.model import ProvAssociation, ProvDocument, ProvEntity, ProvGeneration, ProvUsage
 
 from twinloop._provenance import PROV_FILE, TL, hash_id, identity_file, read, sha256_file
 from twinloop.errors import InputError
@@ -104,6 +104,47 @@ def _node(folder: Path, role: str, known: dict[str, Path], seen: set[str]) -> No
     return node
 
 
+def walk_document(doc: ProvDocument, identifier: str) -> Node:
+    """The lineage tree of one entity inside a single PROV document (a twin's history):
+    each entity's generating activity, what that used (with its ``prov:role``), and so on."""
+    entities = {_uri(e): e for e in doc.get_records(ProvEntity)}
+    if identifier not in entities:
+        raise InputError(f"The PROV document has no entity {identifier}.")
+    generated_by = {
+        str(g.formal_attributes[0][1].uri): g.formal_attributes[1][1] for g in doc.get_records(ProvGeneration)
+    }
+    used: dict[str, list[tuple[str, str]]] = {}
+    for usage in doc.get_records(ProvUsage):
+        roles = usage.get_attribute("prov:role")
+        activity_id = str(usage.formal_attributes[0][1])
+        used.setdefault(activity_id, []).append((str(usage.formal_attributes[1][1].uri), str(next(iter(roles), ""))))
+
+    def node(uri: str, role: str, seen: frozenset[str]) -> Node:
+        entity = entities[uri]
+        activity_id = generated_by.get(uri)
+        activity = _activity_record(doc, activity_id) if activity_id is not None else {}
+        here = Node(uri, _kind(entity), _label(entity, ""), role, _attr(entity, "path"), activity)
+        if activity_id is None or uri in seen:
+            return here
+        for child, child_role in used.get(str(activity_id), []):
+            here.inputs.append(node(child, child_role, seen | {uri}))
+        return here
+
+    return node(identifier, "", frozenset())
+
+
+def uses_of(doc: ProvDocument, identifier: str) -> list[dict[str, Any]]:
+    """The activities that used an entity (its forward view: syncs, forecasts, scores,
+    decisions recorded on it), in time order, each with the role the entity played."""
+    found = []
+    for usage in doc.get_records(ProvUsage):
+        if str(usage.formal_attributes[1][1].uri) != identifier:
+            continue
+        roles = usage.get_attribute("prov:role")
+        found.append({**_activity_record(doc, usage.formal_attributes[0][1]), "role": str(next(iter(roles), ""))})
+    return sorted(found, key=lambda a: a["started"])
+
+
 def _entity(doc: ProvDocument, identifier: str) -> Any:
     for record in doc.get_records(ProvEntity):
         if _uri(record) == identifier and _kind(record) != "file":
@@ -119,9 +160,22 @@ def _inputs(doc: ProvDocument) -> list[Any]:
 
 def _activity(doc: ProvDocument) -> dict[str, Any]:
     generation = next(iter(doc.get_records(ProvGeneration)))
-    activity_id = generation.formal_attributes[1][1]
+    return _activity_record(doc, generation.formal_attributes[1][1])
+
+
+def _activity_record(doc: ProvDocument, activity_id: Any) -> dict[str, Any]:
+    """An activity's type, times, settings, seeds and the twinloop version that ran it."""
     act: Any = doc.get_record(activity_id)[0]
-    agent: Any = next((a for a in doc.get_records() if str(a.identifier).startswith("tl:twinloop-")), None)
+    agents = [
+        str(a.formal_attributes[1][1])
+        for a in doc.get_records(ProvAssociation)
+        if a.formal_attributes[0][1] == activity_id
+    ]
+    agent = next((a for a in agents if a.startswith("tl:twinloop-")), None)
+    if agent is None:  # an artifact's own document names one software agent
+        agent = next(
+            (str(a.identifier) for a in doc.get_records() if str(a.identifier).startswith("tl:twinloop-")), None
+        )
     attrs = {str(k.localpart): v for k, v in act.attributes}
     return {
         "id": str(activity_id),
@@ -130,7 +184,7 @@ def _activity(doc: ProvDocument) -> dict[str, Any]:
         "ended": str(act.get_endTime()),
         "settings": json.loads(str(attrs.get("settings", "{}"))),
         "seeds": json.loads(str(attrs.get("seeds", "{}"))),
-        "agent": str(agent.identifier.localpart).removeprefix("twinloop-") if agent else "?",
+        "agent": agent.removeprefix("tl:twinloop-") if agent else "?",
     }
 
 

@@ -179,6 +179,7 @@ def _failure_code(result: Any) -> Any:
 
 
 _COMPILED: dict[tuple[Any, ...], Callable[..., dict[str, Any]]] = {}
+MAX_COMPILED = 32  # solvers kept; the oldest is dropped (with its XLA executables) beyond this
 
 
 def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared: bool) -> Callable[..., Any]:
@@ -223,6 +224,8 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
         run = _grid_runner(model, _diffrax_integrator(model, settings), save_states)
         axis = None if shared else 0
         fn = eqx.filter_jit(jax.vmap(run, in_axes=(0, axis, axis, None, None, None)))
+    if len(_COMPILED) >= MAX_COMPILED:
+        _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = fn
     return fn
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
+from prov.model import ProvDocument
 from sqlalchemy import (
     Column,
     DateTime,
@@ -44,7 +45,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from twinloop._provenance import content_sha256
 from twinloop.errors import RegistryError
+from twinloop.store.provenance import TwinProvenance, plan_sha256, version_sha256
 from twinloop.twin.patient import PatientTwin, SyncReport
 
 metadata = MetaData()
@@ -165,10 +168,41 @@ def _unpack(raw: bytes) -> dict[str, Any]:
     }
 
 
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def _ensemble_sha256(state: bytes) -> str:
+    """Hash of a version's ensemble (the rest of its state blob gains forecasts later)."""
+    return _sha256(_unpack(state)["ensemble"])
+
+
 def _blob(blob: bytes | None, twin_id: str) -> bytes:
     if blob is None:
         raise RegistryError(f"Twin {twin_id!r} has no stored state for its current version.")
     return blob
+
+
+def _code_version() -> str:
+    from twinloop import __version__
+
+    return __version__
+
+
+def _recorded(twin: PatientTwin, kind: str) -> dict[str, Any]:
+    """What a version's PROV activity needs beyond its row: code version, and at creation
+    the model, the prior and the seed."""
+    recorded: dict[str, Any] = {"code_version": _code_version()}
+    if kind == "create":
+        from twinloop.products.dataset import model_hash
+
+        recorded |= {
+            "model_sha256": model_hash(twin.model),
+            "prior_sha256": content_sha256(twin.prior.to_dict()),
+            "fit": list(twin.pmap.names),
+            "seeds": {"seed": twin.config.seed},
+        }
+    return recorded
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -287,6 +321,7 @@ class TwinRegistry:
     def _write_version(
         self, conn: Connection, twin: PatientTwin, kind: str, parent: int | None, summary: dict[str, Any]
     ) -> None:
+        summary = {**summary, "provenance": _recorded(twin, kind)}
         conn.execute(
             insert(versions).values(
                 twin_id=twin.id,
@@ -414,7 +449,13 @@ class TwinRegistry:
                 twin_id,
                 "forecast",
                 twin.version,
-                {"forecast": fc.id, "hours": hours, "ensemble_size": fc.ensemble_size},
+                {
+                    "forecast": fc.id,
+                    "hours": hours,
+                    "ensemble_size": fc.ensemble_size,
+                    "inputs_sha256": plan_sha256(inputs),
+                    "provenance": {"code_version": _code_version()},
+                },
             )
         return fc
 
@@ -438,6 +479,48 @@ class TwinRegistry:
         cols = [c for c in t.c if c.name not in ("state", "quantiles")]
         with self.engine.connect() as conn:
             return pd.DataFrame(conn.execute(select(*cols).where(t.c.twin_id == twin_id)).mappings().all())
+
+    def provenance(self, twin_id: str) -> ProvDocument:
+        """The twin's history as a W3C PROV document: versions, the data each assimilated,
+        forecasts, scores and recorded decisions (see :mod:`twinloop.store.provenance`)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(twins).where(twins.c.id == twin_id)).mappings().first()
+            if row is None:
+                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+            rows = conn.execute(select(versions).where(versions.c.twin_id == twin_id)).mappings().all()
+            version_rows = [
+                {**{k: v for k, v in r.items() if k != "state"}, "ensemble_sha256": _ensemble_sha256(r["state"])}
+                for r in rows
+            ]
+            fc_rows = [
+                {**{k: v for k, v in r.items() if k != "quantiles"}, "quantiles_sha256": _sha256(r["quantiles"])}
+                for r in conn.execute(select(forecasts).where(forecasts.c.twin_id == twin_id)).mappings().all()
+            ]
+        return TwinProvenance(
+            dict(row),
+            pd.DataFrame(version_rows),
+            self.table("observations", twin_id),
+            self.table("doses", twin_id),
+            pd.DataFrame(fc_rows),
+            self.table("audit", twin_id),
+        ).document()
+
+    def version_identity(self, twin_id: str, version: int | None = None) -> str:
+        """The content hash naming a twin version (the current one by default) in PROV graphs."""
+        with self.engine.connect() as conn:
+            current = conn.execute(select(twins.c.current_version).where(twins.c.id == twin_id)).scalar()
+            if current is None:
+                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+            row = (
+                conn.execute(
+                    select(versions).where(versions.c.twin_id == twin_id, versions.c.version == (version or current))
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise RegistryError(f"Twin {twin_id!r} has no version {version}.")
+        return version_sha256(row, _ensemble_sha256(row["state"]))
 
     def twins(self) -> pd.DataFrame:
         with self.engine.connect() as conn:
