@@ -47,7 +47,7 @@ postgres:
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
 unit: env postgres
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest --durations=25
 
 test: lint typecheck unit
 
