@@ -66,6 +66,7 @@ def test_learned_closure_recovers_the_missing_resistance_term(resistance: dict) 
     assert np.mean(np.abs(learned[5:] - true[5:])) < 0.2  # where drug has acted long enough to tell
 
 
+@pytest.mark.slow  # about 50 s; `make test-all` runs it
 def test_hybrid_forecasts_held_out_patients_better_than_the_core(resistance: dict) -> None:
     r = resistance
     early, held = 4, slice(16, 36)
