@@ -81,23 +81,30 @@ def validate(model: Model) -> list[dict[str, Any]]:
     return out
 
 
-def _simglucose(model: Model, path: Path, patients: int = 5) -> dict[str, Any]:
-    """The engine replaying simglucose's recorded insulin and meals: max glucose difference (mg/dL)."""
-    import pandas as pd
-
+def replay_record(model: Model, table: Any, patients: int | None = None) -> Any:
+    """Replay each patient's recorded insulin and meals (a simglucose record: minutes 0..1439)
+    open-loop through the engine; one trajectory per patient, in the record's order."""
     from twinloop.models import t1d_uva_padova
 
-    table = pd.read_csv(path)
     names = list(dict.fromkeys(table["patient"]))[:patients]
     plans, params = [], []
     for name in names:
         rows = table[table["patient"] == name]
-        minutes = np.append(rows["minute"].to_numpy(float), 1440.0)
+        minutes = np.append(rows["minute"].to_numpy(float), 1440.0)  # add the closing minute 1440
         insulin = np.append(rows["insulin_U_per_min"].to_numpy(), np.nan)
         carbs = np.append(rows["carbs_g"].to_numpy(), np.nan)
         plans.append(t1d_uva_padova.recorded_inputs(minutes, insulin, carbs))
         params.append(model.preset(name))
-    traj = simulate(model, np.stack(params), plans, times=np.arange(0.0, 1440.0), progress=False)
+    return simulate(model, np.stack(params), plans, times=np.arange(0.0, 1440.0), patient_ids=names, progress=False)
+
+
+def _simglucose(model: Model, path: Path, patients: int = 5) -> dict[str, Any]:
+    """The engine replaying simglucose's recorded insulin and meals: max glucose difference (mg/dL)."""
+    import pandas as pd
+
+    table = pd.read_csv(path)
+    names = list(dict.fromkeys(table["patient"]))[:patients]
+    traj = replay_record(model, table, patients)
     worst = 0.0
     for i, name in enumerate(names):
         ref = table[table["patient"] == name]["plasma_glucose_mg_dl"].to_numpy()
