@@ -89,10 +89,9 @@ def write_report(
     from twinloop.simulate.trajectories import write_atomic
 
     require_product(product)
-    twins = _registry(registry) if registry else None
-    audit = _audit(twins) if twins else None
+    audit, twin_versions = _registry_inputs(registry) if registry else (None, [])
     used = [Source.artifact(p, role) for role, p in (("product", product), *paths.items()) if p is not None]
-    used += _twin_versions(twins) if twins else []
+    used += twin_versions
     activity = Activity("governance-report", settings={"n_attacks": n_attacks, "registry": registry}, used=used)
     inputs = ReportInputs(product, paths["reference"], paths["predictor"], paths["posterior"], audit=audit,
                           n_attacks=n_attacks)  # fmt: skip
@@ -105,33 +104,18 @@ def write_report(
     return headlines(result)
 
 
-def _registry(registry: str) -> Any:
-    from twinloop.store.registry import TwinRegistry
-
-    return TwinRegistry(registry if "://" in registry else f"sqlite:///{registry}")
-
-
-def _audit(reg: Any) -> Any:
+def _registry_inputs(registry: str) -> tuple[Any, list[Any]]:
+    """The registry's audit log, and the current version of every twin as a PROV input of the report."""
     import pandas as pd
 
-    frames = [reg.table("audit", twin) for twin in _twin_ids(reg)]
-    return pd.concat(frames, ignore_index=True) if frames else None
-
-
-def _twin_versions(reg: Any) -> list[Any]:
-    """The current version of every twin in the registry, as PROV inputs of the report."""
     from twinloop._provenance import Source
+    from twinloop.store.registry import TwinRegistry
 
-    rows = reg.twins()
-    return [
-        Source("twin", "twin-version", f"{row.id} v{row.current_version}", reg.version_identity(row.id))
-        for row in rows.itertuples()
-    ]
-
-
-def _twin_ids(reg: Any) -> list[str]:
-    twins = reg.twins()
-    return [] if twins.empty else list(twins["id"])
+    reg = TwinRegistry(registry if "://" in registry else f"sqlite:///{registry}")
+    twins = [(str(row["id"]), int(row["current_version"])) for row in reg.twins().to_dict("records")]
+    frames = [reg.table("audit", twin) for twin, _ in twins]
+    versions = [Source("twin", "twin-version", f"{twin} v{v}", reg.version_identity(twin)) for twin, v in twins]
+    return (pd.concat(frames, ignore_index=True) if frames else None), versions
 
 
 def headlines(result: dict[str, Any]) -> list[tuple[str, str]]:

@@ -63,6 +63,16 @@ def version_sha256(row: Mapping[Any, Any], ensemble_sha256: str) -> str:
     )
 
 
+def _by_version(frame: pd.DataFrame) -> dict[int, pd.DataFrame]:
+    """A log's rows grouped by the version that first logged them."""
+    groups: dict[Any, pd.DataFrame] = {} if frame.empty else dict(tuple(frame.groupby("version")))
+    return {int(v): rows for v, rows in groups.items()}
+
+
+def _version_of(value: Any) -> int | None:
+    return None if value is None or pd.isna(value) else int(value)
+
+
 class TwinProvenance:
     """Builds the PROV document of one twin from registry tables (pandas frames)."""
 
@@ -79,10 +89,16 @@ class TwinProvenance:
             raise RegistryError(f"Twin {twin['id']!r} has no versions; there is no history to describe.")
         self.twin = twin
         self.versions = versions.sort_values("version").reset_index(drop=True)
-        self.observations = observations
-        self.doses = doses
         self.forecasts = forecasts
-        self.audit = audit.sort_values("id").reset_index(drop=True) if not audit.empty else audit
+        self.batches = {kind: _by_version(frame) for kind, frame in (("observations", observations), ("doses", doses))}
+        self.audit = [
+            {**row, "version": _version_of(row["version"]), "detail": json.loads(row["detail"])}
+            for row in (audit.sort_values("id").to_dict("records") if not audit.empty else [])
+        ]
+        self.entries: dict[tuple[str, Any], dict[Any, Any]] = {}  # first entry per (action, version or forecast)
+        for row in self.audit:
+            key = row["detail"].get("forecast") if row["action"] == "forecast" else row["version"]
+            self.entries.setdefault((row["action"], key), row)
         self.doc = ProvDocument()
         self.doc.add_namespace(TL)
         self.doc.add_namespace("sha256", "urn:sha256:")
@@ -104,7 +120,7 @@ class TwinProvenance:
             self._version(row, twin_entity)
         for row in self.forecasts.sort_values("created_at").to_dict("records") if not self.forecasts.empty else []:
             self._forecast(row)
-        for row in self.audit.to_dict("records") if not self.audit.empty else []:
+        for row in self.audit:
             if row["action"] not in ("create", "sync", "forecast"):
                 self._decision(row)
         return self.doc
@@ -129,7 +145,7 @@ class TwinProvenance:
         kind = "twin-create" if row["kind"] == "create" else "twin-sync"
         when = utc(row["created_at"]).to_pydatetime()
         settings = {k: v for k, v in summary.items() if k != "provenance"}
-        actor = self._audit_row(row["kind"], lambda _: True, version)
+        actor = self.entries.get((row["kind"], version))
         recorded = summary.get("provenance", {})
         activity = self._activity(
             kind, identity, when, settings, recorded, str(actor["actor"]) if actor else UNRECORDED
@@ -147,15 +163,12 @@ class TwinProvenance:
 
     def _logged(self, version: int) -> list[tuple[Any, str]]:
         """The observation and dose batches first logged with ``version``."""
-        out = []
-        for frame, key, kind in ((self.observations, "obs_key", "observations"), (self.doses, "dose_key", "doses")):
-            if frame.empty:
-                continue
-            batch = frame[frame["version"] == version]
-            if batch.empty:
-                continue
-            out.append((self._batch(batch, key, kind), kind))
-        return out
+        keys = {"observations": "obs_key", "doses": "dose_key"}
+        return [
+            (self._batch(groups[version], keys[kind], kind), kind)
+            for kind, groups in self.batches.items()
+            if version in groups
+        ]
 
     def _batch(self, batch: pd.DataFrame, key: str, kind: str) -> Any:
         times = batch["time"].map(utc)
@@ -186,7 +199,7 @@ class TwinProvenance:
 
     def _forecast(self, row: Mapping[Any, Any]) -> None:
         version = int(row["version"])
-        logged = self._audit_row("forecast", lambda d: d.get("forecast") == row["id"])
+        logged = self.entries.get(("forecast", row["id"]))
         detail = dict(logged["detail"]) if logged else {}
         identity = content_sha256({"forecast": str(row["id"]), "quantiles_sha256": row["quantiles_sha256"]})
         entity = self.doc.entity(
@@ -216,8 +229,7 @@ class TwinProvenance:
     def _decision(self, row: Mapping[Any, Any]) -> None:
         """A scoring, drift or decision entry of the audit log, as an activity on what it used:
         a score used the forecast and the observations that scored it; a decision, the version."""
-        detail = json.loads(row["detail"]) if isinstance(row["detail"], str) else dict(row["detail"])
-        version = None if pd.isna(row["version"]) else int(row["version"])
+        detail, version = row["detail"], row["version"]
         when = utc(row["at"]).to_pydatetime()
         identity = content_sha256({"audit": int(row["id"]), "twin": self.twin["id"], "at": when.isoformat()})
         activity = self._activity(f"twin-{row['action']}", identity, when, detail, {}, str(row["actor"]))
@@ -265,19 +277,6 @@ class TwinProvenance:
     def _actor(self, name: str) -> Any:
         safe = "".join(c if c.isalnum() else "-" for c in name)
         return self._once(f"tl:user-{safe}", {"prov:type": PROV["Person"], "prov:label": name}, agent=True)
-
-    def _audit_row(self, action: str, match: Any, version: int | None = None) -> dict[Any, Any] | None:
-        """The first audit row of ``action`` (at ``version``, if given) whose detail ``match`` accepts."""
-        if self.audit.empty:
-            return None
-        rows = self.audit[self.audit["action"] == action]
-        if version is not None:
-            rows = rows[rows["version"] == version]
-        for row in rows.to_dict("records"):
-            row["detail"] = json.loads(row["detail"])
-            if match(row["detail"]):
-                return row
-        return None
 
     def _once(self, identifier: str, attributes: dict[str, Any], agent: bool = False) -> Any:
         """An entity or agent, added to the document the first time it is named."""
