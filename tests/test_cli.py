@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +166,13 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     # the report's PROV names the twin's current version, whose own graph is beside the registry
     twin_sources = [n for n in walk(tmp_path / "governance", [tmp_path]).inputs if n.kind == "twin-version"]
     current = TwinRegistry(f"sqlite:///{tmp_path / 'twins.db'}").version_identity("demo-t1d")
-    assert [(n.label, n.id) for n in twin_sources] == [("demo-t1d v8", f"urn:sha256:{current}")]
+    assert [(n.label, n.id) for n in twin_sources] == [("demo-t1d v6", f"urn:sha256:{current}")]
+    # the twin was identified by the default path and beat "repeat yesterday" on the held-out day
+    twin = summary["twin"]  # type: ignore[index]
+    assert twin["identification"]["method"] == "laplace"
+    check = twin["day_ahead_check"]
+    assert check["readings"] == 288 and check["twin_rmse_truth"] < 0.5 * check["repeat_rmse_truth"], check
+    assert "repeat yesterday" in page
     twin_doc = ProvDocument.deserialize(source=str(tmp_path / "twin-prov.json"), format="json")
     assert walk_document(twin_doc, f"urn:sha256:{current}").activity["type"] == "twin-sync"
     tstr = summary["learn"]["tstr"]  # type: ignore[index]
@@ -269,9 +276,18 @@ def test_twin_commands_create_sync_forecast_compare_show(tmp_path: Path) -> None
     day1, day2, usual, more = _t1d_files(tmp_path)
     db = ["--db", f"sqlite:///{tmp_path / 'twins.db'}"]
     result = runner.invoke(app, ["twin", "create", "--model", "t1d-uva-padova", "--data", str(day1), "--name", "ada",
-                                 "--method", "enkf", "--members", "100", *db])  # fmt: skip
+                                 "--method", "enkf", "--members", "100", "--set", "BW=78", "--fit", "Gpb,Vmx,kp3,kabs",
+                                 *db])  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "created twin ada" in result.output
+    assert "identified parameters" in result.output and "kabs" in result.output and "last NIS" in result.output
+    assert TwinRegistry(db[1]).load("ada").pmap.base[0] == 78.0  # BW, known, not fitted
+    for bad, message in ((["--set", "BW"], "NAME=VALUE"), (["--set", "BW=900"], r"outside its bounds"),
+                         (["--set", "Vm0=3"], "not a free parameter"), (["--fit", "BW", "--set", "BW=70"],
+                                                                         "both known and fitted")):  # fmt: skip
+        failed = runner.invoke(app, ["twin", "create", "--model", "t1d-uva-padova", "--data", str(day1), "--name",
+                                     "bob", *bad, *db])  # fmt: skip
+        assert failed.exit_code == 2 and re.search(message, failed.output), (bad, failed.output)
     again = runner.invoke(app, ["twin", "create", "--model", "t1d-uva-padova", "--data", str(day1), "--name", "ada",
                                 *db])  # fmt: skip
     assert again.exit_code == 2 and "already exists" in again.output

@@ -4,6 +4,7 @@ UCUM conversion, code mapping, duplicates, ordering, all-or-nothing rejection.""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,31 @@ def test_csv_with_a_column_map_and_a_cgm_export(tmp_path: Path) -> None:
             table,
             columns={"time": {"column": "nope"}, "observations": [{"column": "glu", "variable": "x", "unit": "mg/dL"}]},
         )
+
+
+def test_a_basal_rate_recorded_only_when_it_changes_holds_until_the_next_one(tmp_path: Path) -> None:
+    # a pump export writes the basal rate (U/h) only when it changes: 1.2 U/h from 00:00, 0.8 U/h
+    # from 01:00 to the end of the record at 03:00 -> 1.2 + 1.6 = 2.8 U, not 0.2 U
+    export = tmp_path / "pump.csv"
+    export.write_text(
+        "timestamp,glucose,unit,bolus,carbs,basal\n"
+        "2026-01-05T00:00:00Z,120,mg/dL,,,1.2\n2026-01-05T00:05:00Z,121,mg/dL,,,\n"
+        "2026-01-05T00:10:00Z,122,mg/dL,2,30,\n2026-01-05T00:15:00Z,125,mg/dL,,,\n"
+        "2026-01-05T01:00:00Z,140,mg/dL,,,0.8\n2026-01-05T03:00:00Z,130,mg/dL,,,\n"
+    )
+    with pytest.warns(tl.errors.DataWarning, match=r"value on 2 of 6 rows \(file rows 2, 6\).*2\.8 U in all"):
+        data = ingest(export, subject_id="p1")
+    basal = data.doses[data.doses["kind"] == "rate"].sort_values("time")
+    assert basal["duration"].tolist() == [60.0, 120.0]
+    delivered = float((basal["amount"].astype(float) * basal["duration"] / 60.0).sum())
+    assert delivered == pytest.approx(2.8)
+    full = tmp_path / "full.csv"  # a rate on every row: no warning, each held to the next row
+    full.write_text(
+        "timestamp,glucose,unit,basal\n2026-01-05T00:00:00Z,120,mg/dL,1.0\n2026-01-05T00:30:00Z,121,mg/dL,1.0\n"
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", tl.errors.DataWarning)
+        assert ingest(full, subject_id="p1").doses["duration"].tolist() == [30.0, 30.0]
 
 
 def test_code_map_extension_from_yaml(tmp_path: Path) -> None:

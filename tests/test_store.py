@@ -92,6 +92,23 @@ def test_registry_round_trip_versions_forecasts_and_audit(url: str) -> None:
         reg.sync("nobody", new)
 
 
+def test_the_registry_path_draws_the_same_numbers_as_the_python_api(tmp_path: Path) -> None:
+    # an in-memory twin and one reloaded from the registry before every sync end identical
+    reg = TwinRegistry(f"sqlite:///{tmp_path / 'rng.db'}")
+    memory = _twin("same")
+    reg.add(memory)
+    obs = _record()
+    for part in (obs.iloc[5:8], obs.iloc[8:12]):
+        memory.sync(part)
+        reg.sync("same", part)
+    stored = reg.load("same")
+    assert stored.version == memory.version == 3
+    np.testing.assert_array_equal(stored.ensemble.theta, memory.ensemble.theta)
+    np.testing.assert_array_equal(stored.ensemble.states, memory.ensemble.states)
+    a, b = memory.forecast(24 * 14.0), stored.forecast(24 * 14.0)
+    np.testing.assert_array_equal(a.predictive, b.predictive)
+
+
 def test_a_failed_sync_changes_nothing(url: str) -> None:
     name = f"fail-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url)

@@ -37,3 +37,7 @@ class NotFittedError(TwinloopError, RuntimeError):
 
 class RegistryError(TwinloopError, RuntimeError):
     """The twin registry cannot do what was asked (unknown twin, conflicting write)."""
+
+
+class DataWarning(UserWarning):
+    """Data were read, but in a way the user should check (e.g. a mostly empty rate column)."""

@@ -9,7 +9,7 @@ keeps NUTS well conditioned whatever the parameters' scales.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,8 @@ from twinloop.errors import InputError
 
 @dataclass(frozen=True)
 class GaussianPrior:
-    """``log(theta) ~ N(mean, cov)`` over the named parameters."""
+    """``theta ~ N(mean, cov)`` over the named parameters' unconstrained values (their
+    logarithms, or the bounded transform of a :class:`~twinloop.calibrate.ParameterMap`)."""
 
     names: tuple[str, ...]
     mean: np.ndarray
@@ -58,25 +59,59 @@ class GaussianPrior:
         return cls(tuple(raw["names"]), np.asarray(raw["mean"]), np.asarray(raw["cov"]))
 
     @classmethod
-    def from_samples(cls, names: Sequence[str], values: np.ndarray, jitter: float = 1e-8) -> GaussianPrior:
-        """Moment-match positive samples ``(n, k)`` of the named parameters."""
+    def from_samples(
+        cls,
+        names: Sequence[str],
+        values: np.ndarray,
+        jitter: float = 1e-8,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> GaussianPrior:
+        """Moment-match positive samples ``(n, k)`` of the named parameters, on the log
+        scale or after ``transform`` (values -> unconstrained values)."""
         if np.any(values <= 0):
             bad = names[int(np.argwhere(values <= 0)[0, 1])]
             raise InputError(f"Parameter {bad!r} takes values <= 0 in the population; its log-prior is undefined.")
-        logs = np.log(values)
+        logs = np.log(values) if transform is None else transform(values)
         cov = np.atleast_2d(np.cov(logs, rowvar=False)) + jitter * np.eye(len(names))
         return cls(tuple(names), logs.mean(axis=0), cov)
 
     @classmethod
     def from_population(
-        cls, population: Any, names: Sequence[str], *, n: int = 4000, seed: int = 0, **condition: Any
+        cls,
+        population: Any,
+        names: Sequence[str],
+        *,
+        n: int = 4000,
+        seed: int = 0,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        **condition: Any,
     ) -> GaussianPrior:
-        """The log-normal approximation of a population's marginal over ``names``
-        (optionally conditioned, e.g. ``group=["adult"]``; see ``Population.condition``)."""
+        """The Gaussian approximation of a population's marginal over ``names`` (log scale,
+        or after ``transform``), optionally conditioned, e.g. ``group=["adult"]``
+        (see ``Population.condition``)."""
         pop = population.condition(**condition) if condition else population
         cohort = pop.sample(n, seed=seed)
         missing = [p for p in names if p not in cohort.parameter_names]
         if missing:
             raise InputError(f"Parameters {missing} are not parameters of the population's model.")
         values = np.stack([cohort.parameter(p) for p in names], axis=1)
-        return cls.from_samples(names, values)
+        return cls.from_samples(names, values, transform=transform)
+
+    def conditioned(self, known: Mapping[str, float]) -> GaussianPrior:
+        """The Gaussian conditional of the other parameters given the ``known`` ones
+        (unconstrained values), e.g. a patient's measured body weight."""
+        unknown = [n for n in known if n not in self.names]
+        if unknown:
+            raise InputError(f"Cannot condition on {unknown}: the prior is over {list(self.names)}.")
+        keep = [i for i, n in enumerate(self.names) if n not in known]
+        given = [self.names.index(n) for n in known]
+        if not keep:
+            raise InputError("Conditioning on every parameter of the prior leaves nothing to estimate.")
+        if not given:
+            return self
+        x = np.array([known[self.names[i]] for i in given])
+        s_kg = self.cov[np.ix_(keep, given)]
+        gain = s_kg @ np.linalg.inv(self.cov[np.ix_(given, given)])
+        mean = self.mean[keep] + gain @ (x - self.mean[given])
+        cov = self.cov[np.ix_(keep, keep)] - gain @ s_kg.T
+        return GaussianPrior(tuple(self.names[i] for i in keep), mean, (cov + cov.T) / 2.0)

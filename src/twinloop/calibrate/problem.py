@@ -27,11 +27,19 @@ from twinloop.simulate.engine import SolverSettings, observable_function
 
 @dataclass(frozen=True)
 class ParameterMap:
-    """Fitted log-parameters -> full parameter vectors of ``model``."""
+    """Fitted unconstrained values -> full parameter vectors of ``model``.
+
+    With ``bounded=False`` (the historical form) a fitted value is the parameter's
+    logarithm. With ``bounded=True`` it is an unconstrained ``z`` mapped into the
+    parameter's declared bounds: ``log p = log lo + (log hi - log lo) * sigmoid(z)``
+    (or the same logit on the linear scale when ``lo`` is 0), so no value of ``z`` can
+    leave the physiological box.
+    """
 
     model: Model
     names: tuple[str, ...]
     base: np.ndarray
+    bounded: bool = False
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.names if n not in self.model.parameter_names]
@@ -50,24 +58,70 @@ class ParameterMap:
             return {}
         return {k: float(v) for k, v in self.model.latent(self.model.param_map(self.base)).items()}
 
-    def full(self, log_theta: Any) -> Any:
-        """One full parameter vector (JAX-traceable) from ``(k,)`` log-values."""
+    @property
+    def bounds(self) -> np.ndarray:
+        """``(k, 2)`` declared lower and upper bounds of the fitted parameters."""
+        declared = {p.name: (p.lower, p.upper) for p in self.model.parameters}
+        return np.array([declared[n] for n in self.names], dtype=np.float64).reshape(-1, 2)
+
+    def _scales(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per fitted parameter: whether it is bounded on the log scale, and the interval ends."""
+        lo, hi = self.bounds[:, 0], self.bounds[:, 1]
+        on_log = lo > 0
+        low = np.where(on_log, np.log(np.where(on_log, lo, 1.0)), lo)
+        high = np.where(on_log, np.log(np.where(on_log, hi, 1.0)), hi)
+        return on_log, low, high
+
+    def values(self, theta: Any) -> Any:
+        """The fitted parameters' own values from unconstrained ``theta`` (NumPy or JAX, ``(..., k)``)."""
+        xp = jnp if isinstance(theta, jax.Array) else np
+        if not self.bounded:
+            return xp.exp(theta)
+        on_log, low, high = self._scales()
+        inside = low + (high - low) / (1.0 + xp.exp(-theta))
+        return xp.where(on_log, xp.exp(inside), inside)
+
+    def unconstrain(self, values: np.ndarray, margin: float = 1e-6) -> np.ndarray:
+        """The inverse of :meth:`values` (NumPy); values on or beyond a bound are pulled just inside."""
+        values = np.asarray(values, dtype=np.float64)
+        if not self.bounded:
+            return np.log(values)
+        on_log, low, high = self._scales()
+        scaled = np.where(on_log, np.log(np.maximum(values, 1e-300)), values)
+        u = np.clip((scaled - low) / (high - low), margin, 1.0 - margin)
+        return np.log(u) - np.log1p(-u)
+
+    def full(self, theta: Any) -> Any:
+        """One full parameter vector (JAX-traceable) from ``(k,)`` fitted values."""
         values: dict[str, Any] = dict(self.model.param_map(jnp.asarray(self.base)))
+        fitted = self.values(jnp.asarray(theta))
         for i, name in enumerate(self.names):
-            values[name] = jnp.exp(log_theta[i])
+            values[name] = fitted[i]
         values = self.model.rederive(values, self.latent)
         return jnp.stack([jnp.asarray(values[p], dtype=jnp.float64) for p in self.model.parameter_names])
 
-    def full_batch(self, log_theta: np.ndarray) -> np.ndarray:
-        """``(n, P)`` full parameter vectors from ``(n, k)`` log-values (NumPy)."""
-        log_theta = np.atleast_2d(log_theta)
+    def full_batch(self, theta: np.ndarray) -> np.ndarray:
+        """``(n, P)`` full parameter vectors from ``(n, k)`` fitted values (NumPy)."""
+        theta = np.atleast_2d(np.asarray(theta, dtype=np.float64))
         values: dict[str, Any] = {
-            p: np.full(log_theta.shape[0], v) for p, v in zip(self.model.parameter_names, self.base, strict=True)
+            p: np.full(theta.shape[0], v) for p, v in zip(self.model.parameter_names, self.base, strict=True)
         }
+        fitted = self.values(theta)
         for i, name in enumerate(self.names):
-            values[name] = np.exp(log_theta[:, i])
+            values[name] = fitted[:, i]
         values = self.model.rederive(values, self.latent)
         return np.stack([np.asarray(values[p], dtype=np.float64) for p in self.model.parameter_names], axis=1)
+
+    def inside_box(self, theta: np.ndarray) -> np.ndarray:
+        """``(n,)``: whether every full parameter (derived ones included) of each row lies
+        within the model's declared bounds, i.e. the member is physiologically valid."""
+        full = self.full_batch(theta)
+        lo = np.array([p.lower for p in self.model.parameters])
+        hi = np.array([p.upper for p in self.model.parameters])
+        return np.all(np.isfinite(full) & (full >= lo) & (full <= hi), axis=1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fit": list(self.names), "base": self.base.tolist(), "bounded": self.bounded}
 
 
 def reverse_via_forward(fn: Any) -> Any:

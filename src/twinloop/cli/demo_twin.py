@@ -1,5 +1,7 @@
-"""The demo's closed loop: a T1D twin of one patient, synchronized day by day for a week,
-a 24-h forecast (fan chart) and a comparison of two insulin plans, kept in a registry."""
+"""The demo's closed loop: a T1D twin of one patient identified on three days of CGM,
+synchronized day by day, its day-ahead forecast judged against what then happened
+(beside "repeat yesterday"), a 24-h forecast (fan chart) and a comparison of two insulin
+plans, kept in a registry."""
 
 from __future__ import annotations
 
@@ -19,8 +21,29 @@ from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
 from twinloop.twin.figures import comparison_chart, fan_chart
 from twinloop.twin.synthetic import ORIGIN, window
 
-DAYS = 8  # one day to create the twin, then seven daily syncs
+DAYS = 8  # three days to identify the twin, then daily syncs; the last day is held out
+CREATE_DAYS = 3
 PATIENT = "adult#004"
+
+
+def pm_bw(model: Any, p: np.ndarray) -> float:
+    return float(p[model.parameter_names.index("BW")])
+
+
+def day_ahead_check(forecast: Any, obs: pd.DataFrame, truth: pd.Series) -> dict[str, float]:
+    """The held-out day: the forecast's median and "repeat yesterday" against the truth."""
+    start, end = forecast.times[0], forecast.times[-1]
+    day = obs[(obs["time"] >= start) & (obs["time"] <= end)]
+    o = forecast.observables.index("subcutaneous_glucose")
+    median = pd.Series(np.median(forecast.members[:, :, o], axis=0), index=forecast.times)
+    true = truth.reindex(day["time"]).to_numpy()
+    repeat = obs.set_index("time")["value"].reindex(day["time"] - pd.Timedelta("1D")).to_numpy()
+    twin = median.reindex(day["time"]).to_numpy()
+    return {
+        "readings": len(day),
+        "twin_rmse_truth": float(np.sqrt(np.nanmean((twin - true) ** 2))),
+        "repeat_rmse_truth": float(np.sqrt(np.nanmean((repeat - true) ** 2))),
+    }
 
 
 def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
@@ -35,7 +58,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     ]
     plan = t1d.basal_bolus(model.param_map(p), meals, t_end=(DAYS + 1) * 1440.0)
     times = np.arange(5.0, DAYS * 1440 + 1, 5.0)
-    obs, doses, _ = synthetic_record(
+    obs, doses, truth = synthetic_record(
         model,
         p,
         plan,
@@ -51,18 +74,19 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     day = pd.Timedelta("1D")
     twin = PatientTwin.create(
         model,
-        window(obs, ORIGIN - pd.Timedelta("1s"), ORIGIN + day),
+        window(obs, ORIGIN - pd.Timedelta("1s"), ORIGIN + CREATE_DAYS * day),
         doses,
         prior=Population.default(model),
-        method="enkf",
+        known={"BW": float(pm_bw(model, p))},
         config=TwinConfig(members=members, seed=1),
         twin_id="demo-t1d",
     )
     registry.add(twin)
-    for k in range(1, DAYS):
+    for k in range(CREATE_DAYS, DAYS):
         if k == DAYS - 1:
-            registry.save_forecast(twin.id, 24.0)  # scored by the last day's data
+            held_out = registry.save_forecast(twin.id, 24.0)  # judged against the last day's data
         registry.sync(twin.id, window(obs, ORIGIN + k * day, ORIGIN + (k + 1) * day))
+    check = day_ahead_check(held_out, obs, pd.Series(truth, index=obs["time"]))
     twin = registry.load(twin.id)
     forecast = registry.save_forecast(twin.id, 24.0)
     pm = model.param_map(p)
@@ -83,6 +107,8 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         "versions": twin.version,
         "members": members,
         "drift_events": len(twin.drift_events),
+        "identification": {k: twin.calibration.get(k) for k in ("method", "error_scale", "rmse", "wall_s")},
+        "day_ahead_check": check,
         "forecast_scores": scores.to_dict("records"),
         "comparison": {k: v for k, v in result.items() if k != "values"},
         "registry": str(db),
@@ -92,15 +118,20 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     box = comparison_chart(result)
     scored = scores.iloc[-1] if not scores.empty else None
     score_text = (
-        f"The forecast issued a day earlier met {int(scored['n'])} CGM readings: CRPS "
-        f"{scored['crps']:.1f} mg/dL, 90 % interval coverage {100 * scored['coverage90']:.0f} %. "
+        f"The forecast issued a day earlier met {int(scored['n'])} CGM readings it had not seen: RMSE "
+        f"{check['twin_rmse_truth']:.1f} mg/dL against the true glucose (\"repeat yesterday\": "
+        f"{check['repeat_rmse_truth']:.1f}), CRPS {scored['crps']:.1f} mg/dL, 90 % interval coverage "
+        f"{100 * scored['coverage90']:.0f} %, 50 % coverage {100 * scored['coverage50']:.0f} %. "
         if scored is not None
         else ""
     )
+    fit = twin.calibration
     html = (
         "<h2>Closed loop: a patient twin</h2>"
         f"<p>Twin of {PATIENT} (synthetic CGM every 5 min, insulin and meals), {members} ensemble members, "
-        f"created on day 1 and synchronized day by day for a week ({twin.version} versions in "
+        f"identified on days 1-{CREATE_DAYS} with only the body weight known ({fit.get('method')}: fit RMSE "
+        f"{next(iter(fit.get('rmse', {}).values()), float('nan')):.1f} mg/dL in {fit.get('wall_s', 0):.0f} s), "
+        f"then synchronized day by day ({twin.version} versions in "
         f"<code>{db.name}</code>, drift events: {len(twin.drift_events)}). {score_text}</p>"
         + fan.to_html(full_html=False, include_plotlyjs=False)
         + f"<p>What if the carbohydrate ratio were 20 % lower tomorrow? Time in range "

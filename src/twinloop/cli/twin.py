@@ -11,6 +11,7 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 twin_app = typer.Typer(
     help="Patient twins: create, synchronize, forecast, compare, show, lineage.", no_args_is_help=True
@@ -67,12 +68,21 @@ def create(
     name: Annotated[str, typer.Option("--name", help="the twin's id in the registry")],
     columns: Annotated[Path | None, typer.Option("--columns", help="column map (YAML) of a generic CSV")] = None,
     subject: Annotated[str | None, typer.Option("--subject", help="the patient, when the data hold several")] = None,
-    method: Annotated[str, typer.Option("--method", help="nuts, svi or enkf")] = "nuts",
+    method: Annotated[
+        str, typer.Option("--method", help="auto (laplace for dense data, else nuts), laplace, nuts, svi or enkf")
+    ] = "auto",
+    known: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="a known parameter or covariate, NAME=VALUE (e.g. BW=62, age=15); repeatable"),
+    ] = None,
+    fit: Annotated[
+        str | None, typer.Option("--fit", help="comma-separated parameters to estimate (default: the model's set)")
+    ] = None,
     members: Annotated[int, typer.Option("--members", help="ensemble size")] = 500,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     db: Db = None,
 ) -> None:
-    """Calibrate a twin on a patient's data and store it (version 1)."""
+    """Identify a twin on a patient's data and store it (version 1)."""
     from twinloop.cohort import Population
     from twinloop.errors import TwinloopError
     from twinloop.models import get
@@ -82,24 +92,65 @@ def create(
         registry = _registry(db)
         if registry.exists(name):
             raise _fail(f"A twin named {name!r} already exists; choose another --name.")
+        values = _assignments(known or [])
         obs, doses = _data(data, columns, subject)
         m = get(model)
-        twin = PatientTwin.create(
-            m,
-            obs,
-            doses,
-            prior=Population.default(m),
-            method=method,  # type: ignore[arg-type]
-            config=TwinConfig(members=members, seed=seed),
-            twin_id=name,
-        )
+        with console.status("identifying the twin", spinner="dots") as status:
+            twin = PatientTwin.create(
+                m,
+                obs,
+                doses,
+                prior=Population.default(m),
+                fit=tuple(f.strip() for f in fit.split(",") if f.strip()) if fit else None,
+                known=values,
+                method=method,  # type: ignore[arg-type]
+                config=TwinConfig(members=members, seed=seed),
+                twin_id=name,
+                progress=lambda line: status.update(Text(f"identifying the twin: {line}")),
+            )
         registry.add(twin)
     except (TwinloopError, typer.BadParameter) as e:
         raise _fail(str(e)) from None
     console.print(
-        f"created twin [bold]{name}[/] ({model}, {len(obs)} observations, {method}, "
-        f"{members} members), state at {twin.now:%Y-%m-%d %H:%M} UTC"
+        Text(
+            f"created twin {name} ({model}, {len(obs)} observations, {twin.calibration.get('method', method)}, "
+            f"{members} members), state at {twin.now:%Y-%m-%d %H:%M} UTC"
+        )
     )
+    _print_identification(twin)
+
+
+def _assignments(items: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` options as a mapping (numbers where they parse, text otherwise)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise typer.BadParameter(f"--set expects NAME=VALUE (e.g. BW=62); got {item!r}.")
+        try:
+            out[key.strip()] = float(raw)
+        except ValueError:
+            out[key.strip()] = raw.strip()
+    return out
+
+
+def _print_identification(twin: Any) -> None:
+    """The estimated parameters with their 90 % intervals, the fit's error and its consistency."""
+    cal = twin.calibration
+    summary = twin.parameter_summary()
+    table = Table(title="identified parameters (90 % interval over the members)")
+    for col in ("parameter", "median", "q05", "q95"):
+        table.add_column(col)
+    for i, p in enumerate(summary["parameter"]):
+        table.add_row(p, *(f"{summary[k][i]:.4g}" for k in ("median", "q05", "q95")))
+    console.print(table)
+    if "rmse" in cal:
+        for name, rmse in cal["rmse"].items():
+            scale = cal["error_scale"][name]
+            console.print(Text(f"fit RMSE {name}: {rmse:.2f} ({scale:.2f} x the declared sensor noise)"))
+    if twin.innovations:
+        last = twin.innovations[-1]
+        console.print(Text(f"last NIS {last['nis']:.1f} on {last['m']} observations (p = {last['p_value']:.2g})"))
 
 
 @twin_app.command("sync")

@@ -71,8 +71,15 @@ def t1d_fit_table() -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
     return names, table, group
 
 
-def t1d_population() -> Population:
-    _, table, group = t1d_fit_table()
+def t1d_population(exclude: tuple[str, ...] = ()) -> Population:
+    """The default T1D population; ``exclude`` leaves published patients out of the fit
+    (a leave-one-out prior, to judge a twin on a patient its prior never saw)."""
+    names, table, group = t1d_fit_table()
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+        raise InputError(f"exclude={unknown}: not published patients; expected names like 'adult#001'.")
+    keep = np.array([n not in exclude for n in names])
+    table, group = {k: v[keep] for k, v in table.items()}, group[keep]
     varying = [k for k, v in table.items() if k != "age" and np.ptp(v) > 0]
     constant = {k: float(v[0]) for k, v in table.items() if k != "age" and np.ptp(v) == 0}
     logs = np.log(np.stack([table[k] for k in varying], axis=1))
@@ -100,7 +107,7 @@ def t1d_population() -> Population:
     return Population.from_dict(
         {
             "model": t1d_uva_padova.ID,
-            "name": "t1d-default",
+            "name": "t1d-default" if not exclude else f"t1d-default without {', '.join(exclude)}",
             "description": "Fitted to the 30 published UVA/Padova virtual patients (log-normal, by age group).",
             "groups": groups,
             "omega": {"names": varying, "matrix": omega.tolist()},

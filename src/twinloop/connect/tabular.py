@@ -17,6 +17,7 @@ Rows are not validated here: the result goes through :func:`twinloop.connect.ing
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,7 @@ import pandas as pd
 import yaml
 
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
-from twinloop.errors import DataError, InputError
+from twinloop.errors import DataError, DataWarning, InputError
 
 _CGM_TIME = ("timestamp", "time", "datetime", "date", "device timestamp", "ts")
 _CGM_GLUCOSE = ("glucose", "sgv", "glucose value", "cgm", "bg", "value")
@@ -154,13 +155,11 @@ def _doses(
     frame: pd.DataFrame, item: Mapping[str, Any], subject: pd.Series, time: pd.Series, where: str
 ) -> pd.DataFrame:
     values = _column(frame, str(item["column"]), where).astype(str).str.strip()
+    values = values.where(~values.str.lower().isin(("nan", "none")), "")
     kind = str(item.get("kind", "bolus"))
     duration = pd.Series(float(item.get("duration_min", 0.0)), index=frame.index)
-    if kind == "rate":  # each rate holds until the next row of the same patient
-        stamps = pd.to_datetime(time, errors="coerce", utc=True, format="mixed")
-        nxt = stamps.groupby(subject).shift(-1)
-        minutes = (nxt - stamps).dt.total_seconds() / 60.0
-        duration = minutes.fillna(minutes.median() if minutes.notna().any() else 5.0)
+    if kind == "rate":
+        duration = _rate_durations(values, subject, time, item, where)
     part = pd.DataFrame(
         {
             "subject_id": subject,
@@ -176,6 +175,36 @@ def _doses(
     if kind == "bolus":
         present &= pd.to_numeric(values, errors="coerce").fillna(1.0) != 0.0
     return part[present]
+
+
+def _rate_durations(
+    values: pd.Series, subject: pd.Series, time: pd.Series, item: Mapping[str, Any], where: str
+) -> pd.Series:
+    """Minutes each rate holds: until the next row of the same patient that gives a rate
+    (rows with an empty cell do not end it), the last one until the patient's last row.
+    A column that is mostly empty is read that way but said aloud, with the insulin it implies."""
+    stamps = pd.to_datetime(time, errors="coerce", utc=True, format="mixed")
+    present = values != ""
+    given = stamps[present]
+    nxt = given.groupby(subject[present]).shift(-1)
+    last = stamps.groupby(subject).transform("max")[present]
+    minutes = (nxt.fillna(last) - given).dt.total_seconds() / 60.0
+    typical = float(minutes[minutes > 0].median()) if (minutes > 0).any() else 5.0
+    minutes = minutes.where(minutes > 0, typical)
+    if 0 < present.sum() < 0.5 * len(values):
+        rates = pd.to_numeric(values[present], errors="coerce")
+        per_minute = 1.0 / 60.0 if "/h" in str(item.get("unit", "")) else 1.0
+        total = float((rates * minutes * per_minute).sum())
+        rows = ", ".join(str(i + 2) for i in list(np.flatnonzero(present.to_numpy()))[:5])
+        warnings.warn(
+            f"{where}: the rate column {item['column']!r} has a value on {int(present.sum())} of {len(values)} rows "
+            f"(file rows {rows}{', ...' if present.sum() > 5 else ''}); each rate is held until the next one, "
+            f"which gives {total:.4g} {str(item.get('unit', '')).split('/')[0]} in all. "
+            "Check that the export records a rate only when it changes.",
+            DataWarning,
+            stacklevel=4,
+        )
+    return minutes.reindex(values.index).fillna(0.0)
 
 
 def _find(columns: list[str], names: tuple[str, ...]) -> str | None:

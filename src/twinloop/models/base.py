@@ -104,12 +104,18 @@ class Input:
 
 @dataclass(frozen=True)
 class Observable:
-    """A quantity computed from the state, e.g. a concentration or a glucose level."""
+    """A quantity computed from the state, e.g. a concentration or a glucose level.
+    ``nonnegative`` quantities (the default) never get a negative predictive value."""
 
     name: str
     unit: str
     fn: ObservableFn
     description: str = ""
+    nonnegative: bool = True
+
+
+def names_of(items: tuple[Any, ...]) -> list[str]:
+    return [item.name for item in items]
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,9 @@ class Model:
             from a complete parameter set (so derived parameters can be recomputed
             after some parameters change, e.g. in calibration).
         presets: named parameter sets (e.g. published virtual patients).
+        identifiable: the parameters a patient twin estimates by default from this model's
+            usual data (the rest come from the population or from what the user knows);
+            the model's documentation says why these.
         references: literature the equations and defaults come from.
     """
 
@@ -165,6 +174,7 @@ class Model:
     derive: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     latent: Callable[[ParamMap], dict[str, Any]] | None = None
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    identifiable: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -181,6 +191,12 @@ class Model:
                 raise ModelError(f"Model '{self.id}' declares the {kind} names {duplicates} more than once.")
             for item in group:
                 _check_unit(kind, item.name, item.unit)
+        unknown_fit = [n for n in self.identifiable if n not in names_of(self.parameters)]
+        if unknown_fit or any(n in self.derived_parameters for n in self.identifiable):
+            raise ModelError(
+                f"identifiable {list(self.identifiable)} of model '{self.id}' must name free parameters, "
+                f"not {unknown_fit or [n for n in self.identifiable if n in self.derived_parameters]}."
+            )
         rate_names = [i.name for i in self.rate_inputs]
         unknown = [n for n in self.discrete_update_inputs if n not in rate_names]
         if unknown:

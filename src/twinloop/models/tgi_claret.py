@@ -92,6 +92,7 @@ def build(compartments: int = 1) -> Model:
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
+        identifiable=("y0", "KL", "KD", "lam"),
         references=REFERENCES,
     )
 

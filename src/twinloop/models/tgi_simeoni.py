@@ -114,6 +114,7 @@ def build() -> Model:
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
+        identifiable=("w0", "lambda0", "lambda1", "k2"),
         references=REFERENCES,
     )
 

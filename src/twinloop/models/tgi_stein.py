@@ -81,5 +81,6 @@ def build() -> Model:
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
+        identifiable=("y0", "g", "d"),
         references=REFERENCES,
     )

@@ -10,8 +10,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scoringrules as sr
+from scipy import special
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def predictive_draws(members: np.ndarray, sd: np.ndarray, lower: Any, rng: np.random.Generator) -> np.ndarray:
+    """One noisy draw per member value: Gaussian noise of ``sd``, truncated below at the
+    observable's ``lower`` bound (0 for a concentration: never a negative glucose)."""
+    sd = np.maximum(sd, 1e-12)
+    floor = special.ndtr((lower - members) / sd)
+    u = floor + (1.0 - floor) * rng.random(members.shape)
+    draws = members + sd * special.ndtri(np.clip(u, 1e-12, 1.0 - 1e-12))
+    return np.where(np.isfinite(members), np.maximum(draws, lower), np.nan)
 
 
 @dataclass
@@ -29,6 +40,7 @@ class Forecast:
     id: str = ""
     scores: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> (additive, proportional)
+    lower: dict[str, float] = field(default_factory=dict)  # observable -> physical lower bound (default none)
 
     @property
     def ensemble_size(self) -> int:
@@ -66,8 +78,8 @@ class Forecast:
             out[:, j] = [np.interp(when[j], grid, member) for member in self.members[:, :, o]]
         additive, proportional = self.noise.get(variable, (0.0, 0.0))
         rng = np.random.default_rng(list(self.id.encode()) or 0)
-        sd = np.sqrt(additive**2 + (proportional * out) ** 2)
-        return out + sd * rng.standard_normal(out.shape)
+        sd = np.sqrt(additive**2 + (proportional * np.nan_to_num(out)) ** 2)
+        return predictive_draws(out, sd, self.lower.get(variable, -np.inf), rng)
 
     def score(self, observations: pd.DataFrame) -> dict[str, Any]:
         """CRPS (scoringrules), 50 % and 90 % interval coverage and the rank histogram of
@@ -113,6 +125,7 @@ class Forecast:
             predictive=self.predictive,
             times=self.times.as_unit("ns").asi8,
             noise=np.array(json.dumps(self.noise)),
+            lower=np.array(json.dumps(self.lower)),
         )
         return buffer.getvalue()
 
@@ -131,6 +144,7 @@ class Forecast:
         with np.load(io.BytesIO(raw)) as data:
             times = pd.DatetimeIndex(pd.to_datetime(data["times"], utc=True))
             noise = {k: tuple(v) for k, v in json.loads(str(data["noise"])).items()}
+            lower = json.loads(str(data["lower"])) if "lower" in data.files else {}
             return cls(
                 twin_id,
                 version,
@@ -142,4 +156,5 @@ class Forecast:
                 id,
                 scores or {},
                 noise,
+                lower,
             )

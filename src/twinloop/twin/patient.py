@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import json
 import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
 from twinloop.connect.ingest import harmonize
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
 from twinloop.connect.timebase import inputs_from_doses, to_model_time, to_timestamps, unit_seconds
-from twinloop.errors import InputError
+from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
@@ -35,17 +36,19 @@ from twinloop.twin.assimilation import assimilator, innovation
 from twinloop.twin.drift import DriftDetector
 from twinloop.twin.endpoints import endpoint
 from twinloop.twin.ensemble import Ensemble, propagate
-from twinloop.twin.forecast import Forecast
+from twinloop.twin.forecast import Forecast, predictive_draws
+from twinloop.twin.identify import IdentifySettings, identify
 
-# What a twin fits by default for the built-in cores (log scale).
-DEFAULT_FIT = {
-    "t1d-uva-padova": ("Gpb", "Vmx", "kp3", "kabs"),
-    "tgi-claret": ("y0", "KL", "KD", "lam"),
-    "tgi-claret-2cmt": ("y0", "KL", "KD", "lam"),
-    "tgi-stein": ("y0", "g", "d"),
-    "tgi-simeoni": ("w0", "lambda0", "lambda1", "k2"),
-}
 SNAPSHOTS = 12
+MODEL_ERROR_WARNING = 3.0  # residual sd / declared sensor sd above which a fit is called approximate
+
+
+class TwinConsistencyWarning(UserWarning):
+    """The data disagree with the twin more than its noise model allows."""
+
+
+METHODS = ("auto", "laplace", "nuts", "svi", "enkf", "npe", "prior")
+DENSE = 20  # observations per fitted parameter above which "auto" identifies by Laplace
 
 
 @dataclass
@@ -84,15 +87,109 @@ class SyncReport:
     scored_forecasts: list[str]
 
 
-def typical_parameters(population: Any, n: int = 2000, seed: int = 0) -> np.ndarray:
-    """A population's typical patient: the median of each parameter (derived ones recomputed)."""
+def typical_parameters(
+    population: Any, n: int = 2000, seed: int = 0, known: Mapping[str, float] | None = None
+) -> np.ndarray:
+    """A population's typical patient: the median of each parameter (derived ones
+    recomputed). With ``known`` values (e.g. ``{"BW": 62}``) the free parameters take
+    their conditional mean given them (a Gaussian on the logarithms), and the known
+    ones their values."""
     cohort = population.sample(n, seed=seed)
     model = get_model(cohort.model_id)
     base = np.median(cohort.parameters, axis=0)
     base = np.array([base[cohort.parameter_names.index(p)] for p in model.parameter_names])
+    if known:
+        base = _conditional_base(model, cohort, base, known)
     latent = model.latent(model.param_map(base)) if model.latent else {}
     values = model.rederive(model.param_map(base), {k: float(v) for k, v in latent.items()})
     return np.array([float(values[p]) for p in model.parameter_names])
+
+
+def _conditional_base(model: Model, cohort: Any, base: np.ndarray, known: Mapping[str, float]) -> np.ndarray:
+    values = np.stack([cohort.parameter(p) for p in model.parameter_names], axis=1)
+    free = [
+        i
+        for i, p in enumerate(model.parameter_names)
+        if p not in model.derived_parameters and np.all(values[:, i] > 0) and np.ptp(values[:, i]) > 0
+    ]
+    names = tuple(model.parameter_names[i] for i in free)
+    logs = np.log(values[:, free])
+    joint = GaussianPrior(names, logs.mean(axis=0), np.cov(logs, rowvar=False) + 1e-10 * np.eye(len(free)))
+    given = {k: float(np.log(v)) for k, v in known.items() if k in names}
+    out = base.copy()
+    if given:
+        rest = joint.conditioned(given)
+        for name, m in zip(rest.names, rest.mean, strict=True):
+            out[model.parameter_names.index(name)] = float(np.exp(m))
+    for name, value in known.items():
+        out[model.parameter_names.index(name)] = float(value)
+    return out
+
+
+def _check_known(model: Model, known: Mapping[str, float], fit: tuple[str, ...]) -> dict[str, float]:
+    """Known parameter values: free parameters of the model, inside their bounds, not fitted."""
+    bounds = {p.name: (p.lower, p.upper) for p in model.parameters}
+    out = {}
+    for name, value in known.items():
+        if name not in bounds or name in model.derived_parameters:
+            raise InputError(
+                f"known[{name!r}]: not a free parameter of '{model.id}'; expected one of "
+                f"{[p for p in model.parameter_names if p not in model.derived_parameters]}."
+            )
+        lo, hi = bounds[name]
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"known[{name!r}] must be a number; got {value!r}.") from e
+        if not lo <= number <= hi:
+            raise InputError(f"known[{name!r}] = {number} is outside its bounds [{lo}, {hi}]; check its unit.")
+        if name in fit:
+            raise InputError(f"{name!r} is both known and fitted; drop it from fit=... or from known.")
+        out[name] = number
+    return out
+
+
+def condition_on_covariates(population: Any, covariates: Mapping[str, Any], seed: int = 0) -> Any:
+    """The population restricted to patients like this one: a categorical covariate to
+    its level, a numeric one to a window of +-10 % of its population sd around the value."""
+    reference = population.sample(4000, seed=seed)
+    region: dict[str, Any] = {}
+    for name, value in covariates.items():
+        if name not in reference.covariates.columns:
+            raise InputError(
+                f"known[{name!r}]: neither a parameter of '{reference.model_id}' nor a covariate of the population "
+                f"({sorted(reference.covariates.columns)})."
+            )
+        column = reference.covariates[name]
+        if column.dtype == object or isinstance(value, str):
+            region[name] = [str(value)]
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as e:
+            raise InputError(f"known[{name!r}] must be a number; got {value!r}.") from e
+        values = column.to_numpy(dtype=float)
+        if not values.min() <= number <= values.max():
+            raise InputError(
+                f"known[{name!r}] = {number} lies outside the population's range "
+                f"[{values.min():.4g}, {values.max():.4g}]; check its unit or use another population."
+            )
+        width = 0.1 * float(values.std()) or 1e-9
+        region[name] = {"lower": number - width, "upper": number + width}
+    return population.condition(**region)
+
+
+def _population_prior(
+    model: Model, population: Any, pmap: ParameterMap, known: Mapping[str, float], seed: int
+) -> GaussianPrior:
+    """The population's prior of the fitted parameters on the map's scale, given the known ones."""
+    in_population = [k for k in known if k in population.sample(1, seed=seed).parameter_names]
+    joint_map = ParameterMap(model, (*pmap.names, *in_population), pmap.base, bounded=pmap.bounded)
+    joint = GaussianPrior.from_population(population, joint_map.names, seed=seed, transform=joint_map.unconstrain)
+    if not in_population:
+        return joint
+    given = joint_map.unconstrain(np.array([[1.0] * len(pmap.names) + [known[k] for k in in_population]]))[0]
+    return joint.conditioned({k: float(v) for k, v in zip(in_population, given[len(pmap.names) :], strict=True)})
 
 
 def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
@@ -144,12 +241,15 @@ class PatientTwin:
         prior: Any = None,
         fit: tuple[str, ...] | None = None,
         base: np.ndarray | None = None,
-        method: Literal["nuts", "svi", "enkf", "npe"] = "nuts",
+        known: Mapping[str, float] | None = None,
+        method: Literal["auto", "laplace", "nuts", "svi", "enkf", "npe", "prior"] = "auto",
         config: TwinConfig | None = None,
         twin_id: str | None = None,
         origin: pd.Timestamp | str | None = None,
         calibrator: Mapping[str, Any] | None = None,
         amortized: Any | None = None,
+        identify_settings: IdentifySettings | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> PatientTwin:
         """Calibrate a twin on a patient's data and set up its ensemble.
 
@@ -158,13 +258,24 @@ class PatientTwin:
             observations: canonical observation table of one patient (UTC times).
             inputs: canonical dose table over the same span (insulin, meals, drugs).
             prior: a ``Population`` (moment-matched to a log-normal prior) or a ``GaussianPrior``.
-            fit: the parameters to calibrate (default ``DEFAULT_FIT`` for the model).
-            base: the values of the parameters not fitted (default: the population's typical patient).
-            method: ``"nuts"`` (default) or ``"svi"`` calibrate on all the data, then the
+            fit: the parameters to estimate (default: the model's declared ``identifiable`` set).
+                They are estimated on a bounded scale: no estimate leaves the model's bounds.
+            base: the values of the parameters not fitted (default: the population's typical
+                patient given the ``known`` values).
+            known: parameter values known for this patient, e.g. ``{"BW": 62.0}`` (kg); they
+                are not fitted, and the prior and base are the population's given them.
+            method: ``"auto"`` (default): ``"laplace"`` for a dense record (at least
+                ``DENSE`` observations per fitted parameter, e.g. CGM), ``"nuts"`` otherwise
+                (a few scans: the posterior is far from Gaussian).
+                ``"laplace"``: multi-start MAP over the whole record with a
+                Laplace posterior and an estimate of the model error
+                (:mod:`twinloop.twin.identify`), seconds to a minute for a week of CGM;
+                ``"nuts"`` or ``"svi"`` calibrate on all the data, then the
                 posterior draws become the ensemble; ``"enkf"`` draws the ensemble from the
                 prior and assimilates the data window by window (fast, approximate);
                 ``"npe"`` draws the ensemble from the ``amortized`` posterior of all the data
-                (milliseconds), after which syncs assimilate new data with the EnKF.
+                (milliseconds), after which syncs assimilate new data with the EnKF;
+                ``"prior"`` ignores the data: the prior-only baseline a twin must beat.
             amortized: a trained :class:`~twinloop.calibrate.AmortizedPosterior` for this
                 model, parameters and treatment; the prior, fitted parameters and base values
                 are then its own (``prior``, ``fit`` and ``base`` are not used). With ``"npe"``
@@ -172,12 +283,29 @@ class PatientTwin:
                 shorter ``num_warmup``).
             config: :class:`TwinConfig`; calibrator: settings passed to ``Calibrator``.
             origin: time zero (default: the first observation or dose, to the minute).
+            identify_settings: starts and iterations of ``"laplace"``.
+            progress: called with a line of text as the identification advances.
         """
         model = get_model(model) if isinstance(model, str) else model
         config = config or TwinConfig()
-        names = tuple(fit or DEFAULT_FIT.get(model.id, ()))
+        if method not in METHODS:
+            raise InputError(f"method must be one of {list(METHODS)}; got {method!r}.")
+        names = tuple(fit or (prior.names if isinstance(prior, GaussianPrior) else model.identifiable))
         if not names:
-            raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it has no default set.")
+            raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it declares no identifiable set.")
+        known = dict(known or {})
+        covariates = {k: known.pop(k) for k in list(known) if k not in model.parameter_names}
+        known = _check_known(model, known, names)
+        if covariates:
+            if prior is None or isinstance(prior, GaussianPrior):
+                raise InputError(
+                    f"Known covariates {sorted(covariates)} need a Population prior to condition; "
+                    "pass prior=Population... or give only model parameters."
+                )
+            prior = condition_on_covariates(prior, covariates, seed=config.seed)
+        # a prior built here from a population lives on the bounded scale; a given
+        # GaussianPrior (or an amortized posterior's) is on the log scale
+        bounded = amortized is None and not isinstance(prior, GaussianPrior)
         if amortized is not None:
             if amortized.model.id != model.id or amortized.model.version != model.version:
                 raise InputError(
@@ -188,13 +316,19 @@ class PatientTwin:
         if prior is None:
             raise InputError("A twin needs a prior (a Population or a GaussianPrior) or an amortized posterior.")
         if isinstance(prior, GaussianPrior):
+            if tuple(prior.names) != names:
+                raise InputError(f"The prior is over {list(prior.names)}; fit= names {list(names)}. Make them agree.")
             gprior = prior
             if base is None:
                 base = model.default_parameters
-        else:
-            gprior = GaussianPrior.from_population(prior, names, seed=config.seed)
+        elif amortized is None:
             if base is None:
-                base = typical_parameters(prior, seed=config.seed)
+                base = typical_parameters(prior, seed=config.seed, known=known)
+            draft = ParameterMap(model, names, np.asarray(base, dtype=np.float64), bounded=bounded)
+            gprior = _population_prior(model, prior, draft, known, config.seed)
+        base = np.asarray(base, dtype=np.float64).copy()
+        for name, value in known.items():
+            base[model.parameter_names.index(name)] = value
         obs, doses = cls._harmonized(model, observations, inputs)
         if obs.empty:
             raise InputError("A twin needs at least one observation of a model observable to calibrate on.")
@@ -206,7 +340,7 @@ class PatientTwin:
         first = min(obs["time"].min(), doses["time"].min() if not doses.empty else obs["time"].min())
         start = pd.Timestamp(origin) if origin is not None else pd.Timestamp(first).floor("min")
         start = start.tz_localize("UTC") if start.tzinfo is None else start.tz_convert("UTC")
-        pmap = ParameterMap(model, names, np.asarray(base, dtype=np.float64))
+        pmap = ParameterMap(model, names, base, bounded=bounded)
         twin = cls(
             model,
             pmap,
@@ -217,7 +351,7 @@ class PatientTwin:
             twin_id or f"twin-{uuid.uuid4().hex[:8]}",
             str(subjects[0]),
         )
-        twin._calibrate(obs, doses, method, dict(calibrator or {}), amortized)
+        twin._calibrate(obs, doses, method, dict(calibrator or {}), amortized, identify_settings, progress)
         return twin
 
     @staticmethod
@@ -235,10 +369,20 @@ class PatientTwin:
         return obs.reset_index(drop=True), result.doses
 
     def _calibrate(
-        self, obs: pd.DataFrame, doses: pd.DataFrame, method: str, settings: dict[str, Any], amortized: Any
+        self,
+        obs: pd.DataFrame,
+        doses: pd.DataFrame,
+        method: str,
+        settings: dict[str, Any],
+        amortized: Any,
+        identify_settings: IdentifySettings | None,
+        progress: Callable[[str], None] | None,
     ) -> None:
         n = self.config.members
         inputs = inputs_from_doses(self.model, doses, self.origin)
+        if method == "auto":
+            dense = len(obs) >= DENSE * len(self.pmap.names)
+            method = "npe" if amortized is not None else ("laplace" if dense else "nuts")
         if amortized is not None:
             self._check_amortized(amortized, obs, inputs, method)
         elif method == "npe":
@@ -246,17 +390,15 @@ class PatientTwin:
         if method == "enkf":
             theta = self.prior.sample(n, self._rng)
             states = _initial_states(self.model, self.pmap.full_batch(theta))
-            self.ensemble = Ensemble(theta, states, 0.0)
+            self.ensemble = self._within_box(Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
             self._assimilate(obs, doses, record=True, detect=False)
             return
-        if method not in ("nuts", "svi", "npe"):
-            raise InputError(f"method must be 'nuts', 'svi', 'enkf' or 'npe'; got {method!r}.")
         times = self._model_time(obs["time"])
         if method == "npe":
             posterior = amortized.posterior(times, obs["value"].to_numpy(), n=n, seed=self.config.seed)
-            self._start_from(posterior, obs, doses, inputs, times, "npe")
+            self._start_from(posterior.draws(), posterior.diagnostics(), obs, doses, inputs, times)
             return
         problem = CalibrationProblem(
             self.model,
@@ -268,11 +410,44 @@ class PatientTwin:
             noise={k: self.config.noise_model(k) for k in set(obs["variable"])},
             settings=self.config.settings,
         )
+        if method == "prior":
+            self._start_from(self.prior.sample(4 * n, self._rng), {"method": "prior"}, obs, doses, inputs, times)
+            return
+        if method == "laplace":
+            found = identify(problem, self.prior, identify_settings, progress)
+            self._adopt_model_error(found.error_scale)
+            diagnostics = found.diagnostics()
+            self._start_from(found.draws(n, self._rng), diagnostics, obs, doses, inputs, times)
+            self._check_fit_consistency(diagnostics)
+            return
         calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]
         start = None
         if amortized is not None and method == "nuts":
             start = amortized.posterior(times, obs["value"].to_numpy(), n=calibrator.num_chains, seed=1).draws()
-        self._start_from(calibrator.fit(problem, init=start).posterior, obs, doses, inputs, times, method)
+        posterior = calibrator.fit(problem, init=start).posterior
+        self._start_from(posterior.draws(), posterior.diagnostics(), obs, doses, inputs, times)
+
+    def _adopt_model_error(self, scale: Mapping[str, float]) -> None:
+        """Widen each observable's noise by the fitted residual scale (never below the sensor's)."""
+        noise = dict(self.config.noise)
+        for name, factor in scale.items():
+            declared = self.config.noise_model(name)
+            grow = max(float(factor), 1.0)
+            noise[name] = {"additive": declared.additive * grow, "proportional": declared.proportional * grow}
+        self.config = replace(self.config, noise=noise)
+
+    def _check_fit_consistency(self, diagnostics: dict[str, Any]) -> None:
+        """Warn (and record) when the residuals are much larger than the declared sensor noise:
+        the model, not the sensor, then limits the twin, and its intervals were widened."""
+        large = {k: v for k, v in diagnostics["error_scale"].items() if v > MODEL_ERROR_WARNING}
+        if large:
+            text = ", ".join(f"{k} {v:.1f}x" for k, v in large.items())
+            message = (
+                f"Twin {self.id}: the fit's residuals are {text} the declared sensor noise; the model "
+                "explains this patient only approximately, and its intervals were widened to match."
+            )
+            warnings.warn(message, TwinConsistencyWarning, stacklevel=3)
+            self.drift_events.append({"version": self.version, "time": str(self.now), "kind": "fit", "note": message})
 
     def _check_amortized(self, amortized: Any, obs: pd.DataFrame, plan: Inputs, method: str) -> None:
         """An amortized posterior is valid only for its model, observable and treatment."""
@@ -291,11 +466,21 @@ class PatientTwin:
             )
 
     def _start_from(
-        self, posterior: Any, obs: pd.DataFrame, doses: pd.DataFrame, inputs: Inputs, times: np.ndarray, method: str
+        self,
+        draws: np.ndarray,
+        diagnostics: dict[str, Any],
+        obs: pd.DataFrame,
+        doses: pd.DataFrame,
+        inputs: Inputs,
+        times: np.ndarray,
     ) -> None:
-        """Members drawn from a posterior, propagated to the last observation."""
+        """Members drawn from posterior draws, propagated to the last observation."""
         n = self.config.members
-        draws = posterior.draws()
+        draws = draws[self.pmap.inside_box(draws)]
+        if draws.shape[0] == 0:
+            raise CalibrationError(
+                f"Twin {self.id}: no posterior draw lies inside the parameter bounds of '{self.model.id}'."
+            )
         theta = draws[self._rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
         states = _initial_states(self.model, self.pmap.full_batch(theta))
         end = float(times.max())
@@ -303,11 +488,22 @@ class PatientTwin:
         if end > 0:
             _, ens = propagate(self.model, self.pmap, ens, inputs, np.array([end]), self.config.settings)
         self.ensemble = ens
-        self.calibration = {"method": method, **posterior.diagnostics(), "summary": posterior.summary().to_dict("list")}
+        self.calibration = {"summary": self.parameter_summary(theta), **diagnostics}
         self.observations = obs.copy()
         self.doses = doses.copy()
         self.version = 1
         self.snapshots = [(self.version, self.ensemble.to_bytes())]
+
+    def parameter_summary(self, theta: np.ndarray | None = None) -> dict[str, list[float]]:
+        """Median and 5-95 % quantiles of each fitted parameter over the members, on its own scale."""
+        values = self.pmap.values(self.ensemble.theta if theta is None else theta)
+        q = np.quantile(values, [0.05, 0.5, 0.95], axis=0)
+        return {"parameter": list(self.pmap.names), "q05": q[0].tolist(), "median": q[1].tolist(), "q95": q[2].tolist()}
+
+    def _rng_for(self, *tags: int) -> np.random.Generator:
+        """The random stream of this version (and of ``tags``): an in-memory twin and one
+        reloaded from the registry draw the same numbers."""
+        return np.random.default_rng([self.config.seed, self.version, *tags])
 
     # --- time ----------------------------------------------------------------
     def _model_time(self, times: Any) -> np.ndarray:
@@ -348,6 +544,7 @@ class PatientTwin:
             )
             doses = doses[(seen["_merge"] == "left_only").to_numpy()]
         self.version += 1
+        self._rng = self._rng_for()
         return self._assimilate(obs, doses, record=True)
 
     def _assimilate(self, obs: pd.DataFrame, doses: pd.DataFrame, *, record: bool, detect: bool = True) -> SyncReport:
@@ -423,10 +620,26 @@ class PatientTwin:
         nonneg = np.array([s.nonnegative for s in self.model.states])
         analysed = assimilator(self.config.assimilation).update(forecast_ens, predicted, y, r, nonneg, self._rng)
         walk = self._rng.standard_normal(analysed.theta.shape) * self.config.param_walk_sd
-        self.ensemble = Ensemble(analysed.theta + walk, analysed.states, analysed.time)
+        self.ensemble = self._within_box(Ensemble(analysed.theta + walk, analysed.states, analysed.time))
         entry = {"version": self.version, "time": float(self.ensemble.time), **inn.to_dict()}
         self.innovations.append(entry)
         return entry
+
+    def _within_box(self, ens: Ensemble) -> Ensemble:
+        """Members whose parameters (derived ones included) left the model's bounds restart
+        from members inside them, so every member stays physiologically valid."""
+        inside = self.pmap.inside_box(ens.theta)
+        if inside.all():
+            return ens
+        if not inside.any():
+            raise InputError(
+                f"Twin {self.id}: every member left the parameter bounds of '{self.model.id}' in this update; "
+                "check the units of the new observations."
+            )
+        donors = self._rng.choice(np.flatnonzero(inside), size=int((~inside).sum()))
+        theta, states = ens.theta.copy(), ens.states.copy()
+        theta[~inside], states[~inside] = theta[donors], states[donors]
+        return Ensemble(theta, states, ens.time)
 
     def _snapshot(self) -> None:
         self.snapshots = ([*self.snapshots, (self.version, self.ensemble.to_bytes())])[-SNAPSHOTS:]
@@ -496,7 +709,9 @@ class PatientTwin:
             [self.config.noise_model(o).sd(members[:, :, i]) for i, o in enumerate(self.model.observable_names)],
             axis=-1,
         )
-        predictive = members + noise * self._rng.standard_normal(members.shape)
+        lower = {o.name: 0.0 for o in self.model.observables if o.nonnegative}
+        bounds = np.array([lower.get(o, -np.inf) for o in self.model.observable_names])
+        predictive = predictive_draws(members, noise, bounds, self._rng_for(1000 + len(self.forecasts)))
         fc = Forecast(
             self.id,
             self.version,
@@ -510,6 +725,7 @@ class PatientTwin:
                 o: (self.config.noise_model(o).additive, self.config.noise_model(o).proportional)
                 for o in self.model.observable_names
             },
+            lower=lower,
         )
         if store:
             self.forecasts.append(fc)
@@ -596,8 +812,7 @@ class PatientTwin:
             "model_version": self.model.version,
             "origin": self.origin.isoformat(),
             "version": self.version,
-            "fit": list(self.pmap.names),
-            "base": self.pmap.base.tolist(),
+            **self.pmap.to_dict(),
             "prior": self.prior.to_dict(),
             "config": self.config.__dict__,
             "innovations": self.innovations,
@@ -620,7 +835,9 @@ class PatientTwin:
     def from_state_dict(cls, state: Mapping[str, Any]) -> PatientTwin:
         meta = state["meta"]
         model = get_model(meta["model_id"])
-        pmap = ParameterMap(model, tuple(meta["fit"]), np.asarray(meta["base"]))
+        pmap = ParameterMap(
+            model, tuple(meta["fit"]), np.asarray(meta["base"]), bounded=bool(meta.get("bounded", False))
+        )
         config = TwinConfig(**meta["config"])
         twin = cls(
             model,
@@ -655,7 +872,7 @@ class PatientTwin:
             )
             for f, blob in zip(meta["forecasts"], state["forecasts"], strict=True)
         ]
-        twin._rng = np.random.default_rng([config.seed, twin.version])
+        twin._rng = twin._rng_for()
         return twin
 
 
