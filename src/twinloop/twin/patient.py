@@ -266,7 +266,8 @@ class PatientTwin:
                 are not fitted, and the prior and base are the population's given them.
             method: ``"auto"`` (default): ``"laplace"`` for a dense record (at least
                 ``DENSE`` observations per fitted parameter, e.g. CGM), ``"nuts"`` otherwise
-                (a few scans: the posterior is far from Gaussian).
+                (a few scans: the posterior is far from Gaussian; or with an ``amortized``
+                posterior, whose draws start the chains).
                 ``"laplace"``: multi-start MAP over the whole record with a
                 Laplace posterior and an estimate of the model error
                 (:mod:`twinloop.twin.identify`), seconds to a minute for a week of CGM;
@@ -382,7 +383,7 @@ class PatientTwin:
         inputs = inputs_from_doses(self.model, doses, self.origin)
         if method == "auto":
             dense = len(obs) >= DENSE * len(self.pmap.names)
-            method = "npe" if amortized is not None else ("laplace" if dense else "nuts")
+            method = "laplace" if dense and amortized is None else "nuts"
         if amortized is not None:
             self._check_amortized(amortized, obs, inputs, method)
         elif method == "npe":
