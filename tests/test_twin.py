@@ -16,7 +16,7 @@ from twinloop.models import t1d_uva_padova as t1d
 from twinloop.models import tgi_claret
 from twinloop.models.restart import restart_parameters, restartable
 from twinloop.twin import ETKF, Ensemble, ParticleFilter, PatientTwin, StochasticEnKF, TwinConfig, synthetic_record
-from twinloop.twin.patient import typical_parameters
+from twinloop.twin.priors import typical_parameters
 from twinloop.twin.synthetic import ORIGIN, window
 
 
@@ -172,10 +172,10 @@ def test_t1d_forecast_compare_and_state_round_trip(t1d_setup: dict) -> None:
     usual = t1d.basal_bolus(p, meals, t_end=720.0)
     more = t1d.basal_bolus(p, meals, carb_ratio_g_per_U=float(t1d.default_carb_ratio(p)) / 1.3, t_end=720.0)
     cmp = twin.compare({"more": more, "usual": usual}, "mean_glucose", hours=12.0)
-    assert cmp["ensemble_size"] == 200 and cmp["p_first_better"] == 1.0
-    assert cmp["difference"]["q95"] < 0 and cmp["arms"]["more"]["mean"] < cmp["arms"]["usual"]["mean"]
+    assert cmp.ensemble_size == 200 and cmp.p_first_better == 1.0
+    assert cmp.difference["q95"] < 0 and cmp.arms["more"]["mean"] < cmp.arms["usual"]["mean"]
     tir = twin.compare({"more": more, "usual": usual}, "time_in_range", hours=12.0)
-    assert 0.0 <= tir["arms"]["usual"]["q05"] <= tir["arms"]["usual"]["q95"] <= 100.0
+    assert 0.0 <= tir.arms["usual"]["q05"] <= tir.arms["usual"]["q95"] <= 100.0
     # the state dict rebuilds an identical twin
     again = PatientTwin.from_state_dict(twin.state_dict())
     np.testing.assert_array_equal(again.ensemble.theta, twin.ensemble.theta)
@@ -252,5 +252,5 @@ def test_oncology_what_if_two_schedules_from_sparse_scans() -> None:
     chemo = tgi_claret.chemotherapy(1000.0, cycle_days=7, n_cycles=12)
     cmp = twin.compare({"continue": chemo, "stop": tl.Inputs()}, f"at:sum_of_diameters:{84.0}", hours=84 * 24.0)
     assert now == pytest.approx(91.0)
-    assert cmp["better"] == "lower" and cmp["ensemble_size"] == 300
-    assert cmp["p_first_better"] > 0.95 and cmp["arms"]["continue"]["q50"] < cmp["arms"]["stop"]["q50"]
+    assert cmp.better == "lower" and cmp.ensemble_size == 300
+    assert cmp.p_first_better > 0.95 and cmp.arms["continue"]["q50"] < cmp.arms["stop"]["q50"]

@@ -97,7 +97,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         "usual": t1d.basal_bolus(pm, next_meals, carb_ratio_g_per_U=ratio, t_end=1440.0),
     }
     result = twin.compare(arms, "time_in_range", hours=24.0)
-    registry.record(twin.id, "compare", {k: v for k, v in result.items() if k != "values"})
+    registry.record(twin.id, "compare", result.to_dict())
     prov = out / "twin-prov.json"
     write_atomic(prov, lambda tmp: Path(tmp).write_text(str(registry.provenance(twin.id).serialize(format="json"))))
     scores = twin.scores()
@@ -110,7 +110,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         "identification": {k: twin.calibration.get(k) for k in ("method", "error_scale", "rmse", "wall_s")},
         "day_ahead_check": check,
         "forecast_scores": scores.to_dict("records"),
-        "comparison": {k: v for k, v in result.items() if k != "values"},
+        "comparison": result.to_dict(),
         "registry": str(db),
         "provenance": str(prov),
     }
@@ -119,7 +119,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     scored = scores.iloc[-1] if not scores.empty else None
     score_text = (
         f"The forecast issued a day earlier met {int(scored['n'])} CGM readings it had not seen: RMSE "
-        f"{check['twin_rmse_truth']:.1f} mg/dL against the true glucose (\"repeat yesterday\": "
+        f'{check["twin_rmse_truth"]:.1f} mg/dL against the true glucose ("repeat yesterday": '
         f"{check['repeat_rmse_truth']:.1f}), CRPS {scored['crps']:.1f} mg/dL, 90 % interval coverage "
         f"{100 * scored['coverage90']:.0f} %, 50 % coverage {100 * scored['coverage50']:.0f} %. "
         if scored is not None
@@ -135,8 +135,8 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         f"<code>{db.name}</code>, drift events: {len(twin.drift_events)}). {score_text}</p>"
         + fan.to_html(full_html=False, include_plotlyjs=False)
         + f"<p>What if the carbohydrate ratio were 20 % lower tomorrow? Time in range "
-        f"{result['arms']['ratio -20 %']['q50']:.0f} % vs {result['arms']['usual']['q50']:.0f} % (medians); "
-        f"P(lower ratio better) = {result['p_first_better']:.2f} over {result['ensemble_size']} paired members.</p>"
+        f"{result.arms['ratio -20 %']['q50']:.0f} % vs {result.arms['usual']['q50']:.0f} % (medians); "
+        f"P(lower ratio better) = {result.p_first_better:.2f} over {result.ensemble_size} paired members.</p>"
         + box.to_html(full_html=False, include_plotlyjs=False)
         + f"<p>The twin's history (versions, the data each assimilated, forecasts, scores and the comparison) "
         f"is a W3C PROV graph in <code>{prov.name}</code>; trace it with "

@@ -236,21 +236,23 @@ def compare(
             arms[key] = _doses(Path(path))
         registry = _registry(db)
         result = registry.load(twin_id).compare(arms, endpoint, hours=hours)
-        registry.record(twin_id, "compare", {k: v for k, v in result.items() if k != "values"})
+        registry.record(twin_id, "compare", result.to_dict())
     except (TwinloopError, typer.BadParameter) as e:
         raise _fail(str(e)) from None
     table = Table(
-        title=f"{twin_id}: {result['endpoint']} ({result['unit']}, {result['better']} is better) "
-        f"over {hours:g} h, {result['ensemble_size']} members"
+        title=Text(
+            f"{twin_id}: {result.endpoint} ({result.unit}, {result.better} is better) "
+            f"over {hours:g} h, {result.ensemble_size} members"
+        )
     )
     for col in ("arm", "mean", "q05", "q50", "q95"):
         table.add_column(col)
-    for arm, s in result["arms"].items():
-        table.add_row(arm, *(f"{s[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
-    d = result["difference"]
-    table.add_row(d["arms"], *(f"{d[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
+    for arm, s in result.arms.items():
+        table.add_row(Text(arm), *(f"{s[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
+    d = result.difference
+    table.add_row(Text(d["arms"]), *(f"{d[k]:.3g}" for k in ("mean", "q05", "q50", "q95")))
     console.print(table)
-    console.print(f"P({next(iter(arms))} better than {list(arms)[1]}) = {result['p_first_better']:.3f}")
+    console.print(Text(f"P({next(iter(arms))} better than {list(arms)[1]}) = {result.p_first_better:.3f}"))
 
 
 @twin_app.command("show")

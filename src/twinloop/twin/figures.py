@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import plotly.graph_objects as go
 
+from twinloop.twin.compare import Comparison
 from twinloop.twin.forecast import Forecast
 
 
@@ -46,15 +45,15 @@ def fan_chart(
     return fig
 
 
-def comparison_chart(result: dict[str, Any]) -> go.Figure:
+def comparison_chart(result: Comparison) -> go.Figure:
     """Per-arm distributions of a what-if endpoint (one box per arm)."""
     fig = go.Figure()
-    for arm, values in result["values"].items():
+    for arm, values in result.values.items():
         fig.add_trace(go.Box(y=values, name=arm, boxpoints=False))
     fig.update_layout(
-        title=f"{result['endpoint']} over {result['hours']:g} h: P({next(iter(result['values']))} better) = "
-        f"{result['p_first_better']:.2f} (n = {result['ensemble_size']})",
-        yaxis_title=f"{result['endpoint']} ({result['unit']})",
+        title=f"{result.endpoint} over {result.hours:g} h: P({next(iter(result.values))} better) = "
+        f"{result.p_first_better:.2f} (n = {result.ensemble_size})",
+        yaxis_title=f"{result.endpoint} ({result.unit})",
         template="plotly_white",
         height=380,
     )

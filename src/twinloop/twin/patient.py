@@ -8,12 +8,10 @@ timestamps; internally they are model time from the twin's ``origin``.
 
 from __future__ import annotations
 
-import io
-import json
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import jax.numpy as jnp
@@ -21,7 +19,6 @@ import numpy as np
 import pandas as pd
 
 from twinloop.calibrate.bayes import Calibrator
-from twinloop.calibrate.noise import NoiseModel, noise_for
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
 from twinloop.connect.ingest import harmonize
@@ -31,13 +28,15 @@ from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
-from twinloop.simulate.engine import SolverSettings
 from twinloop.twin.assimilation import assimilator, innovation
+from twinloop.twin.compare import Comparison, compare_arms
+from twinloop.twin.config import TwinConfig
 from twinloop.twin.drift import DriftDetector
-from twinloop.twin.endpoints import endpoint
 from twinloop.twin.ensemble import Ensemble, propagate
 from twinloop.twin.forecast import Forecast, predictive_draws
 from twinloop.twin.identify import IdentifySettings, identify
+from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
+from twinloop.twin.state import pack, restore
 
 SNAPSHOTS = 12
 MODEL_ERROR_WARNING = 3.0  # residual sd / declared sensor sd above which a fit is called approximate
@@ -52,31 +51,6 @@ DENSE = 20  # observations per fitted parameter above which "auto" identifies by
 
 
 @dataclass
-class TwinConfig:
-    """How a twin assimilates, detects drift and recalibrates."""
-
-    assimilation: Literal["enkf", "etkf", "pf"] = "enkf"
-    members: int = 500
-    param_walk_sd: float = 0.01  # log-scale random walk of the parameters per sync
-    drift: dict[str, Any] = field(default_factory=lambda: {"method": "cusum", "allowance": 1.0, "h": 4.0})
-    recalibration: Literal["reassimilate", "none"] = "reassimilate"
-    recalibration_lookback: int = 3  # syncs
-    recalibration_spread: float = 1.0  # of the prior sd, added to the parameters
-    noise: dict[str, dict[str, float]] = field(default_factory=dict)
-    rtol: float = 1e-5
-    atol: float = 1e-6
-    seed: int = 0
-
-    def noise_model(self, observable: str) -> NoiseModel:
-        declared = {k: NoiseModel(**v) for k, v in self.noise.items()}
-        return noise_for(observable, declared)
-
-    @property
-    def settings(self) -> SolverSettings:
-        return SolverSettings(rtol=self.rtol, atol=self.atol)
-
-
-@dataclass
 class SyncReport:
     version: int
     assimilated: int
@@ -85,111 +59,6 @@ class SyncReport:
     drift: bool
     recalibrated: bool
     scored_forecasts: list[str]
-
-
-def typical_parameters(
-    population: Any, n: int = 2000, seed: int = 0, known: Mapping[str, float] | None = None
-) -> np.ndarray:
-    """A population's typical patient: the median of each parameter (derived ones
-    recomputed). With ``known`` values (e.g. ``{"BW": 62}``) the free parameters take
-    their conditional mean given them (a Gaussian on the logarithms), and the known
-    ones their values."""
-    cohort = population.sample(n, seed=seed)
-    model = get_model(cohort.model_id)
-    base = np.median(cohort.parameters, axis=0)
-    base = np.array([base[cohort.parameter_names.index(p)] for p in model.parameter_names])
-    if known:
-        base = _conditional_base(model, cohort, base, known)
-    latent = model.latent(model.param_map(base)) if model.latent else {}
-    values = model.rederive(model.param_map(base), {k: float(v) for k, v in latent.items()})
-    return np.array([float(values[p]) for p in model.parameter_names])
-
-
-def _conditional_base(model: Model, cohort: Any, base: np.ndarray, known: Mapping[str, float]) -> np.ndarray:
-    values = np.stack([cohort.parameter(p) for p in model.parameter_names], axis=1)
-    free = [
-        i
-        for i, p in enumerate(model.parameter_names)
-        if p not in model.derived_parameters and np.all(values[:, i] > 0) and np.ptp(values[:, i]) > 0
-    ]
-    names = tuple(model.parameter_names[i] for i in free)
-    logs = np.log(values[:, free])
-    joint = GaussianPrior(names, logs.mean(axis=0), np.cov(logs, rowvar=False) + 1e-10 * np.eye(len(free)))
-    given = {k: float(np.log(v)) for k, v in known.items() if k in names}
-    out = base.copy()
-    if given:
-        rest = joint.conditioned(given)
-        for name, m in zip(rest.names, rest.mean, strict=True):
-            out[model.parameter_names.index(name)] = float(np.exp(m))
-    for name, value in known.items():
-        out[model.parameter_names.index(name)] = float(value)
-    return out
-
-
-def _check_known(model: Model, known: Mapping[str, float], fit: tuple[str, ...]) -> dict[str, float]:
-    """Known parameter values: free parameters of the model, inside their bounds, not fitted."""
-    bounds = {p.name: (p.lower, p.upper) for p in model.parameters}
-    out = {}
-    for name, value in known.items():
-        if name not in bounds or name in model.derived_parameters:
-            raise InputError(
-                f"known[{name!r}]: not a free parameter of '{model.id}'; expected one of "
-                f"{[p for p in model.parameter_names if p not in model.derived_parameters]}."
-            )
-        lo, hi = bounds[name]
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"known[{name!r}] must be a number; got {value!r}.") from e
-        if not lo <= number <= hi:
-            raise InputError(f"known[{name!r}] = {number} is outside its bounds [{lo}, {hi}]; check its unit.")
-        if name in fit:
-            raise InputError(f"{name!r} is both known and fitted; drop it from fit=... or from known.")
-        out[name] = number
-    return out
-
-
-def condition_on_covariates(population: Any, covariates: Mapping[str, Any], seed: int = 0) -> Any:
-    """The population restricted to patients like this one: a categorical covariate to
-    its level, a numeric one to a window of +-10 % of its population sd around the value."""
-    reference = population.sample(4000, seed=seed)
-    region: dict[str, Any] = {}
-    for name, value in covariates.items():
-        if name not in reference.covariates.columns:
-            raise InputError(
-                f"known[{name!r}]: neither a parameter of '{reference.model_id}' nor a covariate of the population "
-                f"({sorted(reference.covariates.columns)})."
-            )
-        column = reference.covariates[name]
-        if column.dtype == object or isinstance(value, str):
-            region[name] = [str(value)]
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError) as e:
-            raise InputError(f"known[{name!r}] must be a number; got {value!r}.") from e
-        values = column.to_numpy(dtype=float)
-        if not values.min() <= number <= values.max():
-            raise InputError(
-                f"known[{name!r}] = {number} lies outside the population's range "
-                f"[{values.min():.4g}, {values.max():.4g}]; check its unit or use another population."
-            )
-        width = 0.1 * float(values.std()) or 1e-9
-        region[name] = {"lower": number - width, "upper": number + width}
-    return population.condition(**region)
-
-
-def _population_prior(
-    model: Model, population: Any, pmap: ParameterMap, known: Mapping[str, float], seed: int
-) -> GaussianPrior:
-    """The population's prior of the fitted parameters on the map's scale, given the known ones."""
-    in_population = [k for k in known if k in population.sample(1, seed=seed).parameter_names]
-    joint_map = ParameterMap(model, (*pmap.names, *in_population), pmap.base, bounded=pmap.bounded)
-    joint = GaussianPrior.from_population(population, joint_map.names, seed=seed, transform=joint_map.unconstrain)
-    if not in_population:
-        return joint
-    given = joint_map.unconstrain(np.array([[1.0] * len(pmap.names) + [known[k] for k in in_population]]))[0]
-    return joint.conditioned({k: float(v) for k, v in zip(in_population, given[len(pmap.names) :], strict=True)})
 
 
 def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
@@ -296,7 +165,7 @@ class PatientTwin:
             raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it declares no identifiable set.")
         known = dict(known or {})
         covariates = {k: known.pop(k) for k in list(known) if k not in model.parameter_names}
-        known = _check_known(model, known, names)
+        known = check_known(model, known, names)
         if covariates:
             if prior is None or isinstance(prior, GaussianPrior):
                 raise InputError(
@@ -326,7 +195,7 @@ class PatientTwin:
             if base is None:
                 base = typical_parameters(prior, seed=config.seed, known=known)
             draft = ParameterMap(model, names, np.asarray(base, dtype=np.float64), bounded=bounded)
-            gprior = _population_prior(model, prior, draft, known, config.seed)
+            gprior = population_prior(model, prior, draft, known, config.seed)
         base = np.asarray(base, dtype=np.float64).copy()
         for name, value in known.items():
             base[model.parameter_names.index(name)] = value
@@ -545,7 +414,7 @@ class PatientTwin:
             )
             doses = doses[(seen["_merge"] == "left_only").to_numpy()]
         self.version += 1
-        self._rng = self._rng_for()
+        self.reseed()
         return self._assimilate(obs, doses, record=True)
 
     def _assimilate(self, obs: pd.DataFrame, doses: pd.DataFrame, *, record: bool, detect: bool = True) -> SyncReport:
@@ -667,7 +536,7 @@ class PatientTwin:
         self.drift_events[-1]["recalibrated_from_time"] = float(start.time)
 
     # --- forecasts and comparisons ---------------------------------------------
-    def _future_inputs(self, inputs: Inputs | pd.DataFrame | None) -> Inputs:
+    def future_inputs(self, inputs: Inputs | pd.DataFrame | None) -> Inputs:
         if isinstance(inputs, Inputs):
             return inputs
         doses = (
@@ -677,14 +546,14 @@ class PatientTwin:
         )
         return self._window_inputs(doses, self.ensemble.time)
 
-    def _horizon(self, hours: float, every: float | None) -> np.ndarray:
+    def horizon(self, hours: float, every: float | None) -> np.ndarray:
         length = hours * 3600.0 / unit_seconds(self.model.time_unit)
         if length <= 0:
             raise InputError(f"The forecast horizon must be > 0 hours; got {hours}.")
         step = every or (5.0 if self.model.time_unit == "min" else length / 96.0)
         return self.ensemble.time + np.arange(step, length + step / 2, step)
 
-    def _members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
+    def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
         members, _ = propagate(self.model, self.pmap, self.ensemble, inputs, times, self.config.settings)
         return members
 
@@ -704,8 +573,8 @@ class PatientTwin:
             every: output spacing in model time units (default 5 min, or 96 points).
             store: keep it with the twin, to be scored as observations arrive.
         """
-        times = self._horizon(hours, every)
-        members = self._members(self._future_inputs(inputs), times)
+        times = self.horizon(hours, every)
+        members = self.run_members(self.future_inputs(inputs), times)
         noise = np.stack(
             [self.config.noise_model(o).sd(members[:, :, i]) for i, o in enumerate(self.model.observable_names)],
             axis=-1,
@@ -758,123 +627,24 @@ class PatientTwin:
         hours: float = 24.0,
         every: float | None = None,
         better: str | None = None,
-    ) -> dict[str, Any]:
-        """What-if comparison of treatment arms on the same ensemble (paired members).
-
-        Returns per-arm endpoint summaries (mean, 5/50/95 % quantiles), the paired
-        difference of the first two arms, P(first arm better than second) and the ensemble size.
-        """
-        if len(arms) < 2:
-            raise InputError(f"compare needs at least two arms; got {list(arms)}.")
-        units = {o.name: o.unit for o in self.model.observables}
-        ep = endpoint(endpoint_name, units, better)
-        times = self._horizon(hours, every)
-        o = self.model.observable_names.index(ep.observable)
-        values = {}
-        for name, plan in arms.items():
-            members = self._members(self._future_inputs(plan), times)
-            values[name] = ep.fn(times - self.ensemble.time, members[:, :, o])
-        names = list(arms)
-        a, b = values[names[0]], values[names[1]]
-        ok = np.isfinite(a) & np.isfinite(b)
-        diff = a[ok] - b[ok]
-        better_a = diff > 0 if ep.better == "higher" else diff < 0
-
-        def summary(v: np.ndarray) -> dict[str, float]:
-            q = np.nanquantile(v, [0.05, 0.5, 0.95])
-            return {"mean": float(np.nanmean(v)), "q05": float(q[0]), "q50": float(q[1]), "q95": float(q[2])}
-
-        return {
-            "endpoint": ep.name,
-            "unit": ep.unit,
-            "better": ep.better,
-            "hours": hours,
-            "arms": {k: summary(v) for k, v in values.items()},
-            "difference": {"arms": f"{names[0]} - {names[1]}", **summary(diff)},
-            "p_first_better": float(better_a.mean()) if diff.size else float("nan"),
-            "ensemble_size": int(ok.sum()),
-            "version": self.version,
-            "values": {k: v.tolist() for k, v in values.items()},
-        }
+    ) -> Comparison:
+        """What-if comparison of treatment arms on the same ensemble (paired members):
+        per-arm endpoint summaries, the paired difference of the first two arms and
+        P(first arm better than second) (:class:`~twinloop.twin.compare.Comparison`)."""
+        return compare_arms(self, arms, endpoint_name, hours=hours, every=every, better=better)
 
     # --- persistence -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the twin (JSON metadata + binary blobs)."""
-
-        def parquet(frame: pd.DataFrame) -> bytes:
-            buffer = io.BytesIO()
-            frame.reset_index(drop=True).to_parquet(buffer)
-            return buffer.getvalue()
-
-        meta = {
-            "id": self.id,
-            "subject_id": self.subject_id,
-            "model_id": self.model.id,
-            "model_version": self.model.version,
-            "origin": self.origin.isoformat(),
-            "version": self.version,
-            **self.pmap.to_dict(),
-            "prior": self.prior.to_dict(),
-            "config": self.config.__dict__,
-            "innovations": self.innovations,
-            "drift_events": self.drift_events,
-            "calibration": self.calibration,
-            "detector": self.detector.to_dict(),
-            "snapshot_versions": [v for v, _ in self.snapshots],
-            "forecasts": [{"id": f.id, "version": f.version, "scores": f.scores} for f in self.forecasts],
-        }
-        return {
-            "meta": json.loads(json.dumps(meta, default=float)),
-            "ensemble": self.ensemble.to_bytes(),
-            "observations": parquet(self.observations.astype({"value": float})),
-            "doses": parquet(self.doses),
-            "snapshots": [blob for _, blob in self.snapshots],
-            "forecasts": [f.to_bytes() for f in self.forecasts],
-        }
+        return pack(self)
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, Any]) -> PatientTwin:
-        meta = state["meta"]
-        model = get_model(meta["model_id"])
-        pmap = ParameterMap(
-            model, tuple(meta["fit"]), np.asarray(meta["base"]), bounded=bool(meta.get("bounded", False))
-        )
-        config = TwinConfig(**meta["config"])
-        twin = cls(
-            model,
-            pmap,
-            GaussianPrior.from_dict(meta["prior"]),
-            Ensemble.from_bytes(state["ensemble"]),
-            pd.Timestamp(meta["origin"]),
-            config,
-            meta["id"],
-            meta["subject_id"],
-        )
-        twin.version = int(meta["version"])
-        twin.observations = pd.read_parquet(io.BytesIO(state["observations"]))
-        twin.doses = pd.read_parquet(io.BytesIO(state["doses"]))
-        if twin.doses.empty:
-            twin.doses = empty_doses()
-        twin.innovations = list(meta["innovations"])
-        twin.drift_events = list(meta["drift_events"])
-        twin.calibration = dict(meta["calibration"])
-        twin.detector = DriftDetector.from_dict(meta["detector"])
-        twin.snapshots = list(zip(meta["snapshot_versions"], state["snapshots"], strict=True))
-        units = tuple(o.unit for o in model.observables)
-        twin.forecasts = [
-            Forecast.from_bytes(
-                blob,
-                twin_id=twin.id,
-                version=f["version"],
-                observables=model.observable_names,
-                units=units,
-                id=f["id"],
-                scores=f["scores"],
-            )
-            for f, blob in zip(meta["forecasts"], state["forecasts"], strict=True)
-        ]
-        twin._rng = twin._rng_for()
-        return twin
+        return restore(cls, state)
+
+    def reseed(self) -> None:
+        """Take this version's random stream (after a sync or a reload)."""
+        self._rng = self._rng_for()
 
 
 __all__ = ["DOSE_COLUMNS", "PatientTwin", "SyncReport", "TwinConfig"]

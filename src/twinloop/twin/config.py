@@ -1,0 +1,100 @@
+"""How a twin assimilates, detects drift, recalibrates and solves: a frozen, validated
+configuration (stored with every twin version)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from twinloop.calibrate.noise import NoiseModel, noise_for
+from twinloop.errors import InputError
+from twinloop.simulate.engine import SolverSettings
+
+ASSIMILATION = ("enkf", "etkf", "pf")
+RECALIBRATION = ("reassimilate", "none")
+
+
+@dataclass(frozen=True)
+class TwinConfig:
+    """How a twin assimilates, detects drift and recalibrates.
+
+    Arguments:
+        assimilation: the filter of every sync: ``"enkf"`` (stochastic), ``"etkf"`` or ``"pf"``.
+        members: ensemble size (>= 8).
+        param_walk_sd: random walk of the fitted parameters per sync (their scale), >= 0.
+        drift: the drift detector's settings (see :class:`~twinloop.twin.drift.DriftDetector`).
+        recalibration: after a drift, ``"reassimilate"`` the recent window from an earlier
+            ensemble with widened parameters, or ``"none"``.
+        recalibration_lookback: how many syncs back that ensemble is (>= 1).
+        recalibration_spread: the widening, in prior sds (>= 0).
+        noise: per observable ``{"additive": ..., "proportional": ...}``; identification
+            widens it by the model error it estimates.
+        solver: the engine's settings for every propagation.
+        seed: the random streams (one per version, see ``PatientTwin.reseed``).
+    """
+
+    assimilation: Literal["enkf", "etkf", "pf"] = "enkf"
+    members: int = 500
+    param_walk_sd: float = 0.01
+    drift: Mapping[str, Any] = field(default_factory=lambda: {"method": "cusum", "allowance": 1.0, "h": 4.0})
+    recalibration: Literal["reassimilate", "none"] = "reassimilate"
+    recalibration_lookback: int = 3
+    recalibration_spread: float = 1.0
+    noise: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    solver: SolverSettings = field(default_factory=lambda: SolverSettings(rtol=1e-5, atol=1e-6))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice("assimilation", self.assimilation, ASSIMILATION)
+        _choice("recalibration", self.recalibration, RECALIBRATION)
+        _at_least("members", self.members, 8, integer=True)
+        _at_least("recalibration_lookback", self.recalibration_lookback, 1, integer=True)
+        _at_least("param_walk_sd", self.param_walk_sd, 0.0)
+        _at_least("recalibration_spread", self.recalibration_spread, 0.0)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise InputError(f"TwinConfig.seed must be an integer >= 0; got {self.seed!r}.")
+        if not isinstance(self.solver, SolverSettings):
+            raise InputError(f"TwinConfig.solver must be a SolverSettings; got {type(self.solver).__name__}.")
+        for name, spec in self.noise.items():
+            try:
+                NoiseModel(**spec)
+            except TypeError as e:
+                raise InputError(
+                    f"TwinConfig.noise[{name!r}] must be {{'additive': ..., 'proportional': ...}}; got {spec!r}."
+                ) from e
+
+    def noise_model(self, observable: str) -> NoiseModel:
+        declared = {k: NoiseModel(**v) for k, v in self.noise.items()}
+        return noise_for(observable, declared)
+
+    @property
+    def settings(self) -> SolverSettings:
+        return self.solver
+
+    def to_dict(self) -> dict[str, Any]:
+        raw = dataclasses.asdict(self)
+        return {**raw, "drift": dict(self.drift), "noise": {k: dict(v) for k, v in self.noise.items()}}
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> TwinConfig:
+        """From :meth:`to_dict`, or the older flat form with ``rtol`` and ``atol``."""
+        values = dict(raw)
+        solver = values.pop("solver", None)
+        rtol, atol = values.pop("rtol", None), values.pop("atol", None)
+        if solver is None:
+            solver = {"rtol": rtol or 1e-5, "atol": atol or 1e-6}
+        return cls(**values, solver=SolverSettings(**solver))
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"TwinConfig.{name} must be one of {list(allowed)}; got {value!r}.")
+
+
+def _at_least(name: str, value: Any, low: float, integer: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= low:
+        kind = "an integer" if integer else "a number"
+        raise InputError(f"TwinConfig.{name} must be {kind} >= {low}; got {value!r}.")
