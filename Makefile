@@ -46,8 +46,12 @@ postgres:
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
 
+# Test files run on two processes (CI has 2 cores; XLA runs these loops on one core each);
+# a file stays on one process, so its module fixtures are computed once.
+PYTEST_WORKERS ?= 2
+
 unit: env postgres
-	$(VENV)/bin/pytest --durations=25
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 test: lint typecheck unit
 

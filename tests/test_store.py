@@ -3,6 +3,7 @@ ingest, versions, forecasts referencing versions, audit, and 8 concurrent syncs.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,21 @@ def test_the_registry_path_draws_the_same_numbers_as_the_python_api(tmp_path: Pa
     np.testing.assert_array_equal(a.predictive, b.predictive)
 
 
+def test_late_observations_are_assimilated_by_rewinding() -> None:
+    obs = _record()
+    in_order, shuffled = _twin("in-order"), _twin("shuffled")
+    in_order.sync(obs.iloc[5:10])
+    first = shuffled.sync(obs.iloc[8:10])
+    late = shuffled.sync(obs.iloc[5:8])  # older than the twin's state: a backfill
+    assert (first.assimilated, late.assimilated, late.replayed, late.late) == (2, 3, 2, 0)
+    assert shuffled.ensemble.time == in_order.ensemble.time == SCANS[9]
+    spread = in_order.ensemble.theta.std(axis=0)
+    gap = np.abs(shuffled.ensemble.theta.mean(axis=0) - in_order.ensemble.theta.mean(axis=0))
+    assert np.all(gap < 0.5 * spread), (gap, spread)  # the same information, within Monte Carlo error
+    too_old = shuffled.sync(obs.iloc[[0]].assign(value=obs["value"].iloc[0] + 1.0))  # before every kept ensemble
+    assert too_old.late == 1 and too_old.assimilated == 0
+
+
 def test_a_failed_sync_changes_nothing(url: str) -> None:
     name = f"fail-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url)
@@ -209,6 +225,10 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     assert table["parent"].tolist()[1:] == list(range(1, last))
     twin = reg.load(name)
     assert twin.version == last and len(twin.observations) == len(expected)
+    # batches that arrived out of order were assimilated by rewinding, none left unassimilated
+    summaries = [json.loads(s) for s in table["summary"].iloc[1:]]
+    assert all(s["late"] == 0 for s in summaries), summaries
+    assert twin.ensemble.time == pytest.approx(SCANS[max(expected)])
     assert (reg.table("audit", name)["action"] == "sync").sum() == workers
     # the PROV graph chains the versions in order and credits each sync to the process that made it
     doc = reg.provenance(name)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -174,7 +175,9 @@ def sync(
         raise _fail(str(e)) from None
     inn = report.innovation
     console.print(
-        f"{twin_id} version {report.version}: {report.assimilated} assimilated, {report.late} late; "
+        f"{escape(twin_id)} version {report.version}: {report.assimilated} assimilated"
+        + (f" (rewound: {report.replayed} logged re-assimilated)" if report.replayed else "")
+        + f", {report.late} too old to assimilate; "
         f"NIS {inn.get('nis', float('nan')):.1f} on {inn.get('m', 0)} observations"
         + (" [bold red]DRIFT[/] (recalibrated)" if report.drift else "")
     )

@@ -402,6 +402,7 @@ class TwinRegistry:
             summary = {
                 "assimilated": report.assimilated,
                 "late": report.late,
+                "replayed": report.replayed,
                 "innovation": report.innovation,
                 "drift": report.drift,
                 "recalibrated": report.recalibrated,

@@ -59,6 +59,7 @@ class SyncReport:
     drift: bool
     recalibrated: bool
     scored_forecasts: list[str]
+    replayed: int = 0  # logged observations re-assimilated after a rewind for late data
 
 
 def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
@@ -263,7 +264,9 @@ class PatientTwin:
             self.ensemble = self._within_box(Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
-            self._assimilate(obs, doses, record=True, detect=False)
+            self._record(obs, doses)
+            self._assimilate(obs[self._model_time(obs["time"]) > 1e-9], detect=False)
+            self._snapshot()
             return
         times = self._model_time(obs["time"])
         if method == "npe":
@@ -395,9 +398,11 @@ class PatientTwin:
     def sync(self, observations: pd.DataFrame, inputs: pd.DataFrame | None = None) -> SyncReport:
         """Assimilate new observations (and record new doses): one new twin version.
 
-        Observations at or before the twin's current time cannot be assimilated by a
-        filter; they are logged and counted as ``late``. Exact duplicates of logged
-        observations are ignored.
+        Observations at or before the twin's current time (a backfilled CGM, a sync that
+        arrived out of order) are assimilated by rewinding to the latest kept ensemble
+        before them and re-assimilating everything logged since; only those older than
+        every kept ensemble are logged without assimilation and counted as ``late``.
+        Exact duplicates of logged observations are ignored.
         """
         obs, doses = self._harmonized(self.model, observations, inputs)
         obs = obs[obs["subject_id"] == self.subject_id] if not obs.empty else obs
@@ -415,43 +420,63 @@ class PatientTwin:
             doses = doses[(seen["_merge"] == "left_only").to_numpy()]
         self.version += 1
         self.reseed()
-        return self._assimilate(obs, doses, record=True)
-
-    def _assimilate(self, obs: pd.DataFrame, doses: pd.DataFrame, *, record: bool, detect: bool = True) -> SyncReport:
-        if record and not doses.empty:
-            self.doses = doses.copy() if self.doses.empty else pd.concat([self.doses, doses], ignore_index=True)
+        self._record(obs, doses)
+        scored = self._score(obs)
         times = self._model_time(obs["time"]) if not obs.empty else np.zeros(0)
         late = times <= self.ensemble.time + 1e-9
-        fresh = obs[~late]
-        if record and not obs.empty:
+        todo, replayed, unassimilated = obs[~late], 0, int(late.sum())
+        if late.any():
+            start = self._kept_ensemble_before(float(times[late].min()))
+            if start is not None:
+                logged = self._model_time(self.observations["time"])
+                todo = self.observations[logged > start.time + 1e-9]
+                replayed, unassimilated = len(todo) - len(obs), 0
+                self.ensemble = start
+        assimilated, last, drift, recalibrated = self._assimilate(todo, detect=True)
+        self._snapshot()
+        return SyncReport(
+            self.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed
+        )
+
+    def _record(self, obs: pd.DataFrame, doses: pd.DataFrame) -> None:
+        if not doses.empty:
+            self.doses = doses.copy() if self.doses.empty else pd.concat([self.doses, doses], ignore_index=True)
+        if not obs.empty:
             self.observations = (
                 obs.copy() if self.observations.empty else pd.concat([self.observations, obs], ignore_index=True)
             )
-        scored = self._score(fresh) if record else []
-        if fresh.empty:
-            report = SyncReport(self.version, 0, int(late.sum()), {}, False, False, scored)
-            self._snapshot()
-            return report
-        t_new = times[~late]
-        span = self._default_window()
+
+    def _kept_ensemble_before(self, time: float) -> Ensemble | None:
+        """The latest kept ensemble (one per recent version) strictly before ``time``."""
+        for _, blob in reversed(self.snapshots):
+            ens = Ensemble.from_bytes(blob)
+            if ens.time < time - 1e-9:
+                return ens
+        return None
+
+    def _assimilate(self, obs: pd.DataFrame, *, detect: bool) -> tuple[int, dict[str, Any], bool, bool]:
+        """Assimilate ``obs`` (all after the ensemble's time) window by window; returns the
+        count, the last innovation, and whether drift was flagged and recalibrated."""
         drift = recalibrated = False
         last: dict[str, Any] = {}
+        if obs.empty:
+            return 0, last, drift, recalibrated
+        t_new = self._model_time(obs["time"])
+        span = self._default_window()
         edges = np.arange(self.ensemble.time, t_new.max() + span, span)[1:]
         lo = self.ensemble.time
         for hi in edges:
             inside = (t_new > lo + 1e-9) & (t_new <= hi + 1e-9)
             if inside.any():
-                last = self._update(fresh[inside], t_new[inside])
-                if record and detect and self.detector.observe_dict(last):
+                last = self._update(obs[inside], t_new[inside])
+                if detect and self.detector.observe_dict(last):
                     drift = True
                     self.drift_events.append({"version": self.version, "time": str(self.now), **last})
                     if self.config.recalibration == "reassimilate":
                         self._recalibrate()
                         recalibrated = True
             lo = hi
-        report = SyncReport(self.version, int((~late).sum()), int(late.sum()), last, drift, recalibrated, scored)
-        self._snapshot()
-        return report
+        return len(obs), last, drift, recalibrated
 
     def _default_window(self) -> float:
         return 60.0 * 60.0 / unit_seconds(self.model.time_unit) if self.model.time_unit in ("min", "s") else 7.0
@@ -532,7 +557,7 @@ class PatientTwin:
             & (self._model_time(self.observations["time"]) <= target + 1e-9)
         ]
         self.detector.reset()
-        self._assimilate(replay, empty_doses(), record=False)
+        self._assimilate(replay, detect=False)
         self.drift_events[-1]["recalibrated_from_time"] = float(start.time)
 
     # --- forecasts and comparisons ---------------------------------------------
