@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--replaybg", nargs="*", default=REPLAYBG_DEFAULT)
     parser.add_argument("--leave-one-out", action="store_true")
     parser.add_argument("--members", type=int, default=200)
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default results/bench_twin_heldout.json)")
     args = parser.parse_args()
     missing = [str(p) for p in args.data if not p.exists()]
     if missing:
@@ -166,7 +167,8 @@ def main() -> None:
     print(json.dumps({"summary": summary, "targets": targets}, indent=2))
     RESULTS.mkdir(exist_ok=True)
     suffix = "_loo" if args.leave_one_out else ""
-    (RESULTS / f"bench_twin_heldout{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or RESULTS / f"bench_twin_heldout{suffix}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
