@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from twinloop.calibrate.problem import ParameterMap
+from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.restart import restart_parameters, restartable
@@ -18,25 +20,61 @@ from twinloop.simulate.engine import SimulationWarning, SolverSettings, simulate
 
 @dataclass(frozen=True)
 class Ensemble:
-    """``theta`` (N, k) log fitted parameters, ``states`` (N, S) at model time ``time``."""
+    """``theta`` (N, k) log fitted parameters, ``states`` (N, S) at model time ``time``,
+    and optional importance ``weights`` (N,) summing to one (``None``: equally weighted).
+
+    Only the particle filter leaves weights on an ensemble: it keeps them from one update
+    to the next and resamples when they degenerate. The Kalman filters resample a weighted
+    ensemble before their update; anything else that summarizes an ensemble (means,
+    quantiles) should weigh its members by :meth:`normalized_weights`, and code that
+    rebuilds an ensemble should carry ``weights`` over (``dataclasses.replace`` does)."""
 
     theta: np.ndarray
     states: np.ndarray
     time: float
+    weights: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights is None:
+            return
+        w = np.asarray(self.weights, dtype=np.float64)
+        n = self.theta.shape[0]
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.isclose(w.sum(), 1.0):
+            raise InputError(
+                f"Ensemble weights must be {n} finite non-negative numbers summing to 1 (one per member); "
+                f"got shape {w.shape} summing to {float(np.nansum(w)):.6g}. Pass weights=None for an equally "
+                "weighted ensemble."
+            )
+        object.__setattr__(self, "weights", w)
 
     @property
     def size(self) -> int:
         return int(self.theta.shape[0])
 
+    def normalized_weights(self) -> np.ndarray:
+        """The members' weights, ``1/N`` each for an unweighted ensemble."""
+        return np.full(self.size, 1.0 / self.size) if self.weights is None else self.weights
+
+    @property
+    def effective_size(self) -> float:
+        """Kish's effective sample size ``1 / sum(w**2)`` (``N`` when unweighted)."""
+        w = self.normalized_weights()
+        return float(1.0 / np.sum(w**2))
+
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, theta=self.theta, states=self.states, time=np.array(self.time))
+        arrays: dict[str, Any] = {"theta": self.theta, "states": self.states, "time": np.array(self.time)}
+        if self.weights is not None:
+            arrays["weights"] = self.weights
+        np.savez_compressed(buffer, **arrays)
         return buffer.getvalue()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Ensemble:
+        """Read :meth:`to_bytes`'s blob; blobs written before weights existed read as unweighted."""
         with np.load(io.BytesIO(raw)) as data:
-            return cls(data["theta"], data["states"], float(data["time"]))
+            weights = data["weights"] if "weights" in data.files else None
+            return cls(data["theta"], data["states"], float(data["time"]), weights)
 
 
 def _bucket(n: int) -> int:

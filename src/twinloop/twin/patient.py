@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 import jax.numpy as jnp
@@ -28,7 +28,6 @@ from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
-from twinloop.twin.assimilation import assimilator, innovation
 from twinloop.twin.compare import Comparison, compare_arms
 from twinloop.twin.config import TwinConfig
 from twinloop.twin.drift import DriftDetector
@@ -37,8 +36,8 @@ from twinloop.twin.forecast import Forecast, predictive_draws
 from twinloop.twin.identify import IdentifySettings, identify
 from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
 from twinloop.twin.state import pack, restore
+from twinloop.twin.sync import SyncReport, apply, assimilate, record, snapshot, within_box
 
-SNAPSHOTS = 12
 MODEL_ERROR_WARNING = 3.0  # residual sd / declared sensor sd above which a fit is called approximate
 
 
@@ -48,18 +47,6 @@ class TwinConsistencyWarning(UserWarning):
 
 METHODS = ("auto", "laplace", "nuts", "svi", "enkf", "npe", "prior")
 DENSE = 20  # observations per fitted parameter above which "auto" identifies by Laplace
-
-
-@dataclass
-class SyncReport:
-    version: int
-    assimilated: int
-    late: int
-    innovation: dict[str, Any]
-    drift: bool
-    recalibrated: bool
-    scored_forecasts: list[str]
-    replayed: int = 0  # logged observations re-assimilated after a rewind for late data
 
 
 def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
@@ -98,7 +85,7 @@ class PatientTwin:
         self.snapshots: list[tuple[int, bytes]] = []
         self.calibration: dict[str, Any] = {}
         self.detector = DriftDetector(**config.drift)
-        self._rng = np.random.default_rng(config.seed)
+        self.rng = np.random.default_rng(config.seed)
 
     # --- construction --------------------------------------------------------
     @classmethod
@@ -259,16 +246,16 @@ class PatientTwin:
         elif method == "npe":
             raise InputError("method='npe' needs amortized=... (a trained AmortizedPosterior for this model).")
         if method == "enkf":
-            theta = self.prior.sample(n, self._rng)
+            theta = self.prior.sample(n, self.rng)
             states = _initial_states(self.model, self.pmap.full_batch(theta))
-            self.ensemble = self._within_box(Ensemble(theta, states, 0.0))
+            self.ensemble = within_box(self, Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
-            self._record(obs, doses)
-            self._assimilate(obs[self._model_time(obs["time"]) > 1e-9], detect=False)
-            self._snapshot()
+            record(self, obs, doses)
+            assimilate(self, obs[self.model_time(obs["time"]) > 1e-9], detect=False)
+            snapshot(self)
             return
-        times = self._model_time(obs["time"])
+        times = self.model_time(obs["time"])
         if method == "npe":
             posterior = amortized.posterior(times, obs["value"].to_numpy(), n=n, seed=self.config.seed)
             self._start_from(posterior.draws(), posterior.diagnostics(), obs, doses, inputs, times)
@@ -284,13 +271,13 @@ class PatientTwin:
             settings=self.config.settings,
         )
         if method == "prior":
-            self._start_from(self.prior.sample(4 * n, self._rng), {"method": "prior"}, obs, doses, inputs, times)
+            self._start_from(self.prior.sample(4 * n, self.rng), {"method": "prior"}, obs, doses, inputs, times)
             return
         if method == "laplace":
             found = identify(problem, self.prior, identify_settings, progress)
             self._adopt_model_error(found.error_scale)
             diagnostics = found.diagnostics()
-            self._start_from(found.draws(n, self._rng), diagnostics, obs, doses, inputs, times)
+            self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times)
             self._check_fit_consistency(diagnostics)
             return
         calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]
@@ -354,7 +341,7 @@ class PatientTwin:
             raise CalibrationError(
                 f"Twin {self.id}: no posterior draw lies inside the parameter bounds of '{self.model.id}'."
             )
-        theta = draws[self._rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
+        theta = draws[self.rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
         states = _initial_states(self.model, self.pmap.full_batch(theta))
         end = float(times.max())
         ens = Ensemble(theta, states, 0.0)
@@ -379,17 +366,17 @@ class PatientTwin:
         return np.random.default_rng([self.config.seed, self.version, *tags])
 
     # --- time ----------------------------------------------------------------
-    def _model_time(self, times: Any) -> np.ndarray:
+    def model_time(self, times: Any) -> np.ndarray:
         return to_model_time(times, self.origin, self.model.time_unit)
 
     @property
     def now(self) -> pd.Timestamp:
         return pd.Timestamp(to_timestamps([self.ensemble.time], self.origin, self.model.time_unit)[0])
 
-    def _window_inputs(self, doses: pd.DataFrame, start: float) -> Inputs:
+    def window_inputs(self, doses: pd.DataFrame, start: float) -> Inputs:
         if doses.empty:
             return Inputs()
-        t = self._model_time(doses["time"])
+        t = self.model_time(doses["time"])
         ends = t + doses["duration"].to_numpy(dtype=float) * 60.0 / unit_seconds(self.model.time_unit)
         keep = ends > start - 1e-9
         return inputs_from_doses(self.model, doses[keep], self.origin, shift=start)
@@ -418,147 +405,7 @@ class PatientTwin:
                 indicator=True,
             )
             doses = doses[(seen["_merge"] == "left_only").to_numpy()]
-        self.version += 1
-        self.reseed()
-        self._record(obs, doses)
-        scored = self._score(obs)
-        times = self._model_time(obs["time"]) if not obs.empty else np.zeros(0)
-        late = times <= self.ensemble.time + 1e-9
-        todo, replayed, unassimilated = obs[~late], 0, int(late.sum())
-        if late.any():
-            start = self._kept_ensemble_before(float(times[late].min()))
-            if start is not None:
-                logged = self._model_time(self.observations["time"])
-                todo = self.observations[logged > start.time + 1e-9]
-                replayed, unassimilated = len(todo) - len(obs), 0
-                self.ensemble = start
-        assimilated, last, drift, recalibrated = self._assimilate(todo, detect=True)
-        self._snapshot()
-        return SyncReport(
-            self.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed
-        )
-
-    def _record(self, obs: pd.DataFrame, doses: pd.DataFrame) -> None:
-        if not doses.empty:
-            self.doses = doses.copy() if self.doses.empty else pd.concat([self.doses, doses], ignore_index=True)
-        if not obs.empty:
-            self.observations = (
-                obs.copy() if self.observations.empty else pd.concat([self.observations, obs], ignore_index=True)
-            )
-
-    def _kept_ensemble_before(self, time: float) -> Ensemble | None:
-        """The latest kept ensemble (one per recent version) strictly before ``time``."""
-        for _, blob in reversed(self.snapshots):
-            ens = Ensemble.from_bytes(blob)
-            if ens.time < time - 1e-9:
-                return ens
-        return None
-
-    def _assimilate(self, obs: pd.DataFrame, *, detect: bool) -> tuple[int, dict[str, Any], bool, bool]:
-        """Assimilate ``obs`` (all after the ensemble's time) window by window; returns the
-        count, the last innovation, and whether drift was flagged and recalibrated."""
-        drift = recalibrated = False
-        last: dict[str, Any] = {}
-        if obs.empty:
-            return 0, last, drift, recalibrated
-        t_new = self._model_time(obs["time"])
-        span = self._default_window()
-        edges = np.arange(self.ensemble.time, t_new.max() + span, span)[1:]
-        lo = self.ensemble.time
-        for hi in edges:
-            inside = (t_new > lo + 1e-9) & (t_new <= hi + 1e-9)
-            if inside.any():
-                last = self._update(obs[inside], t_new[inside])
-                if detect and self.detector.observe_dict(last):
-                    drift = True
-                    self.drift_events.append({"version": self.version, "time": str(self.now), **last})
-                    if self.config.recalibration == "reassimilate":
-                        self._recalibrate()
-                        recalibrated = True
-            lo = hi
-        return len(obs), last, drift, recalibrated
-
-    def _default_window(self) -> float:
-        return 60.0 * 60.0 / unit_seconds(self.model.time_unit) if self.model.time_unit in ("min", "s") else 7.0
-
-    def _update(self, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
-        """Propagate to the last of ``times`` and assimilate ``obs`` there."""
-        order = np.argsort(times, kind="stable")
-        obs, times = obs.iloc[order], times[order]
-        inputs = self._window_inputs(self.doses, self.ensemble.time)
-        t_unique = np.unique(times)
-        predicted_all, forecast_ens = propagate(
-            self.model, self.pmap, self.ensemble, inputs, t_unique, self.config.settings
-        )
-        cols = [self.model.observable_names.index(v) for v in obs["variable"]]
-        rows = np.searchsorted(t_unique, times)
-        predicted = predicted_all[:, rows, cols]
-        good = np.all(np.isfinite(predicted), axis=1)
-        if good.sum() < max(3, forecast_ens.size // 2):
-            raise InputError(
-                f"Twin {self.id}: {int((~good).sum())} of {forecast_ens.size} members failed to integrate; "
-                "check the inputs (units, rates)."
-            )
-        if not good.all():  # failed members restart from a good one
-            donors = self._rng.choice(np.flatnonzero(good), size=int((~good).sum()))
-            theta, states = forecast_ens.theta.copy(), forecast_ens.states.copy()
-            theta[~good], states[~good], predicted[~good] = theta[donors], states[donors], predicted[donors]
-            forecast_ens = Ensemble(theta, states, forecast_ens.time)
-        y = obs["value"].to_numpy(dtype=float)
-        r = np.array(
-            [
-                self.config.noise_model(v).sd(float(m)) ** 2
-                for v, m in zip(obs["variable"], predicted.mean(axis=0), strict=True)
-            ]
-        )
-        inn = innovation(predicted, y, r)
-        nonneg = np.array([s.nonnegative for s in self.model.states])
-        analysed = assimilator(self.config.assimilation).update(forecast_ens, predicted, y, r, nonneg, self._rng)
-        walk = self._rng.standard_normal(analysed.theta.shape) * self.config.param_walk_sd
-        self.ensemble = self._within_box(Ensemble(analysed.theta + walk, analysed.states, analysed.time))
-        entry = {"version": self.version, "time": float(self.ensemble.time), **inn.to_dict()}
-        self.innovations.append(entry)
-        return entry
-
-    def _within_box(self, ens: Ensemble) -> Ensemble:
-        """Members whose parameters (derived ones included) left the model's bounds restart
-        from members inside them, so every member stays physiologically valid."""
-        inside = self.pmap.inside_box(ens.theta)
-        if inside.all():
-            return ens
-        if not inside.any():
-            raise InputError(
-                f"Twin {self.id}: every member left the parameter bounds of '{self.model.id}' in this update; "
-                "check the units of the new observations."
-            )
-        donors = self._rng.choice(np.flatnonzero(inside), size=int((~inside).sum()))
-        theta, states = ens.theta.copy(), ens.states.copy()
-        theta[~inside], states[~inside] = theta[donors], states[donors]
-        return Ensemble(theta, states, ens.time)
-
-    def _snapshot(self) -> None:
-        self.snapshots = ([*self.snapshots, (self.version, self.ensemble.to_bytes())])[-SNAPSHOTS:]
-
-    def _recalibrate(self) -> None:
-        """Restart from the ensemble of ``recalibration_lookback`` syncs ago with widened
-        parameters and re-assimilate everything observed since (the recent window)."""
-        back = [ens for v, ens in self.snapshots if v <= self.version - self.config.recalibration_lookback]
-        start = Ensemble.from_bytes(back[-1]) if back else Ensemble.from_bytes(self.snapshots[0][1])
-        mean = start.theta.mean(axis=0)
-        theta = (
-            mean
-            + (start.theta - mean)
-            + self._rng.standard_normal(start.theta.shape) * (self.config.recalibration_spread * self.prior.sd)
-        )
-        target = self.ensemble.time
-        self.ensemble = Ensemble(theta, start.states, start.time)
-        replay = self.observations[
-            (self._model_time(self.observations["time"]) > start.time + 1e-9)
-            & (self._model_time(self.observations["time"]) <= target + 1e-9)
-        ]
-        self.detector.reset()
-        self._assimilate(replay, detect=False)
-        self.drift_events[-1]["recalibrated_from_time"] = float(start.time)
+        return apply(self, obs, doses)
 
     # --- forecasts and comparisons ---------------------------------------------
     def future_inputs(self, inputs: Inputs | pd.DataFrame | None) -> Inputs:
@@ -569,7 +416,7 @@ class PatientTwin:
             if inputs is None
             else self._harmonized(self.model, pd.DataFrame(columns=list(OBSERVATION_COLUMNS)), inputs)[1]
         )
-        return self._window_inputs(doses, self.ensemble.time)
+        return self.window_inputs(doses, self.ensemble.time)
 
     def horizon(self, hours: float, every: float | None) -> np.ndarray:
         length = hours * 3600.0 / unit_seconds(self.model.time_unit)
@@ -626,7 +473,8 @@ class PatientTwin:
             self.forecasts.append(fc)
         return fc
 
-    def _score(self, obs: pd.DataFrame) -> list[str]:
+    def score_forecasts(self, obs: pd.DataFrame) -> list[str]:
+        """Score every stored forecast whose span holds some of ``obs``; returns their ids."""
         scored = []
         for fc in self.forecasts:
             inside = obs[(obs["time"] >= fc.times[0]) & (obs["time"] <= fc.times[-1])]
@@ -669,7 +517,7 @@ class PatientTwin:
 
     def reseed(self) -> None:
         """Take this version's random stream (after a sync or a reload)."""
-        self._rng = self._rng_for()
+        self.rng = self._rng_for()
 
 
 __all__ = ["DOSE_COLUMNS", "PatientTwin", "SyncReport", "TwinConfig"]

@@ -1,11 +1,21 @@
-"""Assimilation methods, chosen by name: ``enkf``, ``etkf``, ``pf``."""
+"""Assimilation methods, chosen by name: ``enkf``, ``etkf``, ``pf``.
+
+``assimilator(name)`` gives each with its defaults (no inflation, no localization; the
+particle filter resamples below half the ensemble and regularizes); construct the classes
+to tune them, e.g. ``ETKF(inflation="adaptive", rotate=True)``.
+"""
 
 from twinloop.errors import InputError
 from twinloop.twin.assimilation.base import AbstractAssimilator as AbstractAssimilator
 from twinloop.twin.assimilation.base import Innovation as Innovation
 from twinloop.twin.assimilation.base import innovation as innovation
+from twinloop.twin.assimilation.base import systematic_resample as systematic_resample
 from twinloop.twin.assimilation.enkf import ETKF as ETKF
+from twinloop.twin.assimilation.enkf import AbstractEnsembleKalmanFilter as AbstractEnsembleKalmanFilter
 from twinloop.twin.assimilation.enkf import StochasticEnKF as StochasticEnKF
+from twinloop.twin.assimilation.inflation import enkf_n_inflation as enkf_n_inflation
+from twinloop.twin.assimilation.inflation import mean_preserving_random_rotation as mean_preserving_random_rotation
+from twinloop.twin.assimilation.localization import gaspari_cohn as gaspari_cohn
 from twinloop.twin.assimilation.particle import ParticleFilter as ParticleFilter
 
 METHODS = {"enkf": StochasticEnKF, "etkf": ETKF, "pf": ParticleFilter}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from twinloop.errors import InputError
 from twinloop.twin.ensemble import Ensemble
 
 
@@ -60,14 +61,52 @@ def augmented(ens: Ensemble) -> np.ndarray:
     return np.concatenate([ens.states, ens.theta], axis=1)
 
 
-def split(ens: Ensemble, aug: np.ndarray, nonnegative: np.ndarray) -> Ensemble:
+def split(ens: Ensemble, aug: np.ndarray, nonnegative: np.ndarray, weights: np.ndarray | None = None) -> Ensemble:
+    """The ensemble of the augmented members ``aug``, states flagged ``nonnegative`` clipped at zero."""
     s = ens.states.shape[1]
     states = np.where(nonnegative, np.maximum(aug[:, :s], 0.0), aug[:, :s])
-    return Ensemble(aug[:, s:], states, ens.time)
+    return Ensemble(aug[:, s:], states, ens.time, weights)
+
+
+def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Systematic (stochastic universal) resampling: ``N`` sorted member indices, member ``i``
+    drawn ``floor(N w_i)`` or ``ceil(N w_i)`` times (Kitagawa 1996)."""
+    n = weights.size
+    positions = (rng.random() + np.arange(n)) / n
+    return np.minimum(np.searchsorted(np.cumsum(weights), positions), n - 1)
+
+
+def unweighted(ens: Ensemble, predicted: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The augmented members and their predictions as an equally weighted sample: as they are,
+    or, for a particle filter's weighted ensemble handed to a Kalman filter, a systematic
+    resample of both."""
+    x, w = augmented(ens), ens.weights
+    if w is None or np.allclose(w, 1.0 / ens.size, rtol=1e-9, atol=0.0):
+        return x, predicted
+    idx = systematic_resample(w, rng)
+    return x[idx], predicted[idx]
+
+
+def check_update(ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray) -> None:
+    """Raise on shapes that do not fit together or noise variances that are not positive."""
+    n, m = ens.size, np.size(y)
+    if predicted.shape != (n, m):
+        raise InputError(
+            f"predicted must be (members, observations) = ({n}, {m}); got {predicted.shape}. Pass one column "
+            "per observed value, one row per ensemble member."
+        )
+    if np.shape(r) != (m,) or not np.all(np.asarray(r) > 0):
+        raise InputError(
+            f"r must hold {m} positive observation-noise variances, one per observed value; got {np.asarray(r)!r}."
+        )
 
 
 class AbstractAssimilator(abc.ABC):
-    """Updates an ensemble from one window's observations."""
+    """Updates an ensemble from one window's observations.
+
+    Settings go to the constructor (each with a default, so ``assimilator(name)`` works);
+    per-update extras such as localization distances are keyword-only arguments of
+    ``update`` with defaults, so the positional call the twin makes stays valid."""
 
     name: str
 

@@ -1,0 +1,181 @@
+"""Synchronization: a twin assimilates new observations window by window, rewinds for
+late ones, keeps every member inside the model's box, and recalibrates after a drift."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinloop.connect.timebase import unit_seconds
+from twinloop.errors import InputError
+from twinloop.twin.assimilation import assimilator, innovation
+from twinloop.twin.ensemble import Ensemble, propagate
+
+SNAPSHOTS = 12  # kept ensembles, one per recent version (recalibration and late data start from them)
+
+
+@dataclass
+class SyncReport:
+    version: int
+    assimilated: int
+    late: int
+    innovation: dict[str, Any]
+    drift: bool
+    recalibrated: bool
+    scored_forecasts: list[str]
+    replayed: int = 0  # logged observations re-assimilated after a rewind for late data
+
+
+def apply(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> SyncReport:
+    """One new version: record the new rows, score stored forecasts, assimilate (rewinding
+    for late data)."""
+    twin.version += 1
+    twin.reseed()
+    record(twin, obs, doses)
+    scored = twin.score_forecasts(obs)
+    times = twin.model_time(obs["time"]) if not obs.empty else np.zeros(0)
+    late = times <= twin.ensemble.time + 1e-9
+    todo, replayed, unassimilated = obs[~late], 0, int(late.sum())
+    if late.any():
+        start = kept_ensemble_before(twin, float(times[late].min()))
+        if start is not None:
+            logged = twin.model_time(twin.observations["time"])
+            todo = twin.observations[logged > start.time + 1e-9]
+            replayed, unassimilated = len(todo) - len(obs), 0
+            twin.ensemble = start
+    assimilated, last, drift, recalibrated = assimilate(twin, todo, detect=True)
+    snapshot(twin)
+    return SyncReport(twin.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed)
+
+
+def record(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> None:
+    if not doses.empty:
+        twin.doses = doses.copy() if twin.doses.empty else pd.concat([twin.doses, doses], ignore_index=True)
+    if not obs.empty:
+        twin.observations = (
+            obs.copy() if twin.observations.empty else pd.concat([twin.observations, obs], ignore_index=True)
+        )
+
+
+def kept_ensemble_before(twin: Any, time: float) -> Ensemble | None:
+    """The latest kept ensemble (one per recent version) strictly before ``time``."""
+    for _, blob in reversed(twin.snapshots):
+        ens = Ensemble.from_bytes(blob)
+        if ens.time < time - 1e-9:
+            return ens
+    return None
+
+
+def assimilate(twin: Any, obs: pd.DataFrame, *, detect: bool) -> tuple[int, dict[str, Any], bool, bool]:
+    """Assimilate ``obs`` (all after the ensemble's time) window by window; returns the
+    count, the last innovation, and whether drift was flagged and recalibrated."""
+    drift = recalibrated = False
+    last: dict[str, Any] = {}
+    if obs.empty:
+        return 0, last, drift, recalibrated
+    t_new = twin.model_time(obs["time"])
+    span = default_window(twin)
+    edges = np.arange(twin.ensemble.time, t_new.max() + span, span)[1:]
+    lo = twin.ensemble.time
+    for hi in edges:
+        inside = (t_new > lo + 1e-9) & (t_new <= hi + 1e-9)
+        if inside.any():
+            last = update(twin, obs[inside], t_new[inside])
+            if detect and twin.detector.observe_dict(last):
+                drift = True
+                twin.drift_events.append({"version": twin.version, "time": str(twin.now), **last})
+                if twin.config.recalibration == "reassimilate":
+                    recalibrate(twin)
+                    recalibrated = True
+        lo = hi
+    return len(obs), last, drift, recalibrated
+
+
+def default_window(twin: Any) -> float:
+    return 60.0 * 60.0 / unit_seconds(twin.model.time_unit) if twin.model.time_unit in ("min", "s") else 7.0
+
+
+def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
+    """Propagate to the last of ``times`` and assimilate ``obs`` there."""
+    order = np.argsort(times, kind="stable")
+    obs, times = obs.iloc[order], times[order]
+    inputs = twin.window_inputs(twin.doses, twin.ensemble.time)
+    t_unique = np.unique(times)
+    predicted_all, forecast_ens = propagate(
+        twin.model, twin.pmap, twin.ensemble, inputs, t_unique, twin.config.settings
+    )
+    cols = [twin.model.observable_names.index(v) for v in obs["variable"]]
+    rows = np.searchsorted(t_unique, times)
+    predicted = predicted_all[:, rows, cols]
+    good = np.all(np.isfinite(predicted), axis=1)
+    if good.sum() < max(3, forecast_ens.size // 2):
+        raise InputError(
+            f"Twin {twin.id}: {int((~good).sum())} of {forecast_ens.size} members failed to integrate; "
+            "check the inputs (units, rates)."
+        )
+    if not good.all():  # failed members restart from a good one
+        donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
+        theta, states = forecast_ens.theta.copy(), forecast_ens.states.copy()
+        theta[~good], states[~good], predicted[~good] = theta[donors], states[donors], predicted[donors]
+        forecast_ens = Ensemble(theta, states, forecast_ens.time)
+    y = obs["value"].to_numpy(dtype=float)
+    r = np.array(
+        [
+            twin.config.noise_model(v).sd(float(m)) ** 2
+            for v, m in zip(obs["variable"], predicted.mean(axis=0), strict=True)
+        ]
+    )
+    inn = innovation(predicted, y, r)
+    nonneg = np.array([s.nonnegative for s in twin.model.states])
+    analysed = assimilator(twin.config.assimilation).update(forecast_ens, predicted, y, r, nonneg, twin.rng)
+    walk = twin.rng.standard_normal(analysed.theta.shape) * twin.config.param_walk_sd
+    twin.ensemble = within_box(twin, Ensemble(analysed.theta + walk, analysed.states, analysed.time))
+    entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict()}
+    twin.innovations.append(entry)
+    return entry
+
+
+def within_box(twin: Any, ens: Ensemble) -> Ensemble:
+    """Members whose parameters (derived ones included) left the model's bounds restart
+    from members inside them, so every member stays physiologically valid."""
+    inside = twin.pmap.inside_box(ens.theta)
+    if inside.all():
+        return ens
+    if not inside.any():
+        raise InputError(
+            f"Twin {twin.id}: every member left the parameter bounds of '{twin.model.id}' in this update; "
+            "check the units of the new observations."
+        )
+    donors = twin.rng.choice(np.flatnonzero(inside), size=int((~inside).sum()))
+    theta, states = ens.theta.copy(), ens.states.copy()
+    theta[~inside], states[~inside] = theta[donors], states[donors]
+    return Ensemble(theta, states, ens.time)
+
+
+def snapshot(twin: Any) -> None:
+    twin.snapshots = ([*twin.snapshots, (twin.version, twin.ensemble.to_bytes())])[-SNAPSHOTS:]
+
+
+def recalibrate(twin: Any) -> None:
+    """Restart from the ensemble of ``recalibration_lookback`` syncs ago with widened
+    parameters and re-assimilate everything observed since (the recent window)."""
+    back = [ens for v, ens in twin.snapshots if v <= twin.version - twin.config.recalibration_lookback]
+    start = Ensemble.from_bytes(back[-1]) if back else Ensemble.from_bytes(twin.snapshots[0][1])
+    mean = start.theta.mean(axis=0)
+    theta = (
+        mean
+        + (start.theta - mean)
+        + twin.rng.standard_normal(start.theta.shape) * (twin.config.recalibration_spread * twin.prior.sd)
+    )
+    target = twin.ensemble.time
+    twin.ensemble = Ensemble(theta, start.states, start.time)
+    replay = twin.observations[
+        (twin.model_time(twin.observations["time"]) > start.time + 1e-9)
+        & (twin.model_time(twin.observations["time"]) <= target + 1e-9)
+    ]
+    twin.detector.reset()
+    assimilate(twin, replay, detect=False)
+    twin.drift_events[-1]["recalibrated_from_time"] = float(start.time)
