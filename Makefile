@@ -10,6 +10,10 @@ SYNCED := $(VENV)/.synced
 # anonymeter pins numpy < 1.27: it gets its own environment (envs/privacy), called by twinloop.govern.privacy
 PRIVACY_VENV := .venv-privacy
 PRIVACY_SYNCED := $(PRIVACY_VENV)/.synced
+# DAPPER, the data-assimilation reference tests/test_assimilation.py and benchmarks/bench_l63.py
+# compare the filters against, pins dill/pathos below SALib's and pulls in Jupyter: its own env too
+DAPPER_VENV := .venv-dapper
+DAPPER_SYNCED := $(DAPPER_VENV)/.synced
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
@@ -27,7 +31,11 @@ $(PRIVACY_SYNCED): $(UV) envs/privacy/pyproject.toml envs/privacy/uv.lock
 	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(PRIVACY_VENV) $(UV) sync --frozen --project envs/privacy --python $(PYTHON)
 	touch $(PRIVACY_SYNCED)
 
-env: $(SYNCED) $(PRIVACY_SYNCED)
+$(DAPPER_SYNCED): $(UV) envs/dapper/pyproject.toml envs/dapper/uv.lock
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(DAPPER_VENV) $(UV) sync --frozen --project envs/dapper --python $(PYTHON)
+	touch $(DAPPER_SYNCED)
+
+env: $(SYNCED) $(PRIVACY_SYNCED) $(DAPPER_SYNCED)
 
 demo: env
 	$(VENV)/bin/twinloop demo --out out/demo
@@ -62,4 +70,4 @@ bench: env
 	$(VENV)/bin/python benchmarks/bench_simulate.py
 
 clean:
-	rm -rf $(VENV) $(PRIVACY_VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PRIVACY_VENV) $(DAPPER_VENV) $(TOOLS) out .pytest_cache .mypy_cache .ruff_cache

@@ -254,3 +254,26 @@ def test_oncology_what_if_two_schedules_from_sparse_scans() -> None:
     assert now == pytest.approx(91.0)
     assert cmp.better == "lower" and cmp.ensemble_size == 300
     assert cmp.p_first_better > 0.95 and cmp.arms["continue"]["q50"] < cmp.arms["stop"]["q50"]
+
+
+def test_a_particle_twin_keeps_its_weights_through_syncs_forecasts_and_storage() -> None:
+    model = tl.models.get("tgi-stein")
+    names = ("y0", "g", "d")
+    prior = GaussianPrior.from_population(Population.default(model), names, n=2000, seed=1)
+    truth = ParameterMap(model, names, model.default_parameters).full_batch(prior.mean[None])[0]
+    obs, _, _ = synthetic_record(
+        model, truth, tl.Inputs(), np.arange(1, 13) * 14.0, observable="sum_of_diameters",
+        noise=NoiseModel(1.0, 0.05), seed=4,
+    )  # fmt: skip
+    config = TwinConfig(members=400, assimilation="pf", resample_below=0.3, seed=2)
+    twin = PatientTwin.create(model, obs.iloc[:4], prior=prior, method="enkf", config=config, origin=ORIGIN)
+    for part in (obs.iloc[4:6], obs.iloc[6:8]):
+        twin.sync(part)
+    weights = twin.ensemble.weights
+    assert weights is not None and weights.sum() == pytest.approx(1.0) and twin.ensemble.effective_size > 20
+    again = PatientTwin.from_state_dict(twin.state_dict())
+    np.testing.assert_array_equal(again.ensemble.weights, weights)
+    fc = twin.forecast(hours=24 * 56.0)
+    assert np.isfinite(fc.predictive).all() and (fc.predictive >= 0).all()
+    with pytest.raises(tl.InputError, match="inflation must be a factor > 0 or 'adaptive'"):
+        TwinConfig(inflation=0.0)

@@ -31,6 +31,13 @@ class TwinConfig:
         recalibration_spread: the widening, in prior sds (>= 0).
         noise: per observable ``{"additive": ..., "proportional": ...}``; identification
             widens it by the model error it estimates.
+        inflation: multiplicative inflation of the EnKF/ETKF analysis anomalies (1.0: none,
+            e.g. 1.04), or ``"adaptive"`` (the finite-size EnKF-N, Bocquet 2011).
+        rotate: the ETKF's mean-preserving random rotation (as DAPPER's ``rot=True``).
+        resample_below: the particle filter resamples when its effective sample size falls
+            to this fraction of the members (DAPPER's ``NER``).
+        regularization: the particle filter's jitter bandwidth factor after resampling
+            (DAPPER's ``reg``; 0: none).
         solver: the engine's settings for every propagation.
         seed: the random streams (one per version, see ``PatientTwin.reseed``).
     """
@@ -43,6 +50,10 @@ class TwinConfig:
     recalibration_lookback: int = 3
     recalibration_spread: float = 1.0
     noise: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    inflation: float | str = 1.0
+    rotate: bool = False
+    resample_below: float = 0.5
+    regularization: float = 1.0
     solver: SolverSettings = field(default_factory=lambda: SolverSettings(rtol=1e-5, atol=1e-6))
     seed: int = 0
 
@@ -55,6 +66,13 @@ class TwinConfig:
         _at_least("recalibration_spread", self.recalibration_spread, 0.0)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise InputError(f"TwinConfig.seed must be an integer >= 0; got {self.seed!r}.")
+        if self.inflation != "adaptive" and not (
+            isinstance(self.inflation, int | float) and not isinstance(self.inflation, bool) and self.inflation > 0
+        ):
+            raise InputError(f"TwinConfig.inflation must be a factor > 0 or 'adaptive'; got {self.inflation!r}.")
+        if not 0.0 <= self.resample_below <= 1.0:
+            raise InputError(f"TwinConfig.resample_below must be in [0, 1]; got {self.resample_below!r}.")
+        _at_least("regularization", self.regularization, 0.0)
         if not isinstance(self.solver, SolverSettings):
             raise InputError(f"TwinConfig.solver must be a SolverSettings; got {type(self.solver).__name__}.")
         for name, spec in self.noise.items():
@@ -72,6 +90,18 @@ class TwinConfig:
     @property
     def settings(self) -> SolverSettings:
         return self.solver
+
+    def filter(self) -> Any:
+        """The assimilator of every sync, with this configuration's options."""
+        from twinloop.twin.assimilation import assimilator
+
+        return assimilator(
+            self.assimilation,
+            inflation=self.inflation,
+            rotate=self.rotate,
+            resample_below=self.resample_below,
+            regularization=self.regularization,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         raw = dataclasses.asdict(self)

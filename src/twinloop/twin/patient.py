@@ -28,6 +28,7 @@ from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
+from twinloop.twin.assimilation import systematic_resample
 from twinloop.twin.compare import Comparison, compare_arms
 from twinloop.twin.config import TwinConfig
 from twinloop.twin.drift import DriftDetector
@@ -426,8 +427,17 @@ class PatientTwin:
         return self.ensemble.time + np.arange(step, length + step / 2, step)
 
     def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
-        members, _ = propagate(self.model, self.pmap, self.ensemble, inputs, times, self.config.settings)
+        """Every member's observables over ``times`` (a weighted particle ensemble is first
+        resampled to equal weights, so quantiles over members are the weighted ones)."""
+        members, _ = propagate(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
         return members
+
+    def equally_weighted(self) -> Ensemble:
+        ens = self.ensemble
+        if ens.weights is None:
+            return ens
+        index = systematic_resample(ens.weights, self._rng_for(2000))
+        return Ensemble(ens.theta[index], ens.states[index], ens.time)
 
     def forecast(
         self,

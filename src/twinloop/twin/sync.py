@@ -3,6 +3,7 @@ late ones, keeps every member inside the model's box, and recalibrates after a d
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import pandas as pd
 
 from twinloop.connect.timebase import unit_seconds
 from twinloop.errors import InputError
-from twinloop.twin.assimilation import assimilator, innovation
+from twinloop.twin.assimilation import innovation
 from twinloop.twin.ensemble import Ensemble, propagate
 
 SNAPSHOTS = 12  # kept ensembles, one per recent version (recalibration and late data start from them)
@@ -118,9 +119,8 @@ def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
         )
     if not good.all():  # failed members restart from a good one
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
-        theta, states = forecast_ens.theta.copy(), forecast_ens.states.copy()
-        theta[~good], states[~good], predicted[~good] = theta[donors], states[donors], predicted[donors]
-        forecast_ens = Ensemble(theta, states, forecast_ens.time)
+        predicted[~good] = predicted[donors]
+        forecast_ens = replace_members(forecast_ens, ~good, donors)
     y = obs["value"].to_numpy(dtype=float)
     r = np.array(
         [
@@ -130,9 +130,9 @@ def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
     )
     inn = innovation(predicted, y, r)
     nonneg = np.array([s.nonnegative for s in twin.model.states])
-    analysed = assimilator(twin.config.assimilation).update(forecast_ens, predicted, y, r, nonneg, twin.rng)
+    analysed = twin.config.filter().update(forecast_ens, predicted, y, r, nonneg, twin.rng)
     walk = twin.rng.standard_normal(analysed.theta.shape) * twin.config.param_walk_sd
-    twin.ensemble = within_box(twin, Ensemble(analysed.theta + walk, analysed.states, analysed.time))
+    twin.ensemble = within_box(twin, dataclasses.replace(analysed, theta=analysed.theta + walk))
     entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict()}
     twin.innovations.append(entry)
     return entry
@@ -150,9 +150,20 @@ def within_box(twin: Any, ens: Ensemble) -> Ensemble:
             "check the units of the new observations."
         )
     donors = twin.rng.choice(np.flatnonzero(inside), size=int((~inside).sum()))
+    return replace_members(ens, ~inside, donors)
+
+
+def replace_members(ens: Ensemble, which: np.ndarray, donors: np.ndarray) -> Ensemble:
+    """``ens`` with the members ``which`` replaced by copies of ``donors`` (their weights too,
+    renormalized, for a weighted particle ensemble)."""
     theta, states = ens.theta.copy(), ens.states.copy()
-    theta[~inside], states[~inside] = theta[donors], states[donors]
-    return Ensemble(theta, states, ens.time)
+    theta[which], states[which] = theta[donors], states[donors]
+    weights = None
+    if ens.weights is not None:
+        weights = ens.weights.copy()
+        weights[which] = weights[donors]
+        weights = weights / weights.sum()
+    return dataclasses.replace(ens, theta=theta, states=states, weights=weights)
 
 
 def snapshot(twin: Any) -> None:

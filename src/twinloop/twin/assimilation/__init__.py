@@ -21,7 +21,20 @@ from twinloop.twin.assimilation.particle import ParticleFilter as ParticleFilter
 METHODS = {"enkf": StochasticEnKF, "etkf": ETKF, "pf": ParticleFilter}
 
 
-def assimilator(name: str) -> AbstractAssimilator:
+def assimilator(
+    name: str,
+    *,
+    inflation: float | str = 1.0,
+    rotate: bool = False,
+    resample_below: float = 0.5,
+    regularization: float = 1.0,
+) -> AbstractAssimilator:
+    """The named filter with its options (the Kalman filters take ``inflation`` and, the
+    ETKF, ``rotate``; the particle filter ``resample_below`` and ``regularization``)."""
     if name not in METHODS:
         raise InputError(f"Unknown assimilation method {name!r}; choose one of {sorted(METHODS)}.")
-    return METHODS[name]()
+    if name == "pf":
+        return ParticleFilter(resample_below, regularization)
+    if name == "etkf":
+        return ETKF(inflation, rotate=rotate)  # type: ignore[arg-type]
+    return StochasticEnKF(inflation)  # type: ignore[arg-type]
