@@ -79,6 +79,8 @@ def run_replaybg(frame: pd.DataFrame, patient: str) -> dict:
 
 def pooled(rows: dict[str, dict], method: str) -> dict:
     scores = [r[method] for r in rows.values() if method in r]
+    if not scores:
+        return {"patients": 0}
     n = np.array([s["n"] for s in scores], dtype=float)
 
     def weighted(key: str) -> float:
