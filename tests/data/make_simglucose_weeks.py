@@ -60,9 +60,10 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 logging.disable(logging.WARNING)
 
+# the per-minute recording patient of the one-day reference (same folder)
+from make_simglucose_reference import RecordingPatient
 from simglucose.actuator.pump import InsulinPump
 from simglucose.controller.basal_bolus_ctrller import BBController
-from simglucose.patient.t1dpatient import T1DPatient
 from simglucose.sensor.cgm import CGMSensor
 from simglucose.sensor.noise_gen import CGMNoise
 from simglucose.simulation.env import T1DSimEnv
@@ -88,19 +89,6 @@ COLUMNS = [
 # RandomScenario's windows (minutes of day) for the main meals; other meals are snacks.
 # Snack windows touch the meal windows only at their edges (540, 600, 840, 960, 1200).
 MAIN_MEAL_WINDOWS = ((300, 540), (600, 840), (960, 1200))
-
-
-class RecordingPatient(T1DPatient):
-    """A simglucose patient that records what it receives and its state every minute."""
-
-    def reset(self) -> None:
-        super().reset()
-        self.log: list[tuple[float, float, float, float, float]] = []
-
-    def step(self, action):
-        vg = self._params.Vg
-        self.log.append((self.t, action.insulin, action.CHO, self.state[3] / vg, self.state[12] / vg))
-        super().step(action)
 
 
 class RecordingSensor(CGMSensor):
