@@ -112,7 +112,7 @@ def population_prior(
     model: Model, population: Any, pmap: ParameterMap, known: Mapping[str, float], seed: int
 ) -> GaussianPrior:
     """The population's prior of the fitted parameters on the map's scale, given the known ones."""
-    in_population = [k for k in known if k in population.sample(1, seed=seed).parameter_names]
+    in_population = list(known)  # free model parameters (check_known): every population draws them
     joint_map = ParameterMap(model, (*pmap.names, *in_population), pmap.base, bounded=pmap.bounded)
     joint = GaussianPrior.from_population(population, joint_map.names, seed=seed, transform=joint_map.unconstrain)
     if not in_population:
