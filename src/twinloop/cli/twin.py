@@ -149,6 +149,8 @@ def _print_identification(twin: Any) -> None:
         for name, rmse in cal["rmse"].items():
             scale = cal["error_scale"][name]
             console.print(Text(f"fit RMSE {name}: {rmse:.2f} ({scale:.2f} x the declared sensor noise)"))
+        if cal.get("censored"):
+            console.print(Text(f"{cal['censored']} readings at the instrument's limits were fitted as censored"))
     if twin.innovations:
         last = twin.innovations[-1]
         console.print(Text(f"last NIS {last['nis']:.1f} on {last['m']} observations (p = {last['p_value']:.2g})"))

@@ -17,7 +17,8 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 def predictive_draws(members: np.ndarray, sd: np.ndarray, lower: Any, rng: np.random.Generator) -> np.ndarray:
     """One noisy draw per member value: Gaussian noise of ``sd``, truncated below at the
-    observable's ``lower`` bound (0 for a concentration: never a negative glucose)."""
+    observable's ``lower`` bound (0 for a concentration: never a negative glucose).
+    Readings are then clipped to the instrument's range by the caller (``NoiseModel.read``)."""
     sd = np.maximum(sd, 1e-12)
     floor = special.ndtr((lower - members) / sd)
     u = floor + (1.0 - floor) * rng.random(members.shape)
@@ -41,6 +42,7 @@ class Forecast:
     scores: dict[str, Any] = field(default_factory=dict)
     noise: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> (additive, proportional)
     lower: dict[str, float] = field(default_factory=dict)  # observable -> physical lower bound (default none)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> instrument's range
 
     @property
     def ensemble_size(self) -> int:
@@ -79,7 +81,8 @@ class Forecast:
         additive, proportional = self.noise.get(variable, (0.0, 0.0))
         rng = np.random.default_rng(list(self.id.encode()) or 0)
         sd = np.sqrt(additive**2 + (proportional * np.nan_to_num(out)) ** 2)
-        return predictive_draws(out, sd, self.lower.get(variable, -np.inf), rng)
+        draws = predictive_draws(out, sd, self.lower.get(variable, -np.inf), rng)
+        return np.clip(draws, *self.ranges.get(variable, (-np.inf, np.inf)))
 
     def score(self, observations: pd.DataFrame) -> dict[str, Any]:
         """CRPS (scoringrules), 50 % and 90 % interval coverage and the rank histogram of
@@ -95,7 +98,7 @@ class Forecast:
             if variable not in self.observables:
                 continue
             ens = self.at(str(variable), rows["time"])
-            y = rows["value"].to_numpy(dtype=float)
+            y = np.clip(rows["value"].to_numpy(dtype=float), *self.ranges.get(str(variable), (-np.inf, np.inf)))
             ok = np.all(np.isfinite(ens), axis=0)
             if not ok.any():
                 continue
@@ -126,6 +129,7 @@ class Forecast:
             times=self.times.as_unit("ns").asi8,
             noise=np.array(json.dumps(self.noise)),
             lower=np.array(json.dumps(self.lower)),
+            ranges=np.array(json.dumps({k: [float(a), float(b)] for k, (a, b) in self.ranges.items()})),
         )
         return buffer.getvalue()
 
@@ -145,6 +149,7 @@ class Forecast:
             times = pd.DatetimeIndex(pd.to_datetime(data["times"], utc=True))
             noise = {k: tuple(v) for k, v in json.loads(str(data["noise"])).items()}
             lower = json.loads(str(data["lower"])) if "lower" in data.files else {}
+            ranges = json.loads(str(data["ranges"])) if "ranges" in data.files else {}
             return cls(
                 twin_id,
                 version,
@@ -157,4 +162,5 @@ class Forecast:
                 scores or {},
                 noise,
                 lower,
+                {k: (float(a), float(b)) for k, (a, b) in ranges.items()},
             )

@@ -131,7 +131,8 @@ def heldout_check(
         grid = fc.times.as_unit("ns").asi8.astype(np.float64)
         when = pd.to_datetime(held["time"], utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy(np.float64)
         central = np.interp(when, grid, np.median(fc.members[:, :, o], axis=0))
-        scores[name] = _ensemble_score(predictive, central, y, true, wall)
+        shown = twin.config.noise_model(variable).read(y)  # a "LOW" reading is scored as its limit
+        scores[name] = _ensemble_score(predictive, central, shown, true, wall)
         if name == "twin":
             identification = {"calibration": twin.calibration, "noise": twin.config.noise}
             frame["twin_median"] = central

@@ -14,6 +14,11 @@ whole record with forward-mode Jacobians. The best start then gives:
   the data's information is divided by the AR(1) variance-inflation factor
   ``(1 + rho) / (1 - rho)`` of the standardized residuals.
 
+Readings at an instrument's limits (a CGM's "LOW" at 40 mg/dL, its "HIGH" at 400; the
+``lower``/``upper`` of the observable's :class:`NoiseModel`) are censored: they enter by
+the probability of a reading beyond the limit, not as values, and they do not count in
+the model error's scale or the fit's RMSE.
+
 Parameters live on the bounded scale of their :class:`ParameterMap` (``bounded=True``),
 and a start whose derived parameters leave the model's box costs infinity, so no
 estimate or member can leave it.
@@ -72,6 +77,15 @@ class Identification:
     start_costs: np.ndarray
     wall_s: float
     history: list[float] = field(default_factory=list)
+    censored: int = 0  # readings at the instrument's limits, fitted by their tail probability
+    readings: np.ndarray | None = None  # (n_obs,) the values fitted, a censored one at its limit
+    side: np.ndarray | None = None  # (n_obs,) -1 / +1 censored at the lower / upper limit, 0 measured
+    sd: np.ndarray | None = None  # (n_obs,) the noise sd of the final fit (model error included)
+
+    @property
+    def variance_inflation(self) -> float:
+        """The AR(1) factor ``(1 + rho) / (1 - rho)`` the data's information was divided by."""
+        return (1.0 + self.autocorrelation) / (1.0 - self.autocorrelation)
 
     @property
     def information(self) -> dict[str, float]:
@@ -110,6 +124,7 @@ class Identification:
             "error_scale": self.error_scale,
             "residual_autocorrelation": self.autocorrelation,
             "rmse": self.rmse,
+            "censored": self.censored,
             "wall_s": self.wall_s,
             "identified": self.summary(),
         }
@@ -126,44 +141,60 @@ def start_design(prior: GaussianPrior, starts: int) -> np.ndarray:
     return np.vstack([prior.mean, prior.mean + z @ prior.chol.T])
 
 
-def _batched_objective(problem: CalibrationProblem, prior: GaussianPrior, starts: int) -> tuple[Any, Any]:
+def censored_residuals(y: Any, pred: Any, weights: Any, side: Any) -> Any:
+    """Gauss-Newton residuals: ``(y - pred) * weights`` for a reading inside the instrument's
+    range; for a censored one (``side`` -1 at the lower limit ``y``, +1 at the upper) the
+    pseudo-residual ``sqrt(-2 log P(reading beyond the limit))``, whose square is the
+    censored (Tobit) negative log-likelihood up to a constant."""
+    z = (y - pred) * weights
+    tail = jnp.minimum(jnp.where(side < 0, z, -z), 30.0)  # beyond 30 sd the tail is 1: no cost
+    pseudo = jnp.sqrt(jnp.maximum(-2.0 * jax.scipy.stats.norm.logcdf(tail), 1e-300))
+    return jnp.where(side == 0, z, pseudo)
+
+
+def _batched_objective(
+    problem: CalibrationProblem, prior: GaussianPrior, starts: int, values: np.ndarray, side: np.ndarray
+) -> tuple[Any, Any]:
     """``(theta (S, k), weights (n_obs,)) -> (cost, H, g, residuals)`` with the forward-mode
-    Jacobian, and ``(theta, weights) -> cost`` for trial steps."""
+    Jacobian of the residuals, and ``(theta, weights) -> cost`` for trial steps."""
     model, pmap = problem.model, problem.parameters
     t_out = problem.output_times
     run = cohort_observable_function(model, [problem.inputs] * starts, t_out, problem.settings)
     rows = jnp.asarray(np.searchsorted(t_out, problem.times))
     cols = jnp.asarray([model.observable_names.index(o) for o in problem.observables])
-    y = jnp.asarray(problem.values)
+    y, censored = jnp.asarray(values), jnp.asarray(side)
     mu, precision = jnp.asarray(prior.mean), jnp.asarray(np.linalg.inv(prior.cov))
     lower = jnp.asarray([p.lower for p in model.parameters])
     upper = jnp.asarray([p.upper for p in model.parameters])
     k = len(pmap.names)
 
-    def predict(theta: Any) -> Any:
-        return run(jax.vmap(pmap.full)(theta))[:, rows, cols]
+    def residuals(theta: Any, weights: Any) -> tuple[Any, Any]:
+        pred = run(jax.vmap(pmap.full)(theta))[:, rows, cols]
+        finite = jnp.isfinite(pred)
+        r = censored_residuals(y, jnp.where(finite, pred, y), weights, censored)
+        return jnp.where(finite, r, 0.0), pred
 
-    def cost_of(theta: Any, pred: Any, weights: Any) -> tuple[Any, Any]:
+    def cost_of(theta: Any, r: Any, pred: Any) -> Any:
         full = jax.vmap(pmap.full)(theta)
         inside = jnp.all((full >= lower) & (full <= upper), axis=1) & jnp.all(jnp.isfinite(pred), axis=1)
-        r = jnp.where(jnp.isfinite(pred), (y - pred) * weights, 0.0)
         d = theta - mu
         cost = jnp.sum(r**2, axis=1) + jnp.einsum("si,ij,sj->s", d, precision, d)
-        return jnp.where(inside, cost, jnp.inf), r
+        return jnp.where(inside, cost, jnp.inf)
 
     @jax.jit
     def parts(theta: Any, weights: Any) -> tuple[Any, Any, Any, Any]:
         directions = jnp.broadcast_to(jnp.eye(k)[:, None, :], (k, theta.shape[0], k))
-        pred, jac = jax.vmap(lambda v: jax.jvp(predict, (theta,), (v,)), out_axes=(None, 0))(directions)
-        cost, r = cost_of(theta, pred, weights)
-        w = jnp.nan_to_num(jac) * weights  # (k, S, n_obs)
-        hessian = jnp.einsum("aso,bso->sab", w, w) + precision
-        gradient = jnp.einsum("aso,so->sa", w, r) - (theta - mu) @ precision
-        return cost, hessian, gradient, r
+        (r, pred), (jac, _) = jax.vmap(
+            lambda v: jax.jvp(lambda t: residuals(t, weights), (theta,), (v,)), out_axes=((None, None), 0)
+        )(directions)
+        jac = jnp.nan_to_num(jac)  # (k, S, n_obs)
+        hessian = jnp.einsum("aso,bso->sab", jac, jac) + precision
+        gradient = -jnp.einsum("aso,so->sa", jac, r) - (theta - mu) @ precision
+        return cost_of(theta, r, pred), hessian, gradient, r
 
     @jax.jit
     def cost_only(theta: Any, weights: Any) -> Any:
-        return cost_of(theta, predict(theta), weights)[0]
+        return cost_of(theta, *residuals(theta, weights))
 
     return parts, cost_only
 
@@ -187,6 +218,20 @@ def _lm(
         history.append(best)
         note(f"{label} {i + 1}/{steps}: best cost {best:.1f}")
     return theta, history
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(values**2))) if values.size else float("nan")
+
+
+def _error_scale(standardized: np.ndarray, observables: np.ndarray, measured: np.ndarray) -> dict[str, float]:
+    """Per observable, the RMS of the standardized residuals of the readings inside the
+    instrument's range (1.0 when every reading is censored: nothing to estimate it from)."""
+    scale = {}
+    for name in sorted(set(observables.tolist())):
+        rms = _rms(standardized[(observables == name) & measured])
+        scale[name] = rms if np.isfinite(rms) else 1.0
+    return scale
 
 
 def _lag1(r: np.ndarray, times: np.ndarray, observables: tuple[str, ...]) -> float:
@@ -224,8 +269,11 @@ def identify(
     pmap = problem.parameters
     if tuple(prior.names) != pmap.names:
         raise CalibrationError(f"The prior is over {list(prior.names)}; the twin fits {list(pmap.names)}.")
-    parts, cost_only = _batched_objective(problem, prior, settings.starts)
-    sensor = np.array([m.sd(float(abs(v))) for m, v in zip(problem.noise_sd_fns(), problem.values, strict=True)])
+    noise = problem.noise_sd_fns()
+    side = np.array([m.censoring(v) for m, v in zip(noise, problem.values, strict=True)], dtype=np.int8)
+    at_limit = np.array([m.read(v) for m, v in zip(noise, problem.values, strict=True)])  # a "LOW" is its limit
+    parts, cost_only = _batched_objective(problem, prior, settings.starts, at_limit, side)
+    sensor = np.array([m.sd(float(abs(v))) for m, v in zip(noise, problem.values, strict=True)])
     theta = jnp.asarray(start_design(prior, settings.starts))
     theta, history = _lm(
         parts, cost_only, theta, jnp.asarray(1.0 / sensor), settings.iterations, settings.max_step, note, "fit"
@@ -238,9 +286,8 @@ def identify(
         )
     best = int(np.argmin(costs))
     _, _, _, r = parts(theta, jnp.asarray(1.0 / sensor))
-    standardized = np.asarray(r[best])
     obs = np.asarray(problem.observables)
-    scale = {o: float(np.sqrt(np.mean(standardized[obs == o] ** 2))) for o in sorted(set(problem.observables))}
+    scale = _error_scale(np.asarray(r[best]), obs, side == 0)
     sd = sensor * np.array([scale[o] for o in problem.observables])
     weights = jnp.asarray(1.0 / sd)
     if settings.refine:
@@ -249,8 +296,9 @@ def identify(
     costs = np.asarray(cost_only(theta, weights))
     best = int(np.argmin(costs))
     _, hessian, _, r = parts(theta, weights)
+    measured = side == 0
     residual = np.asarray(r[best]) * sd
-    rho = _lag1(np.asarray(r[best]), problem.times, problem.observables)
+    rho = _lag1(np.asarray(r[best])[measured], problem.times[measured], tuple(obs[measured]))
     precision = np.linalg.inv(prior.cov)
     data_information = np.asarray(hessian[best]) - precision
     information = data_information * (1.0 - rho) / (1.0 + rho) + precision
@@ -262,7 +310,11 @@ def identify(
         prior=prior,
         error_scale=scale,
         autocorrelation=rho,
-        rmse={o: float(np.sqrt(np.mean(residual[obs == o] ** 2))) for o in scale},
+        rmse={o: _rms(residual[(obs == o) & measured]) for o in scale},
+        censored=int((~measured).sum()),
+        readings=at_limit,
+        side=side,
+        sd=sd,
         cost=float(costs[best]),
         start_costs=costs,
         wall_s=time.perf_counter() - t0,

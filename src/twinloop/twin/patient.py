@@ -34,7 +34,8 @@ from twinloop.twin.config import TwinConfig
 from twinloop.twin.drift import DriftDetector
 from twinloop.twin.ensemble import Ensemble, propagate
 from twinloop.twin.forecast import Forecast, predictive_draws
-from twinloop.twin.identify import IdentifySettings, identify
+from twinloop.twin.identify import Identification, IdentifySettings, identify
+from twinloop.twin.importance import importance_resample
 from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
 from twinloop.twin.state import pack, restore
 from twinloop.twin.sync import SyncReport, apply, assimilate, record, snapshot, within_box
@@ -278,7 +279,7 @@ class PatientTwin:
             found = identify(problem, self.prior, identify_settings, progress)
             self._adopt_model_error(found.error_scale)
             diagnostics = found.diagnostics()
-            self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times)
+            self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times, found)
             self._check_fit_consistency(diagnostics)
             return
         calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]
@@ -293,8 +294,7 @@ class PatientTwin:
         noise = dict(self.config.noise)
         for name, factor in scale.items():
             declared = self.config.noise_model(name)
-            grow = max(float(factor), 1.0)
-            noise[name] = {"additive": declared.additive * grow, "proportional": declared.proportional * grow}
+            noise[name] = declared.widened(max(float(factor), 1.0)).to_dict()
         self.config = replace(self.config, noise=noise)
 
     def _check_fit_consistency(self, diagnostics: dict[str, Any]) -> None:
@@ -334,8 +334,10 @@ class PatientTwin:
         doses: pd.DataFrame,
         inputs: Inputs,
         times: np.ndarray,
+        found: Identification | None = None,
     ) -> None:
-        """Members drawn from posterior draws, propagated to the last observation."""
+        """Members drawn from posterior draws, propagated to the last observation (and, for
+        a Laplace posterior ``found``, importance-corrected on the record on the way)."""
         n = self.config.members
         draws = draws[self.pmap.inside_box(draws)]
         if draws.shape[0] == 0:
@@ -346,10 +348,17 @@ class PatientTwin:
         states = _initial_states(self.model, self.pmap.full_batch(theta))
         end = float(times.max())
         ens = Ensemble(theta, states, 0.0)
-        if end > 0:
+        if found is not None and end > 0:
+            at = np.unique(times)  # its last is ``end``, the new ensemble time
+            predicted, ens = propagate(self.model, self.pmap, ens, inputs, at, self.config.settings)
+            cols = [self.model.observable_names.index(v) for v in obs["variable"]]
+            keep, report = importance_resample(found, theta, predicted[:, np.searchsorted(at, times), cols], self.rng)
+            ens = Ensemble(ens.theta[keep], ens.states[keep], ens.time)
+            diagnostics = {**diagnostics, "importance": report}
+        elif end > 0:
             _, ens = propagate(self.model, self.pmap, ens, inputs, np.array([end]), self.config.settings)
         self.ensemble = ens
-        self.calibration = {"summary": self.parameter_summary(theta), **diagnostics}
+        self.calibration = {"summary": self.parameter_summary(ens.theta), **diagnostics}
         self.observations = obs.copy()
         self.doses = doses.copy()
         self.version = 1
@@ -464,6 +473,9 @@ class PatientTwin:
         lower = {o.name: 0.0 for o in self.model.observables if o.nonnegative}
         bounds = np.array([lower.get(o, -np.inf) for o in self.model.observable_names])
         predictive = predictive_draws(members, noise, bounds, self._rng_for(1000 + len(self.forecasts)))
+        ranges = {o: self.config.noise_model(o).range for o in self.model.observable_names}
+        for i, o in enumerate(self.model.observable_names):
+            predictive[:, :, i] = np.clip(predictive[:, :, i], *ranges[o])
         fc = Forecast(
             self.id,
             self.version,
@@ -478,6 +490,7 @@ class PatientTwin:
                 for o in self.model.observable_names
             },
             lower=lower,
+            ranges={o: r for o, r in ranges.items() if np.isfinite(r).any()},
         )
         if store:
             self.forecasts.append(fc)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop.calibrate.noise import kalman_readings
 from twinloop.connect.timebase import unit_seconds
 from twinloop.errors import InputError
 from twinloop.twin.assimilation import innovation
@@ -84,8 +85,9 @@ def assimilate(twin: Any, obs: pd.DataFrame, *, detect: bool) -> tuple[int, dict
     for hi in edges:
         inside = (t_new > lo + 1e-9) & (t_new <= hi + 1e-9)
         if inside.any():
-            last = update(twin, obs[inside], t_new[inside])
-            if detect and twin.detector.observe_dict(last):
+            entry = update(twin, obs[inside], t_new[inside])
+            last = entry or last
+            if detect and entry and twin.detector.observe_dict(entry):
                 drift = True
                 twin.drift_events.append({"version": twin.version, "time": str(twin.now), **last})
                 if twin.config.recalibration == "reassimilate":
@@ -100,7 +102,8 @@ def default_window(twin: Any) -> float:
 
 
 def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
-    """Propagate to the last of ``times`` and assimilate ``obs`` there."""
+    """Propagate to the last of ``times`` and assimilate ``obs`` there; the innovation
+    entry, or ``{}`` when no reading could inform the update (see ``kalman_readings``)."""
     order = np.argsort(times, kind="stable")
     obs, times = obs.iloc[order], times[order]
     inputs = twin.window_inputs(twin.doses, twin.ensemble.time)
@@ -121,13 +124,14 @@ def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
         predicted[~good] = predicted[donors]
         forecast_ens = replace_members(forecast_ens, ~good, donors)
-    y = obs["value"].to_numpy(dtype=float)
-    r = np.array(
-        [
-            twin.config.noise_model(v).sd(float(m)) ** 2
-            for v, m in zip(obs["variable"], predicted.mean(axis=0), strict=True)
-        ]
-    )
+    models = [twin.config.noise_model(v) for v in obs["variable"]]
+    mean = predicted.mean(axis=0)
+    used, y = kalman_readings(models, obs["value"].to_numpy(dtype=float), mean)
+    if not used.any():  # only censored readings the forecast agrees with: nothing to update
+        twin.ensemble = forecast_ens
+        return {}
+    predicted, y = predicted[:, used], y[used]
+    r = np.array([m.sd(float(p)) ** 2 for m, p, u in zip(models, mean, used, strict=True) if u])
     inn = innovation(predicted, y, r)
     nonneg = np.array([s.nonnegative for s in twin.model.states])
     analysed = twin.config.filter().update(forecast_ens, predicted, y, r, nonneg, twin.rng)
