@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -41,14 +42,19 @@ def inputs_from_doses(model: Model, doses: pd.DataFrame, origin: pd.Timestamp, s
     """
     if doses is None or doses.empty:
         return Inputs()
-    known = {i.name: i for i in model.inputs}
     t = to_model_time(doses["time"], origin, model.time_unit) - shift
+    rows = doses[["input", "kind", "amount", "duration", "unit"]].itertuples(index=False, name=None)
+    return inputs_from_rows(model, rows, t)
+
+
+def inputs_from_rows(model: Model, rows: Iterable[tuple[Any, ...]], t: np.ndarray) -> Inputs:
+    """Model inputs from dose rows ``(input, kind, amount, duration, unit)`` starting at
+    model times ``t`` (see :func:`inputs_from_doses`)."""
+    known = {i.name: i for i in model.inputs}
     minute = 60.0 / unit_seconds(model.time_unit)
     plan = Inputs()
     meals = []
-    for (name, kind, amount, duration, unit), start in zip(
-        doses[["input", "kind", "amount", "duration", "unit"]].itertuples(index=False, name=None), t, strict=True
-    ):
+    for (name, kind, amount, duration, unit), start in zip(rows, t, strict=True):
         if name not in known:
             raise InputError(f"Dose input {name!r} is not an input of model '{model.id}' ({sorted(known)}).")
         inp = known[name]

@@ -21,9 +21,10 @@ import pandas as pd
 from twinloop.calibrate.bayes import Calibrator
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
+from twinloop.connect.batch import harmonize_batch
 from twinloop.connect.ingest import harmonize
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
-from twinloop.connect.timebase import inputs_from_doses, to_model_time, to_timestamps, unit_seconds
+from twinloop.connect.timebase import inputs_from_doses, inputs_from_rows, to_model_time, to_timestamps, unit_seconds
 from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
@@ -36,6 +37,7 @@ from twinloop.twin.ensemble import Ensemble, propagate
 from twinloop.twin.forecast import Forecast, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.importance import importance_resample
+from twinloop.twin.log import RecordLog
 from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
 from twinloop.twin.state import pack, restore
 from twinloop.twin.sync import SyncReport, apply, assimilate, record, snapshot, within_box
@@ -219,6 +221,9 @@ class PatientTwin:
         model: Model, observations: pd.DataFrame, doses: pd.DataFrame | None
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         units = {o.name: o.unit for o in model.observables}
+        batch = harmonize_batch(observations, doses, units)
+        if batch is not None:  # a clean batch: the same tables, without pandas' overhead
+            return batch
         result = harmonize(observations, doses if doses is not None else empty_doses(), units=units)
         if result.rejected:
             r = result.rejected[0]
@@ -253,8 +258,8 @@ class PatientTwin:
             self.ensemble = within_box(self, Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
-            record(self, obs, doses)
-            assimilate(self, obs[self.model_time(obs["time"]) > 1e-9], detect=False)
+            record(self, obs, doses, self.model_time(obs["time"]))
+            assimilate(self, self.obs_log.readings(0.0), detect=False)
             snapshot(self)
             return
         times = self.model_time(obs["time"])
@@ -375,6 +380,25 @@ class PatientTwin:
         reloaded from the registry draw the same numbers."""
         return np.random.default_rng([self.config.seed, self.version, *tags])
 
+    # --- the log ---------------------------------------------------------------
+    @property
+    def observations(self) -> pd.DataFrame:
+        """Every observation logged, in the order it arrived."""
+        return self.obs_log.frame
+
+    @observations.setter
+    def observations(self, frame: pd.DataFrame) -> None:
+        self.obs_log = RecordLog.observations(frame, self.model_time)
+
+    @property
+    def doses(self) -> pd.DataFrame:
+        """Every dose logged, in the order it arrived."""
+        return self.dose_log.frame
+
+    @doses.setter
+    def doses(self, frame: pd.DataFrame) -> None:
+        self.dose_log = RecordLog.doses(frame, self.model_time, self.model.time_unit)
+
     # --- time ----------------------------------------------------------------
     def model_time(self, times: Any) -> np.ndarray:
         return to_model_time(times, self.origin, self.model.time_unit)
@@ -391,6 +415,11 @@ class PatientTwin:
         keep = ends > start - 1e-9
         return inputs_from_doses(self.model, doses[keep], self.origin, shift=start)
 
+    def logged_inputs(self, start: float) -> Inputs:
+        """The logged doses acting from model time ``start`` on, relative to it."""
+        t, rows = self.dose_log.active(start)
+        return inputs_from_rows(self.model, rows, t - start) if rows else Inputs()
+
     # --- synchronization -----------------------------------------------------
     def sync(self, observations: pd.DataFrame, inputs: pd.DataFrame | None = None) -> SyncReport:
         """Assimilate new observations (and record new doses): one new twin version.
@@ -402,30 +431,21 @@ class PatientTwin:
         Exact duplicates of logged observations are ignored.
         """
         obs, doses = self._harmonized(self.model, observations, inputs)
-        obs = obs[obs["subject_id"] == self.subject_id] if not obs.empty else obs
-        key = ["time", "variable", "value"]
-        if not self.observations.empty and not obs.empty:
-            seen = obs.merge(self.observations[key].drop_duplicates(), on=key, how="left", indicator=True)
-            obs = obs[(seen["_merge"] == "left_only").to_numpy()]
-        if not doses.empty and not self.doses.empty:
-            seen = doses.merge(
-                self.doses[["time", "input", "amount"]].drop_duplicates(),
-                on=["time", "input", "amount"],
-                how="left",
-                indicator=True,
-            )
-            doses = doses[(seen["_merge"] == "left_only").to_numpy()]
+        if not obs.empty:
+            keep = (obs["subject_id"].to_numpy() == self.subject_id) & self.obs_log.fresh(obs)
+            obs = obs if keep.all() else obs[keep]
+        if not doses.empty and len(self.dose_log):
+            fresh = self.dose_log.fresh(doses)
+            doses = doses if fresh.all() else doses[fresh]
         return apply(self, obs, doses)
 
     # --- forecasts and comparisons ---------------------------------------------
     def future_inputs(self, inputs: Inputs | pd.DataFrame | None) -> Inputs:
         if isinstance(inputs, Inputs):
             return inputs
-        doses = (
-            self.doses
-            if inputs is None
-            else self._harmonized(self.model, pd.DataFrame(columns=list(OBSERVATION_COLUMNS)), inputs)[1]
-        )
+        if inputs is None:
+            return self.logged_inputs(self.ensemble.time)
+        doses = self._harmonized(self.model, pd.DataFrame(columns=list(OBSERVATION_COLUMNS)), inputs)[1]
         return self.window_inputs(doses, self.ensemble.time)
 
     def horizon(self, hours: float, every: float | None) -> np.ndarray:
@@ -498,8 +518,13 @@ class PatientTwin:
 
     def score_forecasts(self, obs: pd.DataFrame) -> list[str]:
         """Score every stored forecast whose span holds some of ``obs``; returns their ids."""
-        scored = []
+        scored: list[str] = []
+        if obs.empty or not self.forecasts:
+            return scored
+        first, last = obs["time"].min(), obs["time"].max()
         for fc in self.forecasts:
+            if fc.times[-1] < first or fc.times[0] > last:
+                continue
             inside = obs[(obs["time"] >= fc.times[0]) & (obs["time"] <= fc.times[-1])]
             if not inside.empty:
                 fc.score(inside)

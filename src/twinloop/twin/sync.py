@@ -15,6 +15,7 @@ from twinloop.connect.timebase import unit_seconds
 from twinloop.errors import InputError
 from twinloop.twin.assimilation import innovation
 from twinloop.twin.ensemble import Ensemble, propagate
+from twinloop.twin.log import Readings
 
 SNAPSHOTS = 12  # kept ensembles, one per recent version (recalibration and late data start from them)
 
@@ -36,30 +37,28 @@ def apply(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> SyncReport:
     for late data)."""
     twin.version += 1
     twin.reseed()
-    record(twin, obs, doses)
-    scored = twin.score_forecasts(obs)
     times = twin.model_time(obs["time"]) if not obs.empty else np.zeros(0)
+    record(twin, obs, doses, times)
+    scored = twin.score_forecasts(obs)
+    new = Readings(times, obs["variable"].to_numpy(dtype=object), obs["value"].to_numpy(dtype=float))
     late = times <= twin.ensemble.time + 1e-9
-    todo, replayed, unassimilated = obs[~late], 0, int(late.sum())
+    todo, replayed, unassimilated = new.take(~late), 0, int(late.sum())
     if late.any():
         start = kept_ensemble_before(twin, float(times[late].min()))
         if start is not None:
-            logged = twin.model_time(twin.observations["time"])
-            todo = twin.observations[logged > start.time + 1e-9]
-            replayed, unassimilated = len(todo) - len(obs), 0
+            todo = twin.obs_log.readings(start.time)
+            replayed, unassimilated = len(todo) - len(new), 0
             twin.ensemble = start
     assimilated, last, drift, recalibrated = assimilate(twin, todo, detect=True)
     snapshot(twin)
     return SyncReport(twin.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed)
 
 
-def record(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> None:
+def record(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame, times: np.ndarray) -> None:
+    """Log the new rows (``times``: the observations' model times)."""
     if not doses.empty:
-        twin.doses = doses.copy() if twin.doses.empty else pd.concat([twin.doses, doses], ignore_index=True)
-    if not obs.empty:
-        twin.observations = (
-            obs.copy() if twin.observations.empty else pd.concat([twin.observations, obs], ignore_index=True)
-        )
+        twin.dose_log.append(doses, twin.model_time(doses["time"]))
+    twin.obs_log.append(obs, times)
 
 
 def kept_ensemble_before(twin: Any, time: float) -> Ensemble | None:
@@ -71,21 +70,21 @@ def kept_ensemble_before(twin: Any, time: float) -> Ensemble | None:
     return None
 
 
-def assimilate(twin: Any, obs: pd.DataFrame, *, detect: bool) -> tuple[int, dict[str, Any], bool, bool]:
+def assimilate(twin: Any, obs: Readings, *, detect: bool) -> tuple[int, dict[str, Any], bool, bool]:
     """Assimilate ``obs`` (all after the ensemble's time) window by window; returns the
     count, the last innovation, and whether drift was flagged and recalibrated."""
     drift = recalibrated = False
     last: dict[str, Any] = {}
-    if obs.empty:
+    if len(obs) == 0:
         return 0, last, drift, recalibrated
-    t_new = twin.model_time(obs["time"])
+    t_new = obs.t
     span = default_window(twin)
     edges = np.arange(twin.ensemble.time, t_new.max() + span, span)[1:]
     lo = twin.ensemble.time
     for hi in edges:
         inside = (t_new > lo + 1e-9) & (t_new <= hi + 1e-9)
         if inside.any():
-            entry = update(twin, obs[inside], t_new[inside])
+            entry = update(twin, obs.take(inside))
             last = entry or last
             if detect and entry and twin.detector.observe_dict(entry):
                 drift = True
@@ -101,17 +100,18 @@ def default_window(twin: Any) -> float:
     return 60.0 * 60.0 / unit_seconds(twin.model.time_unit) if twin.model.time_unit in ("min", "s") else 7.0
 
 
-def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
-    """Propagate to the last of ``times`` and assimilate ``obs`` there; the innovation
-    entry, or ``{}`` when no reading could inform the update (see ``kalman_readings``)."""
-    order = np.argsort(times, kind="stable")
-    obs, times = obs.iloc[order], times[order]
-    inputs = twin.window_inputs(twin.doses, twin.ensemble.time)
+def update(twin: Any, obs: Readings) -> dict[str, Any]:
+    """Propagate to the last of the readings' times and assimilate them there; the
+    innovation entry, or ``{}`` when no reading could inform the update (see
+    ``kalman_readings``)."""
+    obs = obs.take(np.argsort(obs.t, kind="stable"))
+    times = obs.t
+    inputs = twin.logged_inputs(twin.ensemble.time)
     t_unique = np.unique(times)
     predicted_all, forecast_ens = propagate(
         twin.model, twin.pmap, twin.ensemble, inputs, t_unique, twin.config.settings
     )
-    cols = [twin.model.observable_names.index(v) for v in obs["variable"]]
+    cols = [twin.model.observable_names.index(v) for v in obs.variable]
     rows = np.searchsorted(t_unique, times)
     predicted = predicted_all[:, rows, cols]
     good = np.all(np.isfinite(predicted), axis=1)
@@ -124,9 +124,9 @@ def update(twin: Any, obs: pd.DataFrame, times: np.ndarray) -> dict[str, Any]:
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
         predicted[~good] = predicted[donors]
         forecast_ens = replace_members(forecast_ens, ~good, donors)
-    models = [twin.config.noise_model(v) for v in obs["variable"]]
+    models = [twin.config.noise_model(v) for v in obs.variable]
     mean = predicted.mean(axis=0)
-    used, y = kalman_readings(models, obs["value"].to_numpy(dtype=float), mean)
+    used, y = kalman_readings(models, np.asarray(obs.value, dtype=float), mean)
     if not used.any():  # only censored readings the forecast agrees with: nothing to update
         twin.ensemble = forecast_ens
         return {}
@@ -187,10 +187,7 @@ def recalibrate(twin: Any) -> None:
     )
     target = twin.ensemble.time
     twin.ensemble = Ensemble(theta, start.states, start.time)
-    replay = twin.observations[
-        (twin.model_time(twin.observations["time"]) > start.time + 1e-9)
-        & (twin.model_time(twin.observations["time"]) <= target + 1e-9)
-    ]
+    replay = twin.obs_log.readings(start.time, target)
     twin.detector.reset()
     assimilate(twin, replay, detect=False)
     twin.drift_events[-1]["recalibrated_from_time"] = float(start.time)

@@ -1,0 +1,181 @@
+"""A twin's log of everything it has seen (its observations, its doses), kept so that a
+sync's work grows with the new rows, not with the history.
+
+The table is held as appended chunks and concatenated only when someone reads it; beside
+it, growable arrays of each row's model time and key columns. Deduplication checks a
+key set (built once, on the first batch that overlaps the logged times, then kept up to
+date); the doses active at a time come from their end times kept sorted (a binary
+search), in log order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twinloop.connect.timebase import unit_seconds
+
+OBSERVATION_KEY = ("variable", "value")  # with the time: what makes an observation a duplicate
+DOSE_KEY = ("input", "amount")
+DOSE_FIELDS = ("input", "kind", "amount", "duration", "unit")
+
+
+def time_ns(times: pd.Series) -> np.ndarray:
+    """UTC nanoseconds of a column of timestamps."""
+    stamps = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]")
+    return np.asarray(stamps.array.asi8)  # type: ignore[attr-defined]
+
+
+class _Column:
+    """A growable 1-D array (amortized O(1) appends)."""
+
+    def __init__(self, dtype: Any) -> None:
+        self._data = np.empty(16, dtype=dtype)
+        self._n = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self._n + len(values)
+        if end > self._data.size:
+            grown = np.empty(max(end, 2 * self._data.size), dtype=self._data.dtype)
+            grown[: self._n] = self._data[: self._n]
+            self._data = grown
+        self._data[self._n : end] = values
+        self._n = end
+
+    @property
+    def values(self) -> np.ndarray:
+        return self._data[: self._n]
+
+
+@dataclass(frozen=True)
+class Readings:
+    """Observations as arrays (model times, variables, values), in log order."""
+
+    t: np.ndarray
+    variable: np.ndarray
+    value: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.t.size)
+
+    def take(self, which: np.ndarray) -> Readings:
+        return Readings(self.t[which], self.variable[which], self.value[which])
+
+
+class RecordLog:
+    """An append-only canonical table (observations or doses) with its model times.
+
+    Arguments:
+        frame: the rows logged so far.
+        columns: the columns kept as arrays (the key columns first, then any others).
+        model_time: timestamps -> model time (the twin's).
+        time_unit: the model's time unit, for doses (their end times: a duration is in
+            minutes); ``None`` for observations.
+    """
+
+    def __init__(
+        self,
+        frame: pd.DataFrame,
+        columns: tuple[str, ...],
+        model_time: Callable[[Any], np.ndarray],
+        time_unit: str | None = None,
+    ) -> None:
+        self._empty = frame.iloc[:0]
+        self._chunks: list[pd.DataFrame] = []
+        self._columns = columns
+        self._time_unit = time_unit
+        self._model_time = model_time
+        self._ns = _Column(np.int64)
+        self._t = _Column(np.float64)
+        self._arrays = {c: _Column(np.float64 if c in ("value", "amount", "duration") else object) for c in columns}
+        self._keys: set[tuple[Any, ...]] | None = None
+        self._latest = np.iinfo(np.int64).min
+        self._end_sorted = np.zeros(0)
+        self._end_order = np.zeros(0, dtype=np.int64)
+        if not frame.empty:
+            self.append(frame, model_time(frame["time"]))
+
+    @classmethod
+    def observations(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray]) -> RecordLog:
+        return cls(frame, OBSERVATION_KEY, model_time)
+
+    @classmethod
+    def doses(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray], time_unit: str) -> RecordLog:
+        return cls(frame, DOSE_FIELDS, model_time, time_unit)
+
+    def __len__(self) -> int:
+        return self._t.values.size
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The whole table, in the order the rows were logged."""
+        if not self._chunks:
+            return self._empty
+        if len(self._chunks) > 1:
+            self._chunks = [pd.concat(self._chunks, ignore_index=True)]
+        return self._chunks[0]
+
+    @property
+    def times(self) -> np.ndarray:
+        """Every row's model time, in log order."""
+        return self._t.values
+
+    def append(self, rows: pd.DataFrame, t: np.ndarray) -> None:
+        """Log ``rows`` (whose model times are ``t``)."""
+        if rows.empty:
+            return
+        ns = time_ns(rows["time"])
+        start = len(self)
+        self._chunks.append(rows.copy())
+        self._ns.extend(ns)
+        self._t.extend(t)
+        for c in self._columns:
+            self._arrays[c].extend(rows[c].to_numpy())
+        self._latest = max(self._latest, int(ns.max()))
+        if self._keys is not None:
+            self._keys.update(self._key_tuples(start))
+        if self._time_unit is not None:
+            self._index_ends(start)
+
+    def _key_tuples(self, start: int = 0) -> Any:
+        a, b = (self._arrays[c].values[start:].tolist() for c in self._columns[:2])
+        return zip(self._ns.values[start:].tolist(), a, b, strict=True)
+
+    def fresh(self, rows: pd.DataFrame) -> np.ndarray:
+        """Which of ``rows`` are not logged yet (no logged row with the same time and key)."""
+        ns = time_ns(rows["time"])
+        if ns.size == 0 or int(ns.min()) > self._latest:
+            return np.ones(ns.size, dtype=bool)
+        if self._keys is None:
+            self._keys = set(self._key_tuples())
+        a, b = (rows[c].tolist() for c in self._columns[:2])
+        return np.array([k not in self._keys for k in zip(ns.tolist(), a, b, strict=True)], dtype=bool)
+
+    # --- observations --------------------------------------------------------------
+    def readings(self, lo: float, hi: float = np.inf) -> Readings:
+        """Logged observations with ``lo < t <= hi`` (model time, 1e-9 tolerance), in log order."""
+        t = self.times
+        which = (t > lo + 1e-9) & (t <= hi + 1e-9) if np.isfinite(hi) else t > lo + 1e-9
+        return Readings(t[which], self._arrays["variable"].values[which], self._arrays["value"].values[which])
+
+    # --- doses ---------------------------------------------------------------------
+    def _index_ends(self, start: int) -> None:
+        assert self._time_unit is not None
+        seconds = unit_seconds(self._time_unit)
+        ends = self._t.values[start:] + self._arrays["duration"].values[start:] * 60.0 / seconds
+        order = np.argsort(ends, kind="stable")
+        at = np.searchsorted(self._end_sorted, ends[order], side="right")
+        self._end_sorted = np.insert(self._end_sorted, at, ends[order])
+        self._end_order = np.insert(self._end_order, at, start + order)
+
+    def active(self, start: float) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+        """The doses still acting at ``start`` (ending after it): their model times and
+        ``(input, kind, amount, duration, unit)`` rows, in log order."""
+        first = np.searchsorted(self._end_sorted, start - 1e-9, side="right")
+        which = np.sort(self._end_order[first:])
+        rows = zip(*(self._arrays[c].values[which].tolist() for c in DOSE_FIELDS), strict=True)
+        return self._t.values[which], list(rows)
