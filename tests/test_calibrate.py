@@ -97,6 +97,29 @@ def test_svi_agrees_with_nuts_and_arviz_export(stein: tuple) -> None:
     assert "diverging" in idata.sample_stats
 
 
+def test_model_error_is_sampled_with_the_parameters(stein: tuple) -> None:
+    """Scans 2.5 times noisier than declared raise the model-error scale; scans with the
+    declared noise leave it near 1. Eight scans move it only so far from its prior
+    (E[s^2] = 1.25, light-tailed on purpose, see calibrate/model_error.py)."""
+    model, prior, pmap = stein
+    truth = prior.mean[None]
+    traj = tl.simulate(model, pmap.full_batch(truth), tl.Inputs(), times=np.r_[0.0, TIMES], progress=False)
+    clean = traj["sum_of_diameters"][0, 1:]
+    z = np.random.default_rng(5).standard_normal(TIMES.size)
+    cal = Calibrator(prior, num_warmup=250, num_samples=250, num_chains=2, seed=3, model_error=0.5)
+    scales = {}
+    for factor in (1.0, 2.5):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CalibrationWarning)
+            posterior = cal.fit(_problem(model, pmap, clean + factor * NOISE.sd(clean) * z)).posterior
+        scales[factor] = posterior.error_scale()["sum_of_diameters"]
+        d = posterior.diagnostics()
+        assert d["ess"]["model_error[sum_of_diameters]"] > 100 and d["rhat"]["model_error[sum_of_diameters]"] < 1.05
+        assert d["model_error"]["sum_of_diameters"]["q05"] >= 1.0
+    assert scales[1.0] < 1.15 < 1.2 < scales[2.5], scales
+    assert Calibrator(prior).model_error == 0.0  # the declared noise is exact unless asked
+
+
 def test_reverse_mode_rule_equals_forward_jacobian() -> None:
     def f(x: jax.Array) -> jax.Array:
         return jnp.array([jnp.sin(x[0]) * x[1], jnp.exp(x[1]), x[0] ** 3])

@@ -1,9 +1,11 @@
 """Bayesian calibration of one patient with numpyro: NUTS (default) or SVI.
 
 The sampled vector is standardized, ``z ~ N(0, I)``, and mapped to the log-parameters
-through the prior's Cholesky factor. A solve that fails (non-finite prediction)
-gives a log-density of -inf instead of an exception. The batched engine is
-differentiated in forward mode (``NUTS(forward_mode_differentiation=True)``).
+through the prior's Cholesky factor. With ``model_error > 0`` it holds one more
+standard-normal latent per observable, the model-error scale of that observable's
+noise (:mod:`twinloop.calibrate.model_error`), sampled jointly with the parameters.
+A solve that fails (non-finite prediction) gives a log-density of -inf instead of an
+exception. The batched engine is differentiated in forward mode (``NUTS(forward_mode_differentiation=True)``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from numpyro.infer.autoguide import AutoMultivariateNormal
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import initialize_model
 
+from twinloop.calibrate.model_error import error_ratio
 from twinloop.calibrate.posterior import Posterior
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem
@@ -50,20 +53,29 @@ def _structure_key(problem: CalibrationProblem, prior: GaussianPrior) -> tuple[A
     )
 
 
-def _density_model(problem: CalibrationProblem, prior: GaussianPrior) -> Any:
+def error_groups(problem: CalibrationProblem) -> tuple[str, ...]:
+    """The observables given a model-error scale, in the order of the latent vector."""
+    return tuple(sorted(set(problem.observables)))
+
+
+def _density_model(problem: CalibrationProblem, prior: GaussianPrior, model_error: float) -> Any:
     predict = problem.predictor()
     mean, chol = jnp.asarray(prior.mean), jnp.asarray(prior.chol)
-    shape = [len(prior.names)]
+    k = len(prior.names)
+    groups = error_groups(problem) if model_error > 0 else ()
+    group = jnp.asarray([groups.index(o) for o in problem.observables] if groups else [], dtype=jnp.int32)
 
     def model(values: Any, additive: Any, proportional: Any) -> None:
-        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand(shape).to_event(len(shape)))
-        log_theta = numpyro.deterministic("log_theta", mean + z @ chol.T)
+        z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([k + len(groups)]).to_event(1))
+        log_theta = numpyro.deterministic("log_theta", mean + z[:k] @ chol.T)
         mu = predict(log_theta)
         ok = jnp.all(jnp.isfinite(mu))
         mu = jnp.where(ok, mu, 1.0)
         sd = jnp.sqrt(additive**2 + (proportional * mu) ** 2)
+        if groups:
+            sd = sd * error_ratio(z[k:], model_error)[group]
         numpyro.factor("solve_failed", jnp.where(ok, 0.0, -jnp.inf))
-        numpyro.sample("y", dist.Normal(mu, sd).to_event(len(shape)), obs=values)
+        numpyro.sample("y", dist.Normal(mu, sd).to_event(1), obs=values)
 
     return model
 
@@ -78,6 +90,9 @@ class Calibrator:
         num_warmup, num_samples, num_chains: NUTS settings (chains run vectorized).
         svi_steps, learning_rate: SVI settings (Adam).
         seed: the JAX key seed.
+        model_error: the scale of the half-normal prior of each observable's model-error
+            ratio ``tau``, sampled with the parameters (:mod:`twinloop.calibrate.model_error`);
+            0 (default): the declared noise is taken as exact.
         strict: raise ``CalibrationError`` when the diagnostics fail instead of warning.
 
     ``fit(problem)`` returns ``self``; the result is ``posterior_``. Fitting a problem
@@ -100,6 +115,7 @@ class Calibrator:
     strict: bool = False
     target_accept: float = 0.85
     max_tree_depth: int = 6
+    model_error: float = 0.0
     posterior_: Posterior | None = field(default=None, init=False)
     _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -108,6 +124,8 @@ class Calibrator:
             raise InputError(f"method must be 'nuts' or 'svi'; got {self.method!r}.")
         if min(self.num_warmup, self.num_samples, self.num_chains, self.svi_steps) < 1:
             raise InputError("num_warmup, num_samples, num_chains and svi_steps must all be >= 1.")
+        if not self.model_error >= 0:
+            raise InputError(f"model_error must be >= 0 (0: no model error); got {self.model_error!r}.")
 
     def fit(self, problem: CalibrationProblem, *, init: np.ndarray | None = None) -> Calibrator:
         """Calibrate; ``init`` (``(num_chains, k)`` log-parameters, e.g. draws of an amortized
@@ -117,9 +135,11 @@ class Calibrator:
                 f"The problem fits {list(problem.parameters.names)} but the prior is over "
                 f"{list(self.prior.names)}; use the same names in the same order."
             )
-        key = _structure_key(problem, self.prior)
+        key = (*_structure_key(problem, self.prior), self.model_error)
         if self._cache.get("key") != key:
-            self._cache = {"key": key, "model": _density_model(problem, self.prior)}
+            groups = error_groups(problem) if self.model_error > 0 else ()
+            model = _density_model(problem, self.prior, self.model_error)
+            self._cache = {"key": key, "model": model, "groups": groups}
         additive, proportional = problem.noise_arrays()
         args = (jnp.asarray(problem.values), jnp.asarray(additive), jnp.asarray(proportional))
         rng = jax.random.PRNGKey(self.seed)
@@ -130,7 +150,8 @@ class Calibrator:
                 raise InputError(
                     f"init needs one start per chain ({self.num_chains}, {len(self.prior.names)}); got {start.shape}."
                 )
-            z0 = jnp.asarray(np.linalg.solve(self.prior.chol, (start - self.prior.mean).T).T)
+            z = np.linalg.solve(self.prior.chol, (start - self.prior.mean).T).T
+            z0 = jnp.asarray(np.hstack([z, np.zeros((z.shape[0], len(self._cache["groups"])))]))
         self.posterior_ = self._nuts(rng, args, z0) if self.method == "nuts" else self._svi(rng, args)
         self.posterior_.check(self.strict)
         return self
@@ -144,22 +165,33 @@ class Calibrator:
                 _COMPILED_NUTS[key] = self._compile_nuts(args)
             self._cache["nuts"] = _COMPILED_NUTS[key]
         keys = jax.random.split(rng, 2 * self.num_chains)
-        z0 = 0.5 * jax.vmap(lambda k: jax.random.uniform(k, (len(self.prior.names),), minval=-1.0, maxval=1.0))(
+        z0 = 0.5 * jax.vmap(lambda k: jax.random.uniform(k, (self._size,), minval=-1.0, maxval=1.0))(
             keys[self.num_chains :]
         )
         if start is not None:
             z0 = start
         zs, diverging = self._cache["nuts"](keys[: self.num_chains], z0, *args)
-        z = np.asarray(zs)
-        log_theta = self.prior.mean + z @ self.prior.chol.T
         diverging = np.asarray(diverging)
-        return Posterior(self.prior.names, log_theta, "nuts", int(diverging.sum()), {"diverging": diverging})
+        return self._posterior(np.asarray(zs), "nuts", int(diverging.sum()), {"diverging": diverging})
+
+    @property
+    def _size(self) -> int:
+        """Length of the sampled vector: the parameters, then one model-error latent per observable."""
+        return len(self.prior.names) + len(self._cache["groups"])
+
+    def _posterior(self, z: np.ndarray, method: str, divergences: int, extra: dict[str, Any]) -> Posterior:
+        """The posterior of sampled vectors ``z`` ``(chains, draws, size)``."""
+        k = len(self.prior.names)
+        log_theta = self.prior.mean + z[..., :k] @ self.prior.chol.T
+        groups = self._cache["groups"]
+        errors = error_ratio(z[..., k:], self.model_error) if groups else None
+        return Posterior(self.prior.names, log_theta, method, divergences, extra, groups, errors)
 
     def _compile_nuts(self, args: tuple[Any, ...]) -> Any:
         """One jitted function running warm-up and sampling of every chain (vmapped),
         compiled once per problem structure: refits with new values reuse it."""
         model = self._cache["model"]
-        zeros = jnp.zeros(len(self.prior.names))
+        zeros = jnp.zeros(self._size)
         _, potential_gen, _, _ = initialize_model(
             jax.random.PRNGKey(0),
             model,
@@ -192,14 +224,13 @@ class Calibrator:
 
     def _svi(self, rng: Any, args: tuple[Any, ...]) -> Posterior:
         model = self._cache["model"]
-        guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"z": jnp.zeros(len(self.prior.names))}))
+        guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"z": jnp.zeros(self._size)}))
         svi = SVI(model, guide, numpyro.optim.Adam(self.learning_rate), Trace_ELBO())
         run_key, draw_key = jax.random.split(rng)
         result = svi.run(run_key, self.svi_steps, *args, progress_bar=False)
         z = guide.sample_posterior(draw_key, result.params, sample_shape=(self.num_samples * self.num_chains,))["z"]
-        log_theta = np.asarray(self.prior.mean + np.asarray(z) @ self.prior.chol.T)
         losses = np.asarray(result.losses)
-        return Posterior(self.prior.names, log_theta[None], "svi", extra={"final_loss": float(losses[-100:].mean())})
+        return self._posterior(np.asarray(z)[None], "svi", 0, {"final_loss": float(losses[-100:].mean())})
 
     @property
     def posterior(self) -> Posterior:

@@ -1,4 +1,5 @@
-"""A calibrated posterior: draws of the fitted log-parameters, their diagnostics, exports."""
+"""A calibrated posterior: draws of the fitted log-parameters (and of the model-error
+scales, when they were estimated), their diagnostics, exports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 
+from twinloop.calibrate.model_error import summarize
 from twinloop.errors import CalibrationError
 
 RHAT_MAX = 1.05
@@ -23,13 +25,24 @@ class CalibrationWarning(UserWarning):
 
 @dataclass
 class Posterior:
-    """Posterior draws of ``log(theta)`` with shape ``(chains, draws, k)``."""
+    """Posterior draws of ``log(theta)`` with shape ``(chains, draws, k)``, and of the
+    model-error scale ``s >= 1`` of each of ``error_names`` (``(chains, draws, m)``;
+    ``None`` when the declared noise was taken as exact)."""
 
     names: tuple[str, ...]
     log_samples: np.ndarray
     method: str
     divergences: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    error_names: tuple[str, ...] = ()
+    error_samples: np.ndarray | None = None
+
+    def error_scale(self) -> dict[str, float]:
+        """Per observable, ``sqrt(E[s^2])``: the widening of its noise a twin adopts (empty
+        without model error)."""
+        if self.error_samples is None:
+            return {}
+        return {k: v["scale"] for k, v in summarize(self.error_samples, self.error_names).items()}
 
     @property
     def n_draws(self) -> int:
@@ -55,11 +68,18 @@ class Posterior:
         out: dict[str, Any] = {"method": self.method, "draws": self.n_draws, "divergences": int(self.divergences)}
         chains = self.log_samples.shape[0]
         if self.method == "nuts":
-            ess = effective_sample_size(self.log_samples)
-            out["ess"] = {n: float(v) for n, v in zip(self.names, np.atleast_1d(ess), strict=True)}
+            samples, names = self.log_samples, list(self.names)
+            if self.error_samples is not None:
+                samples = np.concatenate([samples, self.error_samples], axis=-1)
+                names += [f"model_error[{n}]" for n in self.error_names]
+            ess = effective_sample_size(samples)
+            out["ess"] = {n: float(v) for n, v in zip(names, np.atleast_1d(ess), strict=True)}
             if chains >= 2:
-                rhat = split_gelman_rubin(self.log_samples)
-                out["rhat"] = {n: float(v) for n, v in zip(self.names, np.atleast_1d(rhat), strict=True)}
+                rhat = split_gelman_rubin(samples)
+                out["rhat"] = {n: float(v) for n, v in zip(names, np.atleast_1d(rhat), strict=True)}
+        if self.error_samples is not None:
+            out["error_scale"] = self.error_scale()
+            out["model_error"] = summarize(self.error_samples, self.error_names)
         out.update({k: v for k, v in self.extra.items() if isinstance(v, int | float | str)})
         return out
 

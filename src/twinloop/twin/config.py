@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from twinloop.calibrate.model_error import DEFAULT_SCALE
 from twinloop.calibrate.noise import NoiseModel, noise_for
 from twinloop.errors import InputError
 from twinloop.simulate.engine import SolverSettings
@@ -29,8 +30,11 @@ class TwinConfig:
             ensemble with widened parameters, or ``"none"``.
         recalibration_lookback: how many syncs back that ensemble is (>= 1).
         recalibration_spread: the widening, in prior sds (>= 0).
-        noise: per observable ``{"additive": ..., "proportional": ...}``; identification
+        noise: per observable ``{"additive": ..., "proportional": ...}``; calibration
             widens it by the model error it estimates.
+        model_error: on the sparse path (NUTS, SVI), the scale of the half-normal prior of
+            the model-error ratio sampled with the parameters
+            (:mod:`twinloop.calibrate.model_error`); 0: the declared noise is exact.
         inflation: multiplicative inflation of the EnKF/ETKF analysis anomalies (1.0: none,
             e.g. 1.04), or ``"adaptive"`` (the finite-size EnKF-N, Bocquet 2011).
         rotate: the ETKF's mean-preserving random rotation (as DAPPER's ``rot=True``).
@@ -50,6 +54,7 @@ class TwinConfig:
     recalibration_lookback: int = 3
     recalibration_spread: float = 1.0
     noise: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    model_error: float = DEFAULT_SCALE
     inflation: float | str = 1.0
     rotate: bool = False
     resample_below: float = 0.5
@@ -64,6 +69,7 @@ class TwinConfig:
         _at_least("recalibration_lookback", self.recalibration_lookback, 1, integer=True)
         _at_least("param_walk_sd", self.param_walk_sd, 0.0)
         _at_least("recalibration_spread", self.recalibration_spread, 0.0)
+        _at_least("model_error", self.model_error, 0.0)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise InputError(f"TwinConfig.seed must be an integer >= 0; got {self.seed!r}.")
         if self.inflation != "adaptive" and not (

@@ -77,6 +77,14 @@ class Ensemble:
             return cls(data["theta"], data["states"], float(data["time"]), weights)
 
 
+def initial_states(model: Model, params: np.ndarray) -> np.ndarray:
+    """``(N, S)`` initial states of the full parameter vectors ``params`` ``(N, P)``."""
+    import jax.numpy as jnp
+
+    p = {name: jnp.asarray(params[:, i]) for i, name in enumerate(model.parameter_names)}
+    return np.asarray(model.initial_state(p), dtype=np.float64).T
+
+
 def _bucket(n: int) -> int:
     return max(8, 1 << int(np.ceil(np.log2(max(n, 2)))))
 

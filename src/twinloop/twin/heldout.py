@@ -3,7 +3,8 @@ forecast the next ones from the recorded inputs, and score the forecast against
 what happened, beside the naive baselines a twin must beat.
 
 Baselines: ``repeat_previous_day`` (the last day's observations, shifted by 24 h: a
-point forecast, scored by its error; its CRPS is its absolute error) and
+point forecast, scored by its error; its CRPS is its absolute error),
+``last_value`` (the last observation carried forward, a point forecast too) and
 ``prior_only`` (the population prior's members run through the same inputs, with the
 declared sensor noise: what the twin knows before seeing the patient).
 """
@@ -44,7 +45,7 @@ class HeldoutCheck:
 
     scores: dict[str, Score]
     identification: dict[str, Any] = field(default_factory=dict)
-    forecast: pd.DataFrame | None = None  # time, observed, truth, twin median, q05, q95
+    forecast: pd.DataFrame | None = None  # time, observed, truth, twin median, q05, q95, smallest draw
 
     def to_dict(self) -> dict[str, Any]:
         return {"scores": {k: v.to_dict() for k, v in self.scores.items()}, "identification": self.identification}
@@ -80,6 +81,19 @@ def repeat_previous_day(history: pd.DataFrame, times: pd.Series, variable: str) 
     shifted["time"] = shifted["time"].astype(target["time"].dtype)
     merged = pd.merge_asof(target, shifted, on="time", direction="nearest", tolerance=pd.Timedelta(minutes=5))
     return merged["value"].to_numpy(dtype=float)
+
+
+def _point_score(forecast: np.ndarray, y: np.ndarray, truth: np.ndarray | None) -> Score:
+    """Scores of a point forecast (NaN where it has none): its CRPS is its absolute error."""
+    ok = np.isfinite(forecast)
+    return Score(
+        rmse_truth=_rmse(forecast, truth) if truth is not None else float("nan"),
+        rmse_observed=_rmse(forecast, y),
+        coverage50=float("nan"),
+        coverage90=float("nan"),
+        crps=float(np.mean(np.abs(forecast[ok] - y[ok]))) if ok.any() else float("nan"),
+        n=int(ok.sum()),
+    )
 
 
 def heldout_check(
@@ -137,14 +151,9 @@ def heldout_check(
             identification = {"calibration": twin.calibration, "noise": twin.config.noise}
             frame["twin_median"] = central
             frame["twin_q05"], frame["twin_q95"] = np.quantile(predictive, [0.05, 0.95], axis=0)
-    repeat = repeat_previous_day(train, held["time"], variable)
-    ok = np.isfinite(repeat)
-    scores["repeat_previous_day"] = Score(
-        rmse_truth=_rmse(repeat, true) if true is not None else float("nan"),
-        rmse_observed=_rmse(repeat, y),
-        coverage50=float("nan"),
-        coverage90=float("nan"),
-        crps=float(np.mean(np.abs(repeat[ok] - y[ok]))) if ok.any() else float("nan"),
-        n=int(ok.sum()),
-    )
+            frame["twin_min"] = np.min(predictive, axis=0)
+    scores["repeat_previous_day"] = _point_score(repeat_previous_day(train, held["time"], variable), y, true)
+    seen = train[train["variable"] == variable].sort_values("time")["value"]
+    last = np.full(y.size, float(seen.iloc[-1]) if not seen.empty else np.nan)
+    scores["last_value"] = _point_score(last, y, true)
     return HeldoutCheck(scores, identification, frame)

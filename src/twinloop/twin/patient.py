@@ -9,12 +9,9 @@ timestamps; internally they are model time from the twin's ``origin``.
 from __future__ import annotations
 
 import uuid
-import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, Literal
 
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -32,8 +29,11 @@ from twinloop.models.registry import get as get_model
 from twinloop.twin.assimilation import systematic_resample
 from twinloop.twin.compare import Comparison, compare_arms
 from twinloop.twin.config import TwinConfig
+from twinloop.twin.consistency import MODEL_ERROR_WARNING as MODEL_ERROR_WARNING
+from twinloop.twin.consistency import TwinConsistencyWarning as TwinConsistencyWarning
+from twinloop.twin.consistency import adopt_model_error, check_fit, fit_innovation
 from twinloop.twin.drift import DriftDetector
-from twinloop.twin.ensemble import Ensemble, propagate
+from twinloop.twin.ensemble import Ensemble, initial_states, propagate
 from twinloop.twin.forecast import Forecast, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.importance import importance_resample
@@ -42,20 +42,8 @@ from twinloop.twin.priors import check_known, condition_on_covariates, populatio
 from twinloop.twin.state import pack, restore
 from twinloop.twin.sync import SyncReport, apply, assimilate, record, snapshot, within_box
 
-MODEL_ERROR_WARNING = 3.0  # residual sd / declared sensor sd above which a fit is called approximate
-
-
-class TwinConsistencyWarning(UserWarning):
-    """The data disagree with the twin more than its noise model allows."""
-
-
 METHODS = ("auto", "laplace", "nuts", "svi", "enkf", "npe", "prior")
 DENSE = 20  # observations per fitted parameter above which "auto" identifies by Laplace
-
-
-def _initial_states(model: Model, params: np.ndarray) -> np.ndarray:
-    p = {name: jnp.asarray(params[:, i]) for i, name in enumerate(model.parameter_names)}
-    return np.asarray(model.initial_state(p), dtype=np.float64).T
 
 
 class PatientTwin:
@@ -254,7 +242,7 @@ class PatientTwin:
             raise InputError("method='npe' needs amortized=... (a trained AmortizedPosterior for this model).")
         if method == "enkf":
             theta = self.prior.sample(n, self.rng)
-            states = _initial_states(self.model, self.pmap.full_batch(theta))
+            states = initial_states(self.model, self.pmap.full_batch(theta))
             self.ensemble = within_box(self, Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
@@ -282,38 +270,21 @@ class PatientTwin:
             return
         if method == "laplace":
             found = identify(problem, self.prior, identify_settings, progress)
-            self._adopt_model_error(found.error_scale)
+            self.config = adopt_model_error(self.config, found.error_scale)
             diagnostics = found.diagnostics()
             self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times, found)
-            self._check_fit_consistency(diagnostics)
+            check_fit(self, diagnostics)
             return
+        settings = {"model_error": self.config.model_error, **settings}
         calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]
         start = None
         if amortized is not None and method == "nuts":
             start = amortized.posterior(times, obs["value"].to_numpy(), n=calibrator.num_chains, seed=1).draws()
         posterior = calibrator.fit(problem, init=start).posterior
+        self.config = adopt_model_error(self.config, posterior.error_scale())
         self._start_from(posterior.draws(), posterior.diagnostics(), obs, doses, inputs, times)
-
-    def _adopt_model_error(self, scale: Mapping[str, float]) -> None:
-        """Widen each observable's noise by the fitted residual scale (never below the sensor's)."""
-        noise = dict(self.config.noise)
-        for name, factor in scale.items():
-            declared = self.config.noise_model(name)
-            noise[name] = declared.widened(max(float(factor), 1.0)).to_dict()
-        self.config = replace(self.config, noise=noise)
-
-    def _check_fit_consistency(self, diagnostics: dict[str, Any]) -> None:
-        """Warn (and record) when the residuals are much larger than the declared sensor noise:
-        the model, not the sensor, then limits the twin, and its intervals were widened."""
-        large = {k: v for k, v in diagnostics["error_scale"].items() if v > MODEL_ERROR_WARNING}
-        if large:
-            text = ", ".join(f"{k} {v:.1f}x" for k, v in large.items())
-            message = (
-                f"Twin {self.id}: the fit's residuals are {text} the declared sensor noise; the model "
-                "explains this patient only approximately, and its intervals were widened to match."
-            )
-            warnings.warn(message, TwinConsistencyWarning, stacklevel=3)
-            self.drift_events.append({"version": self.version, "time": str(self.now), "kind": "fit", "note": message})
+        self.calibration["fit_innovation"] = fit_innovation(self, obs, inputs, times)
+        check_fit(self, self.calibration)
 
     def _check_amortized(self, amortized: Any, obs: pd.DataFrame, plan: Inputs, method: str) -> None:
         """An amortized posterior is valid only for its model, observable and treatment."""
@@ -350,7 +321,7 @@ class PatientTwin:
                 f"Twin {self.id}: no posterior draw lies inside the parameter bounds of '{self.model.id}'."
             )
         theta = draws[self.rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
-        states = _initial_states(self.model, self.pmap.full_batch(theta))
+        states = initial_states(self.model, self.pmap.full_batch(theta))
         end = float(times.max())
         ens = Ensemble(theta, states, 0.0)
         if found is not None and end > 0:
