@@ -36,9 +36,9 @@ from twinloop.twin.drift import DriftDetector
 from twinloop.twin.ensemble import Ensemble, initial_states, propagate
 from twinloop.twin.forecast import Forecast, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
-from twinloop.twin.importance import importance_resample
 from twinloop.twin.log import RecordLog
 from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
+from twinloop.twin.screen import screen_members
 from twinloop.twin.state import pack, restore
 from twinloop.twin.sync import SyncReport, apply, assimilate, record, snapshot, within_box
 
@@ -313,7 +313,7 @@ class PatientTwin:
         found: Identification | None = None,
     ) -> None:
         """Members drawn from posterior draws, propagated to the last observation (and, for
-        a Laplace posterior ``found``, importance-corrected on the record on the way)."""
+        a Laplace posterior ``found``, screened on the record on the way)."""
         n = self.config.members
         draws = draws[self.pmap.inside_box(draws)]
         if draws.shape[0] == 0:
@@ -328,9 +328,9 @@ class PatientTwin:
             at = np.unique(times)  # its last is ``end``, the new ensemble time
             predicted, ens = propagate(self.model, self.pmap, ens, inputs, at, self.config.settings)
             cols = [self.model.observable_names.index(v) for v in obs["variable"]]
-            keep, report = importance_resample(found, theta, predicted[:, np.searchsorted(at, times), cols], self.rng)
+            keep, report = screen_members(found, theta, predicted[:, np.searchsorted(at, times), cols], self.rng)
             ens = Ensemble(ens.theta[keep], ens.states[keep], ens.time)
-            diagnostics = {**diagnostics, "importance": report}
+            diagnostics = {**diagnostics, "screen": report}
         elif end > 0:
             _, ens = propagate(self.model, self.pmap, ens, inputs, np.array([end]), self.config.settings)
         self.ensemble = ens
