@@ -157,7 +157,7 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     assert "Simulation-based calibration" in page and "TSTR AUROC" in page
     learn = tmp_path / "learn"
     for artifact in ("npe-tgi-stein/npe/manifest.json", "npe-tgi-stein/sbc.html", "responder/MODEL_CARD.md",
-                     "responder/predictor.joblib", "responder/reliability.html"):  # fmt: skip
+                     "responder/predictor.pkl", "responder/reliability.html"):  # fmt: skip
         assert (learn / artifact).exists(), artifact
     # the governance report of the demo's own outputs, every section filled
     report = json.loads((tmp_path / "governance" / "report.json").read_text())

@@ -23,6 +23,8 @@ from typing import Any
 
 from prov.model import PROV, Namespace, ProvDocument
 
+from twinloop._secrets import mask_secrets
+
 TL = Namespace("tl", "https://twinloop.dev/ns/prov#")
 PROV_FILE = "prov.json"
 
@@ -138,7 +140,7 @@ def document(activity: Activity, folder: Path, kind: str, ended: datetime) -> Pr
         ended,
         {
             "prov:type": TL[activity.name],
-            "tl:settings": json.dumps(activity.settings, sort_keys=True, default=str),
+            "tl:settings": mask_secrets(json.dumps(activity.settings, sort_keys=True, default=str)),
             "tl:seeds": json.dumps(activity.seeds, sort_keys=True, default=str),
         },
     )

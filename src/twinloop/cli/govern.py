@@ -19,7 +19,9 @@ Product = Annotated[Path, typer.Argument(help="a product directory")]
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from twinloop._secrets import mask_secrets
+
+    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -84,6 +86,7 @@ def write_report(
 ) -> list[tuple[str, str]]:
     """Build the report, write ``out`` (HTML), its JSON and PROV graph; return headline rows."""
     from twinloop._provenance import Activity, Source
+    from twinloop._secrets import mask_url
     from twinloop.govern.html_report import render
     from twinloop.govern.report import ReportInputs, build_report, require_product, write_json
     from twinloop.simulate.trajectories import write_atomic
@@ -92,7 +95,8 @@ def write_report(
     audit, twin_versions = _registry_inputs(registry) if registry else (None, [])
     used = [Source.artifact(p, role) for role, p in (("product", product), *paths.items()) if p is not None]
     used += twin_versions
-    activity = Activity("governance-report", settings={"n_attacks": n_attacks, "registry": registry}, used=used)
+    settings = {"n_attacks": n_attacks, "registry": mask_url(registry)}
+    activity = Activity("governance-report", settings=settings, used=used)
     inputs = ReportInputs(product, paths["reference"], paths["predictor"], paths["posterior"], audit=audit,
                           n_attacks=n_attacks)  # fmt: skip
     result = build_report(inputs, progress=progress)

@@ -20,7 +20,9 @@ Out = Annotated[Path, typer.Option("--out", help="directory for the artifact, it
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from twinloop._secrets import mask_secrets
+
+    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -40,10 +42,16 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def _spec(path: Path, **overrides: Any) -> dict[str, Any]:
-    """The YAML spec with the command-line overrides that were given."""
+    """The YAML spec with the command-line overrides that were given; a population
+    given as a path is read from the spec's folder."""
+    from twinloop._paths import spec_path
     from twinloop.cohort.spec import load_yaml
 
-    return {**load_yaml(path), **_given(**overrides)}
+    raw = load_yaml(path)
+    population = raw.get("population")
+    if isinstance(population, str) and population != "default":
+        raw["population"] = str(spec_path(path.parent, population, "population"))
+    return {**raw, **_given(**overrides)}
 
 
 def _print(summary: dict[str, Any]) -> None:

@@ -24,7 +24,9 @@ Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
 
 
 def _fail(message: str) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from twinloop._secrets import mask_secrets
+
+    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -84,12 +86,14 @@ def create(
     db: Db = None,
 ) -> None:
     """Identify a twin on a patient's data and store it (version 1)."""
+    from twinloop._paths import check_name
     from twinloop.cohort import Population
     from twinloop.errors import TwinloopError
     from twinloop.models import get
     from twinloop.twin import PatientTwin, TwinConfig
 
     try:
+        check_name("--name", name)
         registry = _registry(db)
         if registry.exists(name):
             raise _fail(f"A twin named {name!r} already exists; choose another --name.")
@@ -267,11 +271,14 @@ def show(
     db: Db = None,
 ) -> None:
     """History (versions), drift events, forecast scores and a fan chart."""
+    from twinloop._paths import check_name
     from twinloop.errors import TwinloopError
     from twinloop.simulate.trajectories import write_atomic
     from twinloop.twin.figures import fan_chart
 
     try:
+        if out:
+            check_name("the twin's id (it names the fan chart file)", twin_id)
         registry = _registry(db)
         twin = registry.load(twin_id)
         versions = registry.table("versions", twin_id)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop.cohort.expressions import Formula
 from twinloop.cohort.spec import (
     STATISTICS,
     Constraint,
@@ -205,7 +206,7 @@ class Population:
             output_constraints=tuple(
                 OutputConstraint.parse(i, c) for i, c in enumerate(raw.get("output_constraints", []) or [])
             ),
-            derived={str(k): str(v) for k, v in _mapping("derived", raw.get("derived", {})).items()},
+            derived=_derived(raw.get("derived", {})),
             regions=tuple(
                 Region(r["name"], r.get("lower", -math.inf), r.get("upper", math.inf), tuple(r.get("levels", ())))
                 for r in raw.get("regions", []) or []
@@ -435,6 +436,14 @@ class Population:
             else:
                 regions.append(Region(name, float(spec.get("lower", -math.inf)), float(spec.get("upper", math.inf))))
         return dataclasses.replace(self, regions=tuple(regions), name=f"{self.name} | {_region_text(regions)}")
+
+
+def _derived(raw: Any) -> dict[str, str]:
+    """``derived: {name: formula}``, each formula validated (see :mod:`twinloop.cohort.expressions`)."""
+    out = {str(k): str(v) for k, v in _mapping("derived", raw).items()}
+    for name, text in out.items():
+        Formula(text, f"derived.{name}")
+    return out
 
 
 def _extend(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -40,8 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
+from twinloop.cohort.expressions import Formula
 from twinloop.errors import InputError
 
 DISTRIBUTIONS = ("normal", "lognormal", "uniform", "categorical", "constant")
@@ -256,12 +256,18 @@ class CovariateEffect:
 @dataclass(frozen=True)
 class Constraint:
     """A plausibility constraint: ``lower <= expression <= upper`` over parameters
-    (an arithmetic expression of parameter and covariate names, ``log``, ``exp``)."""
+    (a formula of parameter and covariate names, see :mod:`twinloop.cohort.expressions`).
+    The formula is validated when the constraint is made."""
 
     expression: str
     lower: float = -math.inf
     upper: float = math.inf
     name: str = ""
+    formula: Formula = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        where = f"constraint '{self.name or self.expression}'"
+        object.__setattr__(self, "formula", Formula(self.expression, where))
 
     @classmethod
     def parse(cls, i: int, raw: Any) -> Constraint:
@@ -272,6 +278,7 @@ class Constraint:
             raise InputError(
                 f"{where}.expression must be a formula such as 'log(2) / KL'; got {raw.get('expression')!r}."
             )
+        Formula(raw["expression"], f"{where}.expression")
         return cls(
             raw["expression"],
             _bound(f"{where}.lower", raw.get("lower"), -math.inf),
@@ -280,13 +287,8 @@ class Constraint:
         )
 
     def evaluate(self, names: Mapping[str, Any]) -> np.ndarray:
-        scope = {"log": np.log, "exp": np.exp, "sqrt": np.sqrt, "abs": np.abs, **names}
-        try:
-            return np.asarray(eval(self.expression, {"__builtins__": {}}, scope), dtype=np.float64)
-        except NameError as err:
-            raise InputError(
-                f"Constraint '{self.name}' uses an unknown name ({err}); use parameter or covariate names."
-            ) from None
+        """The formula's value over arrays of parameters and covariates."""
+        return np.asarray(self.formula(names), dtype=np.float64)
 
     def to_dict(self) -> dict[str, Any]:
         return {"expression": self.expression, "lower": self.lower, "upper": self.upper, "name": self.name}
@@ -365,15 +367,11 @@ class Group:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML file into a mapping, with a clear error for a missing or bad file."""
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"'{file}' does not exist; give the path of a YAML file.")
-    try:
-        raw = yaml.safe_load(file.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(f"'{file}' is not valid YAML: {err}") from None
-    return dict(_mapping(str(file), raw))
+    """Read a YAML file into a mapping, with a clear error for a missing, oversized or
+    bad file (that never echoes its content; see :mod:`twinloop._yaml`)."""
+    from twinloop._yaml import load_yaml as load_bounded
+
+    return load_bounded(path)
 
 
 def finite_numbers(values: Any) -> np.ndarray:

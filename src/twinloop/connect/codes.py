@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from twinloop.errors import InputError
 
 
@@ -91,9 +89,9 @@ class CodeMap:
     def from_yaml(cls, path: str | Path) -> CodeMap:
         """Read ``codes: [{code, variable, unit, display}]`` and ``units: {variable: unit}``,
         added to the defaults."""
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-        if not isinstance(raw, Mapping):
-            raise InputError(f"Code map {path} must be a mapping with 'codes' and/or 'units'.")
+        from twinloop._yaml import load_yaml
+
+        raw = load_yaml(path, "a code map (YAML mapping with 'codes' and/or 'units')")
         entries = []
         for i, item in enumerate(raw.get("codes", [])):
             try:

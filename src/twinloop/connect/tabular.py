@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
 from twinloop.errors import DataError, DataWarning, InputError
@@ -73,7 +72,9 @@ class ColumnMap:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ColumnMap:
-        return cls.from_dict(yaml.safe_load(Path(path).read_text()) or {}, str(path))
+        from twinloop._yaml import load_yaml
+
+        return cls.from_dict(load_yaml(path, "a column map (YAML)"), str(path))
 
 
 def _column(frame: pd.DataFrame, name: str, where: str) -> pd.Series:

@@ -241,14 +241,15 @@ def ai_section(inputs: ReportInputs) -> dict[str, Any]:
 
 def predictor_evidence(folder: Path, reference: Path, training: Path, seed: int) -> dict[str, Any]:
     """Performance, calibration, fairlearn subgroup metrics and drift of a saved predictor."""
-    import joblib
-
     from twinloop.learn.predictor import TASKS, evaluate
+    from twinloop.learn.predictor_file import load_predictor
     from twinloop.products.dataset import Product
 
+    predictor = load_predictor(folder)  # verified against its manifest before unpickling
     manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest.get("task") not in TASKS:
+        raise InputError(f"--predictor '{folder}': its manifest's task must be one of {sorted(TASKS)}.")
     features_of, _ = TASKS[manifest["task"]]
-    predictor = joblib.load(folder / "predictor.joblib")
     reference_product = Product.open(reference)
     real = features_of(reference_product)
     p = predictor.predict_proba(real)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop._paths import spec_path
 from twinloop._provenance import Activity, Source, sha256_file
 from twinloop.calibrate.amortized import AmortizedPosterior, NPESettings
 from twinloop.calibrate.checks import sbc
@@ -265,7 +266,7 @@ def train_closure(
     core_id, closure = get_closure(key)
     model, prior, pmap, plan = _core({**spec, "model": core_id}, "closure spec")
     observable = spec.get("observable", model.observables[0].name)
-    data = base_dir / _require(spec, "data", "closure spec")
+    data = spec_path(base_dir, _require(spec, "data", "closure spec"), "closure spec: data")
     series, subjects = read_series(data, observable, plan)
     activity = _activity("train-closure", spec, Source.file(data, "training data", "dataset"))
     noise = NoiseModel(**spec["noise"]) if "noise" in spec else None
@@ -306,8 +307,8 @@ def train_predictor(
     synthetic: Path, out: Path, *, real: Path | None = None, task: str = "responder", seed: int = 0
 ) -> dict[str, Any]:
     """Train on a synthetic product; with ``real``, TSTR against TRTR on its held-out half."""
-    import joblib
-
+    from twinloop.learn.predictor_file import FILE as PREDICTOR_FILE
+    from twinloop.learn.predictor_file import save_predictor
     from twinloop.products.dataset import Product
 
     if task not in TASKS:
@@ -341,10 +342,11 @@ def train_predictor(
         reference = None
         metrics = {"auroc_train": result["auroc"], "brier_train": result["brier"]}
         payload = {"train": result}
-    write_atomic(out / "predictor.joblib", lambda tmp: joblib.dump(predictor, tmp))
+    digest = save_predictor(predictor, out)
     _write_json(out / "report.json", {"task": task, **payload})
     _write_json(out / "manifest.json", {"kind": "predictor", "task": task, "training": predictor.training_,
-                                        "files": ["predictor.joblib", "report.json"]})  # fmt: skip
+                                        "files": [PREDICTOR_FILE, "report.json"],
+                                        "sha256": {PREDICTOR_FILE: digest}})  # fmt: skip
     title = "Reliability on held-out real-like patients" if real is not None else "Reliability on the training data"
     figures.reliability(result, reference, title).write_html(out / "reliability.html", include_plotlyjs=True)
     ModelCard(

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from fhir.resources.R4B.bundle import Bundle
 
+from twinloop._paths import check_name
 from twinloop.errors import InputError
 from twinloop.products.dataset import Product, model_timedelta
 from twinloop.simulate.trajectories import write_atomic
@@ -227,6 +228,8 @@ def export(
     if limit is not None:
         table = table.head(limit)
     ids = list(table["subject_id"])
+    for sid in ids:  # each names a file: all are checked before any is written
+        check_name(f"subject_id of product '{product.manifest['name']}'", sid)
     filters = [("subject_id", "in", ids)]
     observations = product.table("observations", filters=filters)
     doses = product.table("doses", filters=filters)

@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from twinloop._paths import check_name, spec_path
 from twinloop.cohort.population import Population
 from twinloop.cohort.spec import load_yaml
 from twinloop.errors import InputError
@@ -88,7 +89,7 @@ class ProductSpec:
         file = Path(path)
         raw = load_yaml(file)
         if isinstance(raw.get("population"), str) and raw["population"] != "default":
-            pop_path = (file.parent / raw["population"]).resolve()
+            pop_path = spec_path(file.parent, raw["population"], "population")
             raw = {**raw, "population": load_yaml(pop_path)}
         return cls.from_dict(raw)
 
@@ -144,7 +145,7 @@ class ProductSpec:
         origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
         return cls(
             raw=dict(raw),
-            name=str(raw.get("name", model.id)),
+            name=check_name("name", str(raw.get("name", model.id))),
             model_id=model.id,
             population=population,
             n=n,

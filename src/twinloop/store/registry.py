@@ -43,9 +43,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 
+from twinloop._paths import check_name
 from twinloop._provenance import content_sha256
+from twinloop._secrets import mask_secrets
 from twinloop.errors import RegistryError
 from twinloop.store.provenance import TwinProvenance, plan_sha256, version_sha256
 from twinloop.twin.patient import PatientTwin, SyncReport
@@ -229,9 +231,20 @@ class TwinRegistry:
 
     def __init__(self, url: str = "sqlite:///twins.db", actor: str | None = None) -> None:
         self.url = url
-        self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+        self.where = mask_secrets(url)  # the URL as messages show it: never its password
         self.actor = actor or f"{getpass.getuser()}@twinloop"
-        metadata.create_all(self.engine)
+        try:
+            self.engine = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+            metadata.create_all(self.engine)
+        except (ArgumentError, NoSuchModuleError, ImportError, DBAPIError, ValueError) as e:
+            reason = mask_secrets(str(getattr(e, "orig", None) or e).splitlines()[0]).rstrip(".")
+            raise RegistryError(
+                f"Cannot open the twin registry at {self.where}: {reason}. Check the URL "
+                "(sqlite:///file.db or postgresql+psycopg://user:password@host/db), the server and its driver."
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"TwinRegistry({self.where!r})"
 
     @contextmanager
     def _locked(self, twin_id: str) -> Iterator[tuple[Connection, Any]]:
@@ -243,10 +256,11 @@ class TwinRegistry:
                     query = query.with_for_update()
                 row = conn.execute(query).mappings().first()
                 if row is None:
-                    raise RegistryError(f"No twin {twin_id!r} in {self.url}; create it first (twinloop twin create).")
+                    raise RegistryError(f"No twin {twin_id!r} in {self.where}; create it first (twinloop twin create).")
                 yield conn, row
         except OperationalError as e:
-            raise RegistryError(f"The registry at {self.url} could not complete the change: {e.orig}") from e
+            reason = mask_secrets(str(e.orig))
+            raise RegistryError(f"The registry at {self.where} could not complete the change: {reason}") from None
 
     def _audit(self, conn: Connection, twin_id: str, action: str, version: int | None, detail: dict[str, Any]) -> None:
         conn.execute(
@@ -339,6 +353,7 @@ class TwinRegistry:
     # --- public API -------------------------------------------------------------
     def add(self, twin: PatientTwin) -> None:
         """Store a newly created twin (version 1) with the data it was calibrated on."""
+        check_name("twin id", twin.id)
         try:
             with self.engine.begin() as conn:
                 conn.execute(
@@ -367,14 +382,14 @@ class TwinRegistry:
                     {"observations": len(twin.observations), "method": twin.calibration.get("method")},
                 )
         except IntegrityError as e:
-            raise RegistryError(f"A twin named {twin.id!r} already exists in {self.url}; choose another name.") from e
+            raise RegistryError(f"A twin named {twin.id!r} already exists in {self.where}; choose another name.") from e
 
     def load(self, twin_id: str, version: int | None = None) -> PatientTwin:
         """The twin at its current (or a given) version."""
         with self.engine.connect() as conn:
             row = conn.execute(select(twins).where(twins.c.id == twin_id)).mappings().first()
             if row is None:
-                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+                raise RegistryError(f"No twin {twin_id!r} in {self.where}.")
             v = version or row["current_version"]
             blob = conn.execute(
                 select(versions.c.state).where(versions.c.twin_id == twin_id, versions.c.version == v)
@@ -487,7 +502,7 @@ class TwinRegistry:
         with self.engine.connect() as conn:
             row = conn.execute(select(twins).where(twins.c.id == twin_id)).mappings().first()
             if row is None:
-                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+                raise RegistryError(f"No twin {twin_id!r} in {self.where}.")
             rows = conn.execute(select(versions).where(versions.c.twin_id == twin_id)).mappings().all()
             version_rows = [
                 {**{k: v for k, v in r.items() if k != "state"}, "ensemble_sha256": _ensemble_sha256(r["state"])}
@@ -511,7 +526,7 @@ class TwinRegistry:
         with self.engine.connect() as conn:
             current = conn.execute(select(twins.c.current_version).where(twins.c.id == twin_id)).scalar()
             if current is None:
-                raise RegistryError(f"No twin {twin_id!r} in {self.url}.")
+                raise RegistryError(f"No twin {twin_id!r} in {self.where}.")
             row = (
                 conn.execute(
                     select(versions).where(versions.c.twin_id == twin_id, versions.c.version == (version or current))

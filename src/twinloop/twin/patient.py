@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from twinloop._paths import check_name
 from twinloop.calibrate.bayes import Calibrator
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
@@ -140,6 +141,8 @@ class PatientTwin:
         config = config or TwinConfig()
         if method not in METHODS:
             raise InputError(f"method must be one of {list(METHODS)}; got {method!r}.")
+        if twin_id is not None:
+            check_name("twin_id", twin_id)
         names = tuple(fit or (prior.names if isinstance(prior, GaussianPrior) else model.identifiable))
         if not names:
             raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it declares no identifiable set.")
