@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -121,6 +120,8 @@ def simulate(
     atol: Annotated[float, typer.Option(help="absolute tolerance")] = 1e-6,
 ) -> None:
     """Replay recorded per-minute inputs through virtual patients; one row per minute."""
+    import numpy as np
+
     import twinloop as tl
     from twinloop.cli.replay import read_recorded_inputs
     from twinloop.models.t1d_uva_padova import recorded_inputs

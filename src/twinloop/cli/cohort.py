@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import numpy as np
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 cohort_app = typer.Typer(help="Generate and describe synthetic cohorts and data products.", no_args_is_help=True)
 console = Console()
@@ -81,11 +82,15 @@ def describe(product: Annotated[Path, typer.Argument(help="a product directory")
 
 
 def _numeric_summary(series: pd.Series) -> str:
+    import numpy as np
+
     q = np.nanpercentile(series.to_numpy(dtype=np.float64), [5, 50, 95])
     return f"median {q[1]:.4g} (5-95 %: {q[0]:.4g} - {q[2]:.4g})"
 
 
 def _describe_column(series: pd.Series) -> str:
+    import pandas as pd
+
     if series.dtype == bool or not pd.api.types.is_numeric_dtype(series):
         shares = series.astype(str).value_counts(normalize=True).head(6)
         return ", ".join(f"{k} {v:.1%}" for k, v in shares.items())

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import pandas as pd
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 twin_app = typer.Typer(
     help="Patient twins: create, synchronize, forecast, compare, show, lineage.", no_args_is_help=True
@@ -53,6 +55,8 @@ def _data(path: Path, columns: Path | None, subject: str | None) -> tuple[pd.Dat
 
 def _doses(path: Path) -> pd.DataFrame:
     """A dose plan file: CSV in the canonical dose columns (time, input, kind, amount, duration, unit)."""
+    import pandas as pd
+
     from twinloop.errors import DataError
 
     try:

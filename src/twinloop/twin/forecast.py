@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scoringrules as sr
 from scipy import special
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -87,6 +86,8 @@ class Forecast:
     def score(self, observations: pd.DataFrame) -> dict[str, Any]:
         """CRPS (scoringrules), 50 % and 90 % interval coverage and the rank histogram of
         the observations that fall inside this forecast's span; accumulated in ``scores``."""
+        import scoringrules as sr  # its numba kernels compile when imported: only when scoring
+
         acc: dict[str, Any] = self.scores or {
             "n": 0,
             "crps_sum": 0.0,
