@@ -82,3 +82,31 @@ def test_concentrations_below_the_limit_of_quantification_do_not_bias_clearance(
     assert censored == int(np.sum(shown == LLOQ)) and none == 0
     assert abs(np.log(m3 / truth["CL"])) < 0.1, m3
     assert as_values < 0.7 * truth["CL"], as_values
+
+
+def test_a_declared_cgm_noise_keeps_the_sensor_range_unless_removed() -> None:
+    from twinloop.twin import TwinConfig
+
+    declared = TwinConfig(noise={"subcutaneous_glucose": {"additive": 10.0, "proportional": 0.05}})
+    assert declared.noise_model("subcutaneous_glucose").range == (40.0, 400.0)
+    assert TwinConfig().noise_model("subcutaneous_glucose").range == (40.0, 400.0)
+    removed = TwinConfig(noise={"subcutaneous_glucose": {"additive": 10.0, "lower": None, "upper": None}})
+    assert removed.noise_model("subcutaneous_glucose").range == (-np.inf, np.inf)
+    assert TwinConfig.from_dict(declared.to_dict()).noise_model("subcutaneous_glucose") == NoiseModel(
+        10.0, 0.05, lower=40.0, upper=400.0
+    )
+
+
+def test_the_sparse_path_likelihood_censors_at_the_limits_too() -> None:
+    from twinloop.calibrate.bayes import censored_log_likelihood
+
+    values = np.array([0.25, 1.0, 0.1, 9.0])
+    mu, sd = np.array([0.4, 1.2, 0.2, 7.0]), np.array([0.05, 0.1, 0.05, 1.0])
+    lower, upper = np.full(4, 0.25), np.array([np.inf, np.inf, np.inf, 8.0])
+    expected = (
+        norm.logcdf((0.25 - 0.4) / 0.05)  # at the LLOQ: below it
+        + norm.logpdf(1.0, 1.2, 0.1)
+        + norm.logcdf((0.25 - 0.2) / 0.05)  # reported below the LLOQ: below the limit, not at 0.1
+        + norm.logcdf((7.0 - 8.0) / 1.0)  # above the upper limit
+    )
+    assert float(censored_log_likelihood(values, mu, sd, lower, upper)) == pytest.approx(expected, rel=1e-9)

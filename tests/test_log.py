@@ -144,3 +144,25 @@ def test_a_sync_validates_and_converts_only_its_new_rows(monkeypatch: pytest.Mon
         twin.sync(obs.iloc[start : start + 4])
     assert rows == [4] * len(rows) and len(rows) > 20  # the validator saw the new rows only
     assert set(converted) == {4}  # times converted: the new rows', never the log's
+
+
+def test_a_dose_of_another_amount_at_the_same_time_is_logged_not_dropped() -> None:
+    """Duplicates are the same time, input and amount: a corrected bolus of another amount
+    at the same minute is a second dose, not a repeat of the first."""
+    from twinloop.twin.log import RecordLog
+
+    first = pd.DataFrame(
+        {
+            "subject": ["p"],
+            "time": [ORIGIN + pd.Timedelta(hours=1)],
+            "input": ["dose_iv"],
+            "kind": ["bolus"],
+            "amount": [5.0],
+            "duration": [0.0],
+            "unit": ["mg"],
+        }
+    )
+    log = RecordLog.doses(first, lambda t: (pd.to_datetime(t) - ORIGIN).dt.total_seconds().to_numpy() / 3600, "h")
+    assert log.fresh(first.assign(amount=3.0)).tolist() == [True]
+    assert log.fresh(first).tolist() == [False]
+    assert log.fresh(first.assign(input="dose_oral")).tolist() == [True]

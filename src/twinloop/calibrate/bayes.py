@@ -64,6 +64,8 @@ def _density_model(problem: CalibrationProblem, prior: GaussianPrior, model_erro
     k = len(prior.names)
     groups = error_groups(problem) if model_error > 0 else ()
     group = jnp.asarray([groups.index(o) for o in problem.observables] if groups else [], dtype=jnp.int32)
+    ranges = np.array([m.range for m in problem.noise_sd_fns()])
+    censoring = (jnp.asarray(ranges[:, 0]), jnp.asarray(ranges[:, 1])) if np.isfinite(ranges).any() else None
 
     def model(values: Any, additive: Any, proportional: Any) -> None:
         z = numpyro.sample("z", dist.Normal(0.0, 1.0).expand([k + len(groups)]).to_event(1))
@@ -75,9 +77,22 @@ def _density_model(problem: CalibrationProblem, prior: GaussianPrior, model_erro
         if groups:
             sd = sd * error_ratio(z[k:], model_error)[group]
         numpyro.factor("solve_failed", jnp.where(ok, 0.0, -jnp.inf))
-        numpyro.sample("y", dist.Normal(mu, sd).to_event(1), obs=values)
+        if censoring is None:
+            numpyro.sample("y", dist.Normal(mu, sd).to_event(1), obs=values)
+        else:
+            numpyro.factor("y", censored_log_likelihood(values, mu, sd, *censoring))
 
     return model
+
+
+def censored_log_likelihood(values: Any, mu: Any, sd: Any, lower: Any, upper: Any) -> Any:
+    """Gaussian log-likelihood of ``values``; a value at or beyond its instrument's limit
+    enters by the probability of a reading beyond the limit (Tobit / Beal's M3)."""
+    below, above = values <= lower, values >= upper
+    z = (jnp.clip(values, lower, upper) - mu) / sd
+    inside = dist.Normal(mu, sd).log_prob(jnp.where(below | above, mu, values))
+    tails = jnp.where(below, jax.scipy.stats.norm.logcdf(z), jax.scipy.stats.norm.logcdf(-z))
+    return jnp.sum(jnp.where(below | above, tails, inside))
 
 
 @dataclass

@@ -90,8 +90,13 @@ class TwinConfig:
                 ) from e
 
     def noise_model(self, observable: str) -> NoiseModel:
-        declared = {k: NoiseModel(**v) for k, v in self.noise.items()}
-        return noise_for(observable, declared)
+        """The declared noise of ``observable`` (or its default); a declaration without
+        ``lower``/``upper`` keeps the default's measurable range (``None`` removes it)."""
+        default = noise_for(observable)
+        if observable not in self.noise:
+            return default
+        spec: dict[str, Any] = {"lower": default.lower, "upper": default.upper, **self.noise[observable]}
+        return NoiseModel(**spec)
 
     @property
     def settings(self) -> SolverSettings:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop.calibrate.noise import kalman_readings
 from twinloop.models.inputs import Inputs
 from twinloop.twin.assimilation import innovation
 from twinloop.twin.config import TwinConfig
@@ -57,8 +58,10 @@ def fit_innovation(twin: Any, obs: pd.DataFrame, inputs: Inputs, times: np.ndarr
     predicted = members[:, np.searchsorted(grid, times), cols]
     predicted = predicted[np.all(np.isfinite(predicted), axis=1)]
     centre = predicted.mean(axis=0)
-    r = np.array([twin.config.noise_model(v).sd(float(m)) ** 2 for v, m in zip(obs["variable"], centre, strict=True)])
-    return innovation(predicted, obs["value"].to_numpy(dtype=float), r).to_dict()
+    models = [twin.config.noise_model(v) for v in obs["variable"]]
+    used, y = kalman_readings(models, obs["value"].to_numpy(dtype=float), centre)  # censored: as a sync would
+    r = np.array([m.sd(float(c)) ** 2 for m, c in zip(models, centre, strict=True)])
+    return innovation(predicted[:, used], y[used], r[used]).to_dict()
 
 
 def check_fit(twin: Any, diagnostics: Mapping[str, Any]) -> None:
@@ -71,6 +74,11 @@ def check_fit(twin: Any, diagnostics: Mapping[str, Any]) -> None:
         notes.append(
             f"the fit's residuals are {text} the declared sensor noise; the model explains this patient "
             "only approximately, and its intervals were widened to match"
+        )
+    if diagnostics.get("screen", {}).get("none_consistent"):
+        notes.append(
+            "no member drawn from its Laplace posterior is consistent with the record (chi-square tail "
+            f"1e-6, median D {diagnostics['screen']['median_d']:.0f}): the Gaussian approximation failed here"
         )
     fit = diagnostics.get("fit_innovation")
     if fit and fit["p_value"] < FIT_ALPHA:

@@ -145,15 +145,17 @@ def heldout_check(
         grid = fc.times.as_unit("ns").asi8.astype(np.float64)
         when = pd.to_datetime(held["time"], utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy(np.float64)
         central = np.interp(when, grid, np.median(fc.members[:, :, o], axis=0))
-        shown = twin.config.noise_model(variable).read(y)  # a "LOW" reading is scored as its limit
+        sensor = twin.config.noise_model(variable)
+        shown = sensor.read(y)  # every forecaster is scored on the instrument's scale: a "LOW" is its limit
         scores[name] = _ensemble_score(predictive, central, shown, true, wall)
         if name == "twin":
             identification = {"calibration": twin.calibration, "noise": twin.config.noise}
             frame["twin_median"] = central
             frame["twin_q05"], frame["twin_q95"] = np.quantile(predictive, [0.05, 0.95], axis=0)
             frame["twin_min"] = np.min(predictive, axis=0)
-    scores["repeat_previous_day"] = _point_score(repeat_previous_day(train, held["time"], variable), y, true)
+    repeat = sensor.read(repeat_previous_day(train, held["time"], variable))
+    scores["repeat_previous_day"] = _point_score(repeat, shown, true)
     seen = train[train["variable"] == variable].sort_values("time")["value"]
     last = np.full(y.size, float(seen.iloc[-1]) if not seen.empty else np.nan)
-    scores["last_value"] = _point_score(last, y, true)
+    scores["last_value"] = _point_score(sensor.read(last), shown, true)
     return HeldoutCheck(scores, identification, frame)

@@ -309,7 +309,7 @@ def identify(
     side = np.array([m.censoring(v) for m, v in zip(noise, problem.values, strict=True)], dtype=np.int8)
     at_limit = np.array([m.read(v) for m, v in zip(noise, problem.values, strict=True)])  # a "LOW" is its limit
     parts, cost_only = _batched_objective(problem, settings, prior, at_limit, side)
-    sensor = np.array([m.sd(float(abs(v))) for m, v in zip(noise, problem.values, strict=True)])
+    sensor = np.array([m.sd(float(abs(v))) for m, v in zip(noise, at_limit, strict=True)])
     theta = jnp.asarray(start_design(prior, settings.starts))
     theta, history = _lm(
         parts, cost_only, theta, jnp.asarray(1.0 / sensor), settings.iterations, settings.max_step, note, "fit"

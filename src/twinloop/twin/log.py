@@ -71,7 +71,8 @@ class RecordLog:
 
     Arguments:
         frame: the rows logged so far.
-        columns: the columns kept as arrays (the key columns first, then any others).
+        columns: the columns kept as arrays.
+        key: with the time, the columns that make a row a duplicate of a logged one.
         model_time: timestamps -> model time (the twin's).
         time_unit: the model's time unit, for doses (their end times: a duration is in
             minutes); ``None`` for observations.
@@ -83,10 +84,12 @@ class RecordLog:
         columns: tuple[str, ...],
         model_time: Callable[[Any], np.ndarray],
         time_unit: str | None = None,
+        key: tuple[str, str] = OBSERVATION_KEY,
     ) -> None:
         self._empty = frame.iloc[:0]
         self._chunks: list[pd.DataFrame] = []
         self._columns = columns
+        self._key = key
         self._time_unit = time_unit
         self._model_time = model_time
         self._ns = _Column(np.int64)
@@ -105,7 +108,7 @@ class RecordLog:
 
     @classmethod
     def doses(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray], time_unit: str) -> RecordLog:
-        return cls(frame, DOSE_FIELDS, model_time, time_unit)
+        return cls(frame, DOSE_FIELDS, model_time, time_unit, key=DOSE_KEY)
 
     def __len__(self) -> int:
         return self._t.values.size
@@ -142,7 +145,7 @@ class RecordLog:
             self._index_ends(start)
 
     def _key_tuples(self, start: int = 0) -> Any:
-        a, b = (self._arrays[c].values[start:].tolist() for c in self._columns[:2])
+        a, b = (self._arrays[c].values[start:].tolist() for c in self._key)
         return zip(self._ns.values[start:].tolist(), a, b, strict=True)
 
     def fresh(self, rows: pd.DataFrame) -> np.ndarray:
@@ -152,7 +155,7 @@ class RecordLog:
             return np.ones(ns.size, dtype=bool)
         if self._keys is None:
             self._keys = set(self._key_tuples())
-        a, b = (rows[c].tolist() for c in self._columns[:2])
+        a, b = (rows[c].tolist() for c in self._key)
         return np.array([k not in self._keys for k in zip(ns.tolist(), a, b, strict=True)], dtype=bool)
 
     # --- observations --------------------------------------------------------------

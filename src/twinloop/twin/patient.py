@@ -276,7 +276,7 @@ class PatientTwin:
             self.config = adopt_model_error(self.config, found.error_scale)
             diagnostics = found.diagnostics()
             self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times, found)
-            check_fit(self, diagnostics)
+            check_fit(self, self.calibration)
             return
         settings = {"model_error": self.config.model_error, **settings}
         calibrator = Calibrator(self.prior, method=method, seed=self.config.seed, **settings)  # type: ignore[arg-type]

@@ -58,7 +58,9 @@ def screen_members(
     n = theta.shape[0]
     report: dict[str, Any] = {"rejected": int(n - consistent.sum()), "limit": limit, "median_d": float(np.median(d))}
     index = np.arange(n)
-    if consistent.all() or not consistent.any():
+    if not consistent.any():
+        return index, {**report, "none_consistent": True}
+    if consistent.all():
         return index, report
     index[~consistent] = rng.choice(np.flatnonzero(consistent), size=int((~consistent).sum()))
     return index, report
