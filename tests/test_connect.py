@@ -220,3 +220,19 @@ def test_code_map_extension_from_yaml(tmp_path: Path) -> None:
     codes = CodeMap.from_yaml(path)
     assert codes.variable_of("9999-9") == "plasma_glucose" and codes.unit_of("sum_of_diameters") == "cm"
     assert codes.variable_of("2345-7") == "plasma_glucose"  # the defaults remain
+
+
+def test_model_time_of_nanoseconds_is_pandas_bit_for_bit() -> None:
+    """The sync's conversion of UTC nanoseconds equals the pandas one exactly, within and
+    beyond 2**53 ns (~104 days) of the origin, for every time unit."""
+    from twinloop.connect.timebase import ns_to_model_time, to_model_time
+
+    rng = np.random.default_rng(0)
+    for origin in (pd.Timestamp("2026-01-05", tz="UTC"), pd.Timestamp("2026-01-05T03:17:11.123456789Z")):
+        base = origin.as_unit("ns").value
+        for span in (10**9, 10**15, 10**17, 10**19 // 4):
+            ns = base + rng.integers(-span, span, 2000)
+            ns[:200] = base + rng.integers(-span // 10**9, span // 10**9, 200) * 10**9 + rng.integers(1, 9, 200)
+            for unit in ("s", "min", "h", "d"):
+                want = to_model_time(pd.DatetimeIndex(ns, tz="UTC"), origin, unit)
+                np.testing.assert_array_equal(ns_to_model_time(ns, origin, unit), want, strict=True)

@@ -137,18 +137,52 @@ def test_a_sync_validates_and_converts_only_its_new_rows(monkeypatch: pytest.Mon
         return checked(frame, units)
 
     converted: list[int] = []
-    model_time = twin.model_time
+    model_time = twin.model_time_ns
     monkeypatch.setattr(fast, "_observations", counting)
-    monkeypatch.setattr(twin, "model_time", lambda times: converted.append(len(times)) or model_time(times))
+    monkeypatch.setattr(twin, "model_time_ns", lambda ns: converted.append(len(ns)) or model_time(ns))
     for start in range(6, len(obs) - 4, 4):
         twin.sync(obs.iloc[start : start + 4])
     assert rows == [4] * len(rows) and len(rows) > 20  # the validator saw the new rows only
     assert set(converted) == {4}  # times converted: the new rows', never the log's
 
 
+def test_a_sync_keeps_snapshots_unserialized_and_builds_no_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Clean syncs neither serialize their snapshots nor build a table; saving does both once."""
+    from twinloop.twin import log
+    from twinloop.twin.ensemble import Ensemble
+    from twinloop.twin.sync import SNAPSHOTS
+
+    obs, doses = _record()
+    twin = _twin(obs, doses)
+    calls: dict[str, int] = {"to_bytes": 0, "build_frame": 0}
+
+    def counted(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(Ensemble, "to_bytes", counted("to_bytes", Ensemble.to_bytes))
+    monkeypatch.setattr(log, "build_frame", counted("build_frame", log.build_frame))
+    for start in range(6, len(obs) - 4, 4):
+        twin.sync(obs.iloc[start : start + 4])
+    assert calls == {"to_bytes": 0, "build_frame": 0}
+    assert len(twin.snapshots) == SNAPSHOTS
+    assert not any(np.shares_memory(ens.states, twin.ensemble.states) for _, ens in twin.snapshots)
+    restored = PatientTwin.from_state_dict(twin.state_dict())
+    assert calls == {"to_bytes": 1 + SNAPSHOTS, "build_frame": 1}
+    for (v, a), (w, b) in zip(twin.snapshots, restored.snapshots, strict=True):
+        assert v == w and a.time == b.time
+        np.testing.assert_array_equal(a.theta, b.theta)
+        np.testing.assert_array_equal(a.states, b.states)
+
+
 def test_a_dose_of_another_amount_at_the_same_time_is_logged_not_dropped() -> None:
     """Duplicates are the same time, input and amount: a corrected bolus of another amount
     at the same minute is a second dose, not a repeat of the first."""
+    from twinloop.connect.batch import Rows
+    from twinloop.connect.schema import DOSE_COLUMNS
     from twinloop.twin.log import RecordLog
 
     first = pd.DataFrame(
@@ -163,6 +197,10 @@ def test_a_dose_of_another_amount_at_the_same_time_is_logged_not_dropped() -> No
         }
     )
     log = RecordLog.doses(first, lambda t: (pd.to_datetime(t) - ORIGIN).dt.total_seconds().to_numpy() / 3600, "h")
-    assert log.fresh(first.assign(amount=3.0)).tolist() == [True]
-    assert log.fresh(first).tolist() == [False]
-    assert log.fresh(first.assign(input="dose_oral")).tolist() == [True]
+
+    def rows(frame: pd.DataFrame) -> Rows:
+        return Rows.from_frame(frame, DOSE_COLUMNS)
+
+    assert log.fresh(rows(first.assign(amount=3.0))).tolist() == [True]
+    assert log.fresh(rows(first)).tolist() == [False]
+    assert log.fresh(rows(first.assign(input="dose_oral"))).tolist() == [True]

@@ -1,15 +1,18 @@
 """Harmonize a small batch of new rows (one sync's) without pandas' per-call overhead.
 
-:func:`harmonize_batch` checks the rows of an already-canonical batch (UTC ``datetime64[ns]``
+:func:`batch_rows` checks the rows of an already-canonical batch (UTC ``datetime64[ns]``
 times (any resolution), float values, clean strings, codes known, units already the wanted ones) in plain
-Python and builds the same tables :func:`~twinloop.connect.ingest.harmonize` would. It
-returns ``None`` for anything else (a row to reject, a unit to convert, another dtype), and
-the caller then takes the full path, so errors and conversions are exactly the full path's.
+Python and returns them as :class:`Rows` (columns as arrays, no table built), whose
+:meth:`Rows.frame` is the table :func:`~twinloop.connect.ingest.harmonize` would give
+(:func:`harmonize_batch`). It returns ``None`` for anything else (a row to reject, a unit
+to convert, another dtype), and the caller then takes the full path, so errors and
+conversions are exactly the full path's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -18,10 +21,61 @@ import pandas as pd
 
 from twinloop.connect.codes import CodeMap
 from twinloop.connect.schema import DOSE_COLUMNS, DOSE_KINDS, OBSERVATION_COLUMNS, empty_doses, empty_observations
+from twinloop.connect.timebase import time_ns
 from twinloop.connect.units import parse_unit
 from twinloop.errors import InputError
 
 UTC_NS = "datetime64[ns, UTC]"
+NUMERIC = ("value", "amount", "duration")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Canonical rows as columns: UTC nanoseconds ``ns`` and one array per other column of
+    ``columns`` (floats for numbers, objects for strings); ``table``: the rows' table when
+    the full harmonization built one (kept as it is, dtypes included).
+
+    Example: ``rows.take(rows.data["subject_id"] == "p001").frame()``.
+    """
+
+    columns: tuple[str, ...]
+    ns: np.ndarray
+    data: Mapping[str, np.ndarray]
+    table: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return int(self.ns.size)
+
+    def take(self, which: np.ndarray) -> Rows:
+        """The rows where the boolean mask ``which`` holds."""
+        table = None if self.table is None else self.table[which]
+        return Rows(self.columns, self.ns[which], {c: v[which] for c, v in self.data.items()}, table)
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a canonical table."""
+        return self.table if self.table is not None else build_frame(self.columns, self.ns, self.data)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, columns: tuple[str, ...]) -> Rows:
+        """The rows of a canonical table (kept as their ``table``; a column it lacks reads as missing)."""
+
+        def column(c: str) -> np.ndarray:
+            if c not in frame.columns:
+                return np.full(len(frame), np.nan if c in NUMERIC else None)
+            return frame[c].to_numpy(dtype=np.float64 if c in NUMERIC else object)
+
+        return cls(columns, time_ns(frame["time"]), {c: column(c) for c in columns if c != "time"}, frame)
+
+
+def build_frame(columns: tuple[str, ...], ns: np.ndarray, data: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """The canonical table of columns (``ns``: UTC nanoseconds), as harmonization builds it."""
+
+    def column(c: str) -> Any:
+        if c == "time":
+            return pd.DatetimeIndex(ns, tz="UTC")
+        return data[c].astype(np.float64) if c in NUMERIC else data[c].tolist()
+
+    return pd.DataFrame({c: column(c) for c in columns})
 
 
 @lru_cache(maxsize=1)
@@ -63,7 +117,7 @@ def _floats(frame: pd.DataFrame, column: str) -> np.ndarray | None:
     return values if np.all(np.isfinite(values)) else None
 
 
-def _observations(frame: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame | None:
+def _observations(frame: pd.DataFrame, units: Mapping[str, str]) -> Rows | None:
     if not set(OBSERVATION_COLUMNS[:5]) <= set(frame.columns):
         return None
     ns, value = _times(frame), _floats(frame, "value")
@@ -83,20 +137,12 @@ def _observations(frame: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame
     code = [c or codes.code_of(v) for c, v in zip(cols["code"], variable, strict=True)]
     rows = _kept(list(zip(cols["subject_id"], ns.tolist(), variable, value.tolist(), cols["unit"], strict=True)))
     order = sorted(rows, key=lambda i: (cols["subject_id"][i], int(ns[i]), variable[i]))
-    return pd.DataFrame(
-        {
-            "subject_id": [cols["subject_id"][i] for i in order],
-            "time": pd.DatetimeIndex(ns[order], tz="UTC"),
-            "variable": [variable[i] for i in order],
-            "value": value[order],
-            "unit": [cols["unit"][i] for i in order],
-            "code": [code[i] for i in order],
-            "source": [cols["source"][i] for i in order],
-        }
-    )
+    strings = {**cols, "variable": variable, "code": code}
+    data = {c: _objects([strings[c][i] for i in order]) for c in ("subject_id", "variable", "unit", "code", "source")}
+    return Rows(OBSERVATION_COLUMNS, ns[order], {**data, "value": value[order]})
 
 
-def _doses(frame: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame | None:
+def _doses(frame: pd.DataFrame, units: Mapping[str, str]) -> Rows | None:
     if not {"subject_id", "time", "input", "amount", "unit"} <= set(frame.columns):
         return None
     n = len(frame)
@@ -125,9 +171,15 @@ def _doses(frame: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame | None
     )
     rows = _kept(list(keys))
     order = sorted(rows, key=lambda i: (cols["subject_id"][i], int(ns[i]), cols["input"][i]))
-    out = {c: [cols[c][i] for i in order] for c in ("subject_id", "input", "kind", "unit")}
-    data = {**out, "time": pd.DatetimeIndex(ns[order], tz="UTC"), "amount": amount[order]}
-    return pd.DataFrame({**data, "duration": duration[order].astype(np.float64)})[list(DOSE_COLUMNS)]
+    out = {c: _objects([cols[c][i] for i in order]) for c in ("subject_id", "input", "kind", "unit")}
+    data = {**out, "amount": amount[order], "duration": duration[order].astype(np.float64)}
+    return Rows(DOSE_COLUMNS, ns[order], data)
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _kept(keys: list[tuple[Any, ...]]) -> list[int]:
@@ -141,15 +193,32 @@ def _kept(keys: list[tuple[Any, ...]]) -> list[int]:
     return kept
 
 
-def harmonize_batch(
+@lru_cache(maxsize=1)
+def no_dose_rows() -> Rows:
+    """No doses, as :class:`Rows` (their table: harmonize's empty dose table)."""
+    return Rows.from_frame(_no_doses(), DOSE_COLUMNS)
+
+
+def batch_rows(
     observations: pd.DataFrame, doses: pd.DataFrame | None, units: Mapping[str, str]
-) -> tuple[pd.DataFrame, pd.DataFrame] | None:
-    """``(observations, doses)`` as ``harmonize(..., units=units)`` gives them for a clean
-    batch whose variables are all in ``units`` (already in those units), else ``None``."""
+) -> tuple[Rows, Rows] | None:
+    """The rows of ``(observations, doses)`` as ``harmonize(..., units=units)`` keeps them,
+    for a clean batch whose variables are all in ``units`` (already in those units), else ``None``."""
     if observations.empty or (doses is not None and doses.empty):
         return None
     obs = _observations(observations, units)
     if obs is None:
         return None
-    dose = _no_doses().copy() if doses is None else _doses(doses, units)
+    dose = no_dose_rows() if doses is None else _doses(doses, units)
     return None if dose is None else (obs, dose)
+
+
+def harmonize_batch(
+    observations: pd.DataFrame, doses: pd.DataFrame | None, units: Mapping[str, str]
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """``(observations, doses)`` as ``harmonize(..., units=units)`` gives them for a clean
+    batch (see :func:`batch_rows`), else ``None``."""
+    rows = batch_rows(observations, doses, units)
+    if rows is None:
+        return None
+    return rows[0].frame(), (_no_doses().copy() if doses is None else rows[1].frame())

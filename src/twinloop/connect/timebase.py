@@ -27,6 +27,28 @@ def to_model_time(times: Any, origin: pd.Timestamp, time_unit: str) -> np.ndarra
     return ((stamps - origin).dt.total_seconds() / unit_seconds(time_unit)).to_numpy(dtype=np.float64)
 
 
+def time_ns(times: Any) -> np.ndarray:
+    """UTC nanoseconds of a column of timestamps."""
+    stamps = pd.to_datetime(pd.Series(times), utc=True).astype("datetime64[ns, UTC]")
+    return np.asarray(stamps.array.asi8)  # type: ignore[attr-defined]
+
+
+def ns_to_model_time(ns: np.ndarray, origin: pd.Timestamp, time_unit: str) -> np.ndarray:
+    """:func:`to_model_time` of UTC nanoseconds, bit for bit, without building a pandas
+    column: seconds as pandas' ``total_seconds`` computes them (whole seconds plus the
+    fraction; beyond 2**53 ns, ~104 days, a fraction rounded onto a whole second is nudged
+    off it)."""
+    delta = np.asarray(ns, dtype=np.int64) - origin.as_unit("ns").value
+    whole, fraction = np.divmod(delta, 10**9)
+    seconds = whole + fraction / 10**9
+    if delta.size and np.abs(delta).max() > 2**53:
+        fixable = (fraction != 0) & (np.abs(whole) < 2**52)
+        floor = whole.astype(np.float64)
+        seconds = np.where(fixable & (seconds == floor), np.nextafter(seconds, seconds + 1.0), seconds)
+        seconds = np.where(fixable & (seconds == floor + 1.0), np.nextafter(seconds, seconds - 1.0), seconds)
+    return seconds / unit_seconds(time_unit)
+
+
 def to_timestamps(model_time: Any, origin: pd.Timestamp, time_unit: str) -> pd.DatetimeIndex:
     seconds = np.asarray(model_time, dtype=np.float64) * unit_seconds(time_unit)
     return pd.DatetimeIndex(origin + pd.to_timedelta(seconds, unit="s"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,12 @@ class Forecast:
     @property
     def ensemble_size(self) -> int:
         return int(self.members.shape[0])
+
+    @cached_property
+    def span_ns(self) -> tuple[int, int]:
+        """First and last time, UTC nanoseconds."""
+        ns = self.times.as_unit("ns").asi8
+        return int(ns[0]), int(ns[-1])
 
     def quantiles(self, q: tuple[float, ...] = QUANTILES) -> pd.DataFrame:
         """One row per time and observable: the predictive quantiles and the ensemble size."""

@@ -1,8 +1,10 @@
 """A twin's log of everything it has seen (its observations, its doses), kept so that a
 sync's work grows with the new rows, not with the history.
 
-The table is held as appended chunks and concatenated only when someone reads it; beside
-it, growable arrays of each row's model time and key columns. Deduplication checks a
+The rows are held as growable arrays (UTC nanoseconds, model times, one array per column;
+a sync's rows add no Python object the garbage collector tracks), and the table is built
+from them only when someone reads it (tables from the full harmonization are kept as they
+are, so the table's dtypes are those of the rows logged). Deduplication checks a
 key set (built once, on the first batch that overlaps the logged times, then kept up to
 date); the doses active at a time come from their end times kept sorted (a binary
 search), in log order.
@@ -17,17 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop.connect.batch import NUMERIC, Rows, build_frame
+from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS
 from twinloop.connect.timebase import unit_seconds
 
 OBSERVATION_KEY = ("variable", "value")  # with the time: what makes an observation a duplicate
 DOSE_KEY = ("input", "amount")
 DOSE_FIELDS = ("input", "kind", "amount", "duration", "unit")
-
-
-def time_ns(times: pd.Series) -> np.ndarray:
-    """UTC nanoseconds of a column of timestamps."""
-    stamps = pd.to_datetime(times, utc=True).astype("datetime64[ns, UTC]")
-    return np.asarray(stamps.array.asi8)  # type: ignore[attr-defined]
 
 
 class _Column:
@@ -71,8 +69,8 @@ class RecordLog:
 
     Arguments:
         frame: the rows logged so far.
-        columns: the columns kept as arrays.
-        key: with the time, the columns that make a row a duplicate of a logged one.
+        columns: the table's columns.
+        key: the two columns that, with the time, make a row a duplicate.
         model_time: timestamps -> model time (the twin's).
         time_unit: the model's time unit, for doses (their end times: a duration is in
             minutes); ``None`` for observations.
@@ -82,33 +80,33 @@ class RecordLog:
         self,
         frame: pd.DataFrame,
         columns: tuple[str, ...],
+        key: tuple[str, str],
         model_time: Callable[[Any], np.ndarray],
         time_unit: str | None = None,
-        key: tuple[str, str] = OBSERVATION_KEY,
     ) -> None:
         self._empty = frame.iloc[:0]
-        self._chunks: list[pd.DataFrame] = []
+        self._parts: list[pd.DataFrame] = []
+        self._framed = 0  # rows already in ``_parts``
         self._columns = columns
         self._key = key
         self._time_unit = time_unit
-        self._model_time = model_time
         self._ns = _Column(np.int64)
         self._t = _Column(np.float64)
-        self._arrays = {c: _Column(np.float64 if c in ("value", "amount", "duration") else object) for c in columns}
+        self._arrays = {c: _Column(np.float64 if c in NUMERIC else object) for c in columns if c != "time"}
         self._keys: set[tuple[Any, ...]] | None = None
         self._latest = np.iinfo(np.int64).min
         self._end_sorted = np.zeros(0)
         self._end_order = np.zeros(0, dtype=np.int64)
         if not frame.empty:
-            self.append(frame, model_time(frame["time"]))
+            self.append(Rows.from_frame(frame, columns), model_time(frame["time"]))
 
     @classmethod
     def observations(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray]) -> RecordLog:
-        return cls(frame, OBSERVATION_KEY, model_time)
+        return cls(frame, OBSERVATION_COLUMNS, OBSERVATION_KEY, model_time)
 
     @classmethod
     def doses(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray], time_unit: str) -> RecordLog:
-        return cls(frame, DOSE_FIELDS, model_time, time_unit, key=DOSE_KEY)
+        return cls(frame, DOSE_COLUMNS, DOSE_KEY, model_time, time_unit)
 
     def __len__(self) -> int:
         return self._t.values.size
@@ -116,29 +114,41 @@ class RecordLog:
     @property
     def frame(self) -> pd.DataFrame:
         """The whole table, in the order the rows were logged."""
-        if not self._chunks:
+        self._flush()
+        if not self._parts:
             return self._empty
-        if len(self._chunks) > 1:
-            self._chunks = [pd.concat(self._chunks, ignore_index=True)]
-        return self._chunks[0]
+        if len(self._parts) > 1:
+            self._parts = [pd.concat(self._parts, ignore_index=True)]
+        return self._parts[0]
+
+    def _flush(self) -> None:
+        """Build the table of the rows logged as arrays only."""
+        n = len(self)
+        if self._framed < n:
+            data = {c: a.values[self._framed :] for c, a in self._arrays.items()}
+            self._parts.append(build_frame(self._columns, self._ns.values[self._framed :], data))
+            self._framed = n
 
     @property
     def times(self) -> np.ndarray:
         """Every row's model time, in log order."""
         return self._t.values
 
-    def append(self, rows: pd.DataFrame, t: np.ndarray) -> None:
+    def append(self, rows: Rows, t: np.ndarray) -> None:
         """Log ``rows`` (whose model times are ``t``)."""
-        if rows.empty:
+        if len(rows) == 0:
             return
-        ns = time_ns(rows["time"])
         start = len(self)
-        self._chunks.append(rows.copy())
-        self._ns.extend(ns)
+        if rows.table is not None:  # a table of the full harmonization: kept, dtypes and all
+            self._flush()
+            self._parts.append(rows.table.copy())
+        self._ns.extend(rows.ns)
         self._t.extend(t)
-        for c in self._columns:
-            self._arrays[c].extend(rows[c].to_numpy())
-        self._latest = max(self._latest, int(ns.max()))
+        for c, column in self._arrays.items():
+            column.extend(rows.data[c])
+        if rows.table is not None:
+            self._framed = len(self)
+        self._latest = max(self._latest, int(rows.ns.max()))
         if self._keys is not None:
             self._keys.update(self._key_tuples(start))
         if self._time_unit is not None:
@@ -148,14 +158,14 @@ class RecordLog:
         a, b = (self._arrays[c].values[start:].tolist() for c in self._key)
         return zip(self._ns.values[start:].tolist(), a, b, strict=True)
 
-    def fresh(self, rows: pd.DataFrame) -> np.ndarray:
+    def fresh(self, rows: Rows) -> np.ndarray:
         """Which of ``rows`` are not logged yet (no logged row with the same time and key)."""
-        ns = time_ns(rows["time"])
+        ns = rows.ns
         if ns.size == 0 or int(ns.min()) > self._latest:
             return np.ones(ns.size, dtype=bool)
         if self._keys is None:
             self._keys = set(self._key_tuples())
-        a, b = (rows[c].tolist() for c in self._key)
+        a, b = (rows.data[c].tolist() for c in self._key)
         return np.array([k not in self._keys for k in zip(ns.tolist(), a, b, strict=True)], dtype=bool)
 
     # --- observations --------------------------------------------------------------

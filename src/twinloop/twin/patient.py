@@ -19,10 +19,17 @@ from twinloop._paths import check_name
 from twinloop.calibrate.bayes import Calibrator
 from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import CalibrationProblem, ParameterMap
-from twinloop.connect.batch import harmonize_batch
+from twinloop.connect.batch import Rows, batch_rows, harmonize_batch
 from twinloop.connect.ingest import harmonize
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
-from twinloop.connect.timebase import inputs_from_doses, inputs_from_rows, to_model_time, to_timestamps, unit_seconds
+from twinloop.connect.timebase import (
+    inputs_from_doses,
+    inputs_from_rows,
+    ns_to_model_time,
+    to_model_time,
+    to_timestamps,
+    unit_seconds,
+)
 from twinloop.errors import CalibrationError, InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
@@ -75,7 +82,7 @@ class PatientTwin:
         self.innovations: list[dict[str, Any]] = []
         self.drift_events: list[dict[str, Any]] = []
         self.forecasts: list[Forecast] = []
-        self.snapshots: list[tuple[int, bytes]] = []
+        self.snapshots: list[tuple[int, Ensemble]] = []  # serialized only when the twin is saved
         self.calibration: dict[str, Any] = {}
         self.detector = DriftDetector(**config.drift)
         self.rng = np.random.default_rng(config.seed)
@@ -215,6 +222,14 @@ class PatientTwin:
         batch = harmonize_batch(observations, doses, units)
         if batch is not None:  # a clean batch: the same tables, without pandas' overhead
             return batch
+        return PatientTwin._fully_harmonized(model, observations, doses)
+
+    @staticmethod
+    def _fully_harmonized(
+        model: Model, observations: pd.DataFrame, doses: pd.DataFrame | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """:func:`~twinloop.connect.ingest.harmonize`; any rejected record aborts."""
+        units = {o.name: o.unit for o in model.observables}
         result = harmonize(observations, doses if doses is not None else empty_doses(), units=units)
         if result.rejected:
             r = result.rejected[0]
@@ -223,6 +238,14 @@ class PatientTwin:
             )
         obs = result.observations[result.observations["variable"].isin(units)]
         return obs.reset_index(drop=True), result.doses
+
+    def _rows(self, observations: pd.DataFrame, doses: pd.DataFrame | None) -> tuple[Rows, Rows]:
+        """A sync's new rows, harmonized (as :meth:`_harmonized`), as columns."""
+        rows = batch_rows(observations, doses, {o.name: o.unit for o in self.model.observables})
+        if rows is not None:  # a clean batch: no table built
+            return rows
+        obs, dose = self._fully_harmonized(self.model, observations, doses)
+        return Rows.from_frame(obs, OBSERVATION_COLUMNS), Rows.from_frame(dose, DOSE_COLUMNS)
 
     def _calibrate(
         self,
@@ -249,7 +272,8 @@ class PatientTwin:
             self.ensemble = within_box(self, Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
-            record(self, obs, doses, self.model_time(obs["time"]))
+            new = Rows.from_frame(obs, OBSERVATION_COLUMNS)
+            record(self, new, Rows.from_frame(doses, DOSE_COLUMNS), self.model_time_ns(new.ns))
             assimilate(self, self.obs_log.readings(0.0), detect=False)
             snapshot(self)
             return
@@ -341,7 +365,7 @@ class PatientTwin:
         self.observations = obs.copy()
         self.doses = doses.copy()
         self.version = 1
-        self.snapshots = [(self.version, self.ensemble.to_bytes())]
+        snapshot(self, first=True)
 
     def parameter_summary(self, theta: np.ndarray | None = None) -> dict[str, list[float]]:
         """Median and 5-95 % quantiles of each fitted parameter over the members, on its own scale."""
@@ -377,6 +401,10 @@ class PatientTwin:
     def model_time(self, times: Any) -> np.ndarray:
         return to_model_time(times, self.origin, self.model.time_unit)
 
+    def model_time_ns(self, ns: np.ndarray) -> np.ndarray:
+        """:meth:`model_time` of UTC nanoseconds."""
+        return ns_to_model_time(ns, self.origin, self.model.time_unit)
+
     @property
     def now(self) -> pd.Timestamp:
         return pd.Timestamp(to_timestamps([self.ensemble.time], self.origin, self.model.time_unit)[0])
@@ -404,13 +432,13 @@ class PatientTwin:
         every kept ensemble are logged without assimilation and counted as ``late``.
         Exact duplicates of logged observations are ignored.
         """
-        obs, doses = self._harmonized(self.model, observations, inputs)
-        if not obs.empty:
-            keep = (obs["subject_id"].to_numpy() == self.subject_id) & self.obs_log.fresh(obs)
-            obs = obs if keep.all() else obs[keep]
-        if not doses.empty and len(self.dose_log):
+        obs, doses = self._rows(observations, inputs)
+        if len(obs):
+            keep = (obs.data["subject_id"] == self.subject_id) & self.obs_log.fresh(obs)
+            obs = obs if keep.all() else obs.take(keep)
+        if len(doses) and len(self.dose_log):
             fresh = self.dose_log.fresh(doses)
-            doses = doses if fresh.all() else doses[fresh]
+            doses = doses if fresh.all() else doses.take(fresh)
         return apply(self, obs, doses)
 
     # --- forecasts and comparisons ---------------------------------------------
@@ -490,16 +518,20 @@ class PatientTwin:
             self.forecasts.append(fc)
         return fc
 
-    def score_forecasts(self, obs: pd.DataFrame) -> list[str]:
+    def score_forecasts(self, obs: pd.DataFrame | Rows) -> list[str]:
         """Score every stored forecast whose span holds some of ``obs``; returns their ids."""
         scored: list[str] = []
-        if obs.empty or not self.forecasts:
+        if len(obs) == 0 or not self.forecasts:
             return scored
-        first, last = obs["time"].min(), obs["time"].max()
+        rows = obs if isinstance(obs, Rows) else Rows.from_frame(obs, OBSERVATION_COLUMNS)
+        first, last = int(rows.ns.min()), int(rows.ns.max())
+        frame: pd.DataFrame | None = None
         for fc in self.forecasts:
-            if fc.times[-1] < first or fc.times[0] > last:
+            start, end = fc.span_ns
+            if end < first or start > last:
                 continue
-            inside = obs[(obs["time"] >= fc.times[0]) & (obs["time"] <= fc.times[-1])]
+            frame = rows.frame() if frame is None else frame  # built only for a forecast to score
+            inside = frame[(frame["time"] >= fc.times[0]) & (frame["time"] <= fc.times[-1])]
             if not inside.empty:
                 fc.score(inside)
                 scored.append(fc.id)

@@ -50,7 +50,7 @@ def pack(twin: Any) -> dict[str, Any]:
         "ensemble": twin.ensemble.to_bytes(),
         "observations": parquet(twin.observations.astype({"value": float})),
         "doses": parquet(twin.doses),
-        "snapshots": [blob for _, blob in twin.snapshots],
+        "snapshots": [ens.to_bytes() for _, ens in twin.snapshots],
         "forecasts": [f.to_bytes() for f in twin.forecasts],
     }
 
@@ -80,7 +80,8 @@ def restore(cls: type[Any], state: Mapping[str, Any]) -> Any:
     twin.drift_events = list(meta["drift_events"])
     twin.calibration = dict(meta["calibration"])
     twin.detector = DriftDetector.from_dict(meta["detector"])
-    twin.snapshots = list(zip(meta["snapshot_versions"], state["snapshots"], strict=True))
+    blobs = [Ensemble.from_bytes(blob) for blob in state["snapshots"]]
+    twin.snapshots = list(zip(meta["snapshot_versions"], blobs, strict=True))
     units = tuple(o.unit for o in model.observables)
     twin.forecasts = [
         Forecast.from_bytes(

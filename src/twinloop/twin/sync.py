@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from twinloop.calibrate.noise import kalman_readings
+from twinloop.connect.batch import Rows
 from twinloop.connect.timebase import unit_seconds
 from twinloop.errors import InputError
 from twinloop.twin.assimilation import innovation
@@ -18,6 +18,7 @@ from twinloop.twin.ensemble import Ensemble, propagate
 from twinloop.twin.log import Readings
 
 SNAPSHOTS = 12  # kept ensembles, one per recent version (recalibration and late data start from them)
+# Snapshots are kept in memory as copies and serialized only when the twin is saved (state.pack).
 
 
 @dataclass
@@ -32,15 +33,15 @@ class SyncReport:
     replayed: int = 0  # logged observations re-assimilated after a rewind for late data
 
 
-def apply(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> SyncReport:
+def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
     """One new version: record the new rows, score stored forecasts, assimilate (rewinding
     for late data)."""
     twin.version += 1
     twin.reseed()
-    times = twin.model_time(obs["time"]) if not obs.empty else np.zeros(0)
+    times = twin.model_time_ns(obs.ns)
     record(twin, obs, doses, times)
     scored = twin.score_forecasts(obs)
-    new = Readings(times, obs["variable"].to_numpy(dtype=object), obs["value"].to_numpy(dtype=float))
+    new = Readings(times, obs.data["variable"], obs.data["value"])
     late = times <= twin.ensemble.time + 1e-9
     todo, replayed, unassimilated = new.take(~late), 0, int(late.sum())
     if late.any():
@@ -54,19 +55,18 @@ def apply(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame) -> SyncReport:
     return SyncReport(twin.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed)
 
 
-def record(twin: Any, obs: pd.DataFrame, doses: pd.DataFrame, times: np.ndarray) -> None:
+def record(twin: Any, obs: Rows, doses: Rows, times: np.ndarray) -> None:
     """Log the new rows (``times``: the observations' model times)."""
-    if not doses.empty:
-        twin.dose_log.append(doses, twin.model_time(doses["time"]))
+    if len(doses):
+        twin.dose_log.append(doses, twin.model_time_ns(doses.ns))
     twin.obs_log.append(obs, times)
 
 
 def kept_ensemble_before(twin: Any, time: float) -> Ensemble | None:
-    """The latest kept ensemble (one per recent version) strictly before ``time``."""
-    for _, blob in reversed(twin.snapshots):
-        ens = Ensemble.from_bytes(blob)
+    """The latest kept ensemble (one per recent version) strictly before ``time`` (a copy)."""
+    for _, ens in reversed(twin.snapshots):
         if ens.time < time - 1e-9:
-            return ens
+            return copied(ens)
     return None
 
 
@@ -124,7 +124,8 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
         predicted[~good] = predicted[donors]
         forecast_ens = replace_members(forecast_ens, ~good, donors)
-    models = [twin.config.noise_model(v) for v in obs.variable]
+    noise = {v: twin.config.noise_model(v) for v in dict.fromkeys(obs.variable)}
+    models = [noise[v] for v in obs.variable]
     mean = predicted.mean(axis=0)
     used, y = kalman_readings(models, np.asarray(obs.value, dtype=float), mean)
     if not used.any():  # only censored readings the forecast agrees with: nothing to update
@@ -170,15 +171,23 @@ def replace_members(ens: Ensemble, which: np.ndarray, donors: np.ndarray) -> Ens
     return dataclasses.replace(ens, theta=theta, states=states, weights=weights)
 
 
-def snapshot(twin: Any) -> None:
-    twin.snapshots = ([*twin.snapshots, (twin.version, twin.ensemble.to_bytes())])[-SNAPSHOTS:]
+def snapshot(twin: Any, *, first: bool = False) -> None:
+    """Keep a copy of the current ensemble for this version (the only one with ``first``)."""
+    kept = [] if first else twin.snapshots
+    twin.snapshots = [*kept, (twin.version, copied(twin.ensemble))][-SNAPSHOTS:]
+
+
+def copied(ens: Ensemble) -> Ensemble:
+    """``ens`` with its own arrays (a kept ensemble never shares memory with a live one)."""
+    weights = None if ens.weights is None else ens.weights.copy()
+    return Ensemble(ens.theta.copy(), ens.states.copy(), ens.time, weights)
 
 
 def recalibrate(twin: Any) -> None:
     """Restart from the ensemble of ``recalibration_lookback`` syncs ago with widened
     parameters and re-assimilate everything observed since (the recent window)."""
     back = [ens for v, ens in twin.snapshots if v <= twin.version - twin.config.recalibration_lookback]
-    start = Ensemble.from_bytes(back[-1]) if back else Ensemble.from_bytes(twin.snapshots[0][1])
+    start = copied(back[-1] if back else twin.snapshots[0][1])
     mean = start.theta.mean(axis=0)
     theta = (
         mean
