@@ -90,6 +90,83 @@ def test_allowed_formulas_still_evaluate() -> None:
         Formula("weight / 70", "derived.w")(names)
 
 
+def test_bool_constants_are_floats_so_no_exact_big_integer_or_repeated_text() -> None:
+    import numpy as np
+
+    from twinloop.cohort.expressions import Formula
+
+    value = Formula("(True+True)**(True+True+True)", "c")({})
+    assert value == 8.0 and isinstance(value, float | np.floating)
+    assert isinstance(Formula("(1 < 2) + (1 < 2)", "c")({}), float | np.floating)
+    for text in ('"x"*((True+True)**40)', "'ab' + 'cd'", "KL < 'x'", "-'x'", "log('x')"):
+        with pytest.raises(InputError, match=r"text is allowed only as an operand of == or !="):
+            Formula(text, "derived.w")
+    sex = {"sex": np.array(["male", "female"], dtype=object)}
+    for text in ("sex * ((True+True)**40)", "-sex", "min(sex, sex)", "sex ** 2"):
+        with pytest.raises(InputError, match=r"derived\.w: .*arithmetic on text is not allowed"):
+            Formula(text, "derived.w")(sex)
+
+
+def test_a_tower_of_powers_finishes_at_once_as_inf() -> None:
+    import subprocess
+    import sys
+
+    tower = "(True+True)**" * 7 + "(True+True)"
+    code = f"from twinloop.cohort.expressions import Formula; print(float(Formula({tower!r}, 'c')({{}})))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)  # was: never
+    assert done.returncode == 0 and done.stdout.strip() == "inf", done.stderr
+
+
+def test_runtime_failures_of_a_formula_are_input_errors_naming_it() -> None:
+    import numpy as np
+
+    from twinloop.cohort.expressions import Formula
+
+    names = {"a": np.ones(2), "b": np.ones(3)}
+    with pytest.raises(InputError, match=r"derived\.w: 'min\(a, b\)' cannot be evaluated \(ValueError"):
+        Formula("min(a, b)", "derived.w")(names)
+    with pytest.raises(InputError, match=r"c: '1 / 0' cannot be evaluated \(ZeroDivisionError"):
+        Formula("1 / 0", "c")({})
+    with pytest.raises(InputError, match="is too large"):
+        Formula("1" + "0" * 400, "c")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("-" * 120 + "KL", "nested more than 100 levels deep"), ("+".join(["K*K*K*K*K"] * 60), "has more than 300 parts"),
+     ("KL+" * 400 + "KL", "longer than 1000 characters")],
+)  # fmt: skip
+def test_oversized_formulas_are_refused_before_they_run(text: str, problem: str) -> None:
+    from twinloop.cohort.expressions import Formula
+
+    with pytest.raises(InputError, match=problem):
+        Formula(text, "derived.w")
+
+
+@pytest.mark.parametrize(
+    ("formula", "message"),
+    [("1 / 0", r"derived\.bad: '1 / 0' cannot be evaluated"), ("sex", r"derived\.bad: 'sex' gives object values")],
+)
+def test_a_derived_quantity_that_fails_is_named_as_derived(formula: str, message: str) -> None:
+    from twinloop.cohort import Population
+
+    population = Population.from_dict({"model": "tgi-claret", "extends": "default", "derived": {"bad": formula}})
+    with pytest.raises(InputError, match=message):
+        population.sample(5, seed=0)
+
+
+def test_a_constraint_is_compiled_once_and_named_by_its_place_in_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    import twinloop.cohort.spec as spec
+
+    made: list[str] = []
+    real = spec.Formula
+    monkeypatch.setattr(spec, "Formula", lambda text, where: made.append(where) or real(text, where))
+    constraint = spec.Constraint.parse(3, {"expression": "1 / 0", "name": "r"})
+    assert made == ["constraints[3].expression"]
+    with pytest.raises(InputError, match=r"constraints\[3\]\.expression: '1 / 0' cannot be evaluated"):
+        constraint.evaluate({})
+
+
 # --- (b) pickles -------------------------------------------------------------------
 class _Shell:
     def __init__(self, command: str) -> None:
@@ -169,6 +246,64 @@ def test_a_predictor_changed_after_twinloop_wrote_it_is_refused(tmp_path: Path) 
     assert not marker.exists()
 
 
+def test_a_pickle_that_sets_attributes_on_an_allowed_class_is_refused_first(tmp_path: Path) -> None:
+    from twinloop.learn.predictor import Predictor
+    from twinloop.learn.predictor_file import load_predictor
+
+    original = Predictor.__dict__["predict_proba"]
+    blob = b"ctwinloop.learn.predictor\nPredictor\n(N}Vpredict_proba\nI1\nstb."  # BUILD (None, {...}) on the class
+    try:
+        with pytest.raises(InputError, match=r"sets attributes on Predictor itself"):
+            load_predictor(_predictor_folder(tmp_path / "p", blob))
+        assert Predictor.__dict__["predict_proba"] is original
+    finally:
+        Predictor.predict_proba = original  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize("blob", [b"\x80\x05garbage", b"", b"\x80\x05N", b"cnumpy\ndtype\n(Vq8\ntR."])
+def test_unreadable_pickles_are_input_errors(tmp_path: Path, blob: bytes) -> None:
+    from twinloop.learn.predictor_file import load_predictor
+
+    with pytest.raises(InputError, match=r"predictor\.pkl"):
+        load_predictor(_predictor_folder(tmp_path / "p", blob))
+
+
+def _tampered(tmp_path: Path, change: str) -> Path:
+    """A genuine predictor whose first tree is changed, saved with a matching hash."""
+    import numpy as np
+
+    from twinloop.learn.predictor_file import save_predictor
+
+    predictor, folder = _trained(tmp_path)
+    tree = predictor.model_._predictors[0][0]  # type: ignore[attr-defined]
+    split = int(np.flatnonzero(tree.nodes["is_leaf"] == 0)[-1])
+    if change == "cycle":
+        tree.nodes["left"][split] = 0  # back to the root: sklearn's nogil loop would never end
+    elif change == "negative feature":
+        tree.nodes["feature_idx"][split] = -3
+    elif change == "categorical":
+        tree.nodes["is_categorical"][split] = 1
+        tree.nodes["bitset_idx"][split] = 1000
+    elif change == "dtype":
+        fields = [(n, "<i8" if n == "left" else tree.nodes.dtype[n].str) for n in tree.nodes.dtype.names]
+        tree.nodes = tree.nodes.astype(np.dtype(fields))
+    digest = save_predictor(predictor, folder)
+    (folder / "manifest.json").write_text(json.dumps({"kind": "predictor", "sha256": {"predictor.pkl": digest}}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [("cycle", "loop back"), ("negative feature", "a split is on a feature outside"),
+     ("categorical", "a categorical split has no bitset"), ("dtype", "(not sklearn's node records|Cannot cast)")],
+)  # fmt: skip
+def test_malformed_trees_are_refused(tmp_path: Path, change: str, problem: str) -> None:
+    from twinloop.learn.predictor_file import load_predictor
+
+    with pytest.raises(InputError, match=f"predictor\\.pkl.*{problem}"):
+        load_predictor(_tampered(tmp_path, change))
+
+
 # --- (c) names that become file names --------------------------------------------
 def test_path_escaping_twin_name_is_refused_at_creation_and_at_show(tmp_path: Path) -> None:
     from sqlalchemy import insert
@@ -243,6 +378,27 @@ def test_secrets_are_masked_in_any_text() -> None:
     assert mask_secrets("sqlite:///twins.db") == "sqlite:///twins.db"
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "postgresql://admin:pa ss'w\"rd@db/twins",
+        "postgresql://admin:p@ss w0rd@db/twins is unreachable",
+        "host=db password='pa ss\\'word' dbname=x",
+        'host=db password="pa ss word" dbname=x',
+        "Driver={ODBC Driver 18};Server=db;UID=me;PWD={pa;ss}}word};Database=x",
+        "Server=db;Uid=me;Pwd=pa ss word;Database=x",
+        "DRIVER=x;PWD=pa ss word",
+        "mssql+pyodbc:///?odbc_connect=SERVER%3Ddb%3BPWD%3Dx;passwd=pa ss word;",
+    ],
+)
+def test_passwords_with_quotes_spaces_or_odbc_keys_are_masked(text: str) -> None:
+    from twinloop._secrets import mask_secrets
+
+    masked = mask_secrets(text)
+    assert "***" in masked
+    assert not any(part in masked for part in ("pa ss", "ss w0rd", "ss'w", "ss}}word", "ss word")), masked
+
+
 # --- (e) YAML bombs -----------------------------------------------------------------
 def _bomb(levels: int, width: int) -> str:
     lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
@@ -314,3 +470,22 @@ def test_a_spec_path_inside_the_folder_still_resolves(tmp_path: Path) -> None:
     (tmp_path / "sub").mkdir()
     assert spec_path(tmp_path, "sub/../sub/pop.yaml", "population") == (tmp_path / "sub" / "pop.yaml").resolve()
     assert spec_path(tmp_path, "/abs/pop.yaml", "population") == Path("/abs/pop.yaml")
+
+
+# --- (g) error messages quote user text as plain text ---------------------------------
+def test_markup_in_user_text_is_printed_as_plain_text(tmp_path: Path) -> None:
+    name = "[/bold][link=http://x]y[/link]:x:"
+    shown = runner.invoke(app, ["twin", "show", name, "--db", f"sqlite:///{tmp_path / 'twins.db'}"])
+    assert shown.exit_code == 2, shown.output
+    assert name in shown.output and "\u274c" not in shown.output and "error:" in shown.output
+    spec = tmp_path / "[/bold]:x:.yaml"
+    generated = runner.invoke(app, ["cohort", "generate", str(spec), "--out", str(tmp_path / "o")])
+    assert generated.exit_code == 2 and "[/bold]:x:.yaml" in _flat(generated.output)
+
+
+def test_every_cli_module_reports_errors_through_one_plain_text_printer() -> None:
+    import importlib
+
+    for name in ("app", "cohort", "govern", "learn", "twin"):
+        module = importlib.import_module(f"twinloop.cli.{name}")
+        assert not hasattr(module, "_fail") and module.fail.__module__ == "twinloop.cli._errors"

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinloop.cli._errors import fail
 from twinloop.cli.cohort import cohort_app, lineage_command
 from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
@@ -25,14 +26,6 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
 app.command("lineage")(lineage_command)
 console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    from twinloop._secrets import mask_secrets
-
-    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _table(title: str | None, key: str, *others: str) -> Table:
@@ -66,7 +59,7 @@ def show_model(model_id: Annotated[str, typer.Argument(help="model id, e.g. t1d-
     try:
         m = tl.models.get(model_id)
     except tl.TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"[bold]{m.name}[/]  ({m.id} {m.version}, time in {m.time_unit})")
     states = _table("States", "state", "unit", "description")
     for s in m.states:
@@ -97,7 +90,7 @@ def check(model_id: Annotated[str, typer.Argument(help="model id")]) -> None:
     try:
         results = tl.models.check_model(tl.models.get(model_id), raise_on_failure=False)
     except tl.TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     for r in results:
         mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
         console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
@@ -143,7 +136,7 @@ def simulate(
         if traj.failures:
             raise tl.SimulationError(f"Integration failed for {traj.failures}.")
     except tl.TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     frame = traj.to_dataframe("wide").rename(columns={"time": "minute"})
     frame = frame.rename(columns={n: column_name(n, u) for n, u in traj.units.items()})
     if out.suffix == ".csv" and patient != "all":
@@ -165,7 +158,7 @@ def demo(
     from twinloop.cli.demo import run_demo
 
     if cohort < 1:
-        raise _fail(f"--cohort must be >= 1; got {cohort}.")
+        raise fail(f"--cohort must be >= 1; got {cohort}.")
     run_demo(out, cohort_size=cohort, seed=seed, console=console)
 
 

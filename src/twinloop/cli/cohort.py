@@ -11,19 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinloop.cli._errors import fail
+
 if TYPE_CHECKING:
     import pandas as pd
 
 cohort_app = typer.Typer(help="Generate and describe synthetic cohorts and data products.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    from twinloop._secrets import mask_secrets
-
-    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 @cohort_app.command("generate")
@@ -50,7 +44,7 @@ def generate(
             )
         result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
     except TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if result.complete:
         console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}")
     else:
@@ -65,7 +59,7 @@ def describe(product: Annotated[Path, typer.Argument(help="a product directory")
     try:
         summary = summarize(product)
     except TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"[bold]{summary['name']}[/]  model {summary['model']}, population {summary['population']}")
     console.print(
         f"{summary['patients']} patients in arms {summary['arms']}; {summary['observations']} observations "
@@ -140,7 +134,7 @@ def fhir(
     try:
         written = export(product, out, limit=limit)
     except TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     console.print(f"wrote {len(written)} FHIR bundles to {out}")
 
 
@@ -206,7 +200,7 @@ def from_real(
             progress=progress_shown(),
         )
     except TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     table = Table(title=f"Fitted population ({result.summary['data']['patients']} patients)")
     for col in ("parameter", "typical (90 % CI)", "omega variance (90 % CI)"):
         table.add_column(col)
@@ -244,4 +238,4 @@ def lineage_command(
             for line in walk(artifact, search or ()).lines():
                 console.print(line, highlight=False, soft_wrap=True, markup=False)
     except TwinloopError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None

@@ -11,18 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinloop.cli._errors import fail
+
 govern_app = typer.Typer(help="Governance: four-layer report, privacy, drift, RO-Crate.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
 
 Product = Annotated[Path, typer.Argument(help="a product directory")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from twinloop._secrets import mask_secrets
-
-    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _guarded(job: Callable[[], Any]) -> Any:
@@ -31,7 +25,7 @@ def _guarded(job: Callable[[], Any]) -> Any:
     try:
         return job()
     except (TwinloopError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _records(path: Path) -> Any:

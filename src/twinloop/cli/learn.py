@@ -11,19 +11,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinloop.cli._errors import fail
+
 learn_app = typer.Typer(help="Train amortized posteriors, surrogates, closures and predictors.", no_args_is_help=True)
 console = Console()
-errors = Console(stderr=True)
 
 Spec = Annotated[Path, typer.Argument(help="job spec (YAML), see examples/learn/")]
 Out = Annotated[Path, typer.Option("--out", help="directory for the artifact, its manifest, card and figure")]
-
-
-def _fail(message: str) -> typer.Exit:
-    from twinloop._secrets import mask_secrets
-
-    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _guarded(job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -33,7 +27,7 @@ def _guarded(job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     try:
         return job()
     except (TwinloopError, TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from twinloop.cli._errors import fail
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -20,16 +22,8 @@ twin_app = typer.Typer(
     help="Patient twins: create, synchronize, forecast, compare, show, lineage.", no_args_is_help=True
 )
 console = Console()
-errors = Console(stderr=True)
 DB_HELP = "registry URL (sqlite:///file.db or postgresql+psycopg://...); default $TWINLOOP_DB or sqlite:///twins.db"
 Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
-
-
-def _fail(message: str) -> typer.Exit:
-    from twinloop._secrets import mask_secrets
-
-    errors.print(f"[bold red]error:[/] {mask_secrets(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 def _registry(db: str | None) -> Any:
@@ -100,7 +94,7 @@ def create(
         check_name("--name", name)
         registry = _registry(db)
         if registry.exists(name):
-            raise _fail(f"A twin named {name!r} already exists; choose another --name.")
+            raise fail(f"A twin named {name!r} already exists; choose another --name.")
         values = _assignments(known or [])
         obs, doses = _data(data, columns, subject)
         m = get(model)
@@ -119,7 +113,7 @@ def create(
             )
         registry.add(twin)
     except (TwinloopError, typer.BadParameter) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     console.print(
         Text(
             f"created twin {name} ({model}, {len(obs)} observations, {twin.calibration.get('method', method)}, "
@@ -182,7 +176,7 @@ def sync(
             obs = obs.assign(subject_id=twin.subject_id)
         report = registry.sync(twin_id, obs, doses)
     except (TwinloopError, typer.BadParameter) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     inn = report.innovation
     console.print(
         f"{escape(twin_id)} version {report.version}: {report.assimilated} assimilated"
@@ -211,7 +205,7 @@ def forecast(
         plan = _doses(inputs) if inputs else None
         fc = _registry(db).save_forecast(twin_id, hours, plan)
     except TwinloopError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     q = fc.quantiles()
     if out:
         write_atomic(out, lambda tmp: q.to_csv(tmp, index=False))
@@ -251,7 +245,7 @@ def compare(
         result = registry.load(twin_id).compare(arms, endpoint, hours=hours)
         registry.record(twin_id, "compare", result.to_dict())
     except (TwinloopError, typer.BadParameter) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     table = Table(
         title=Text(
             f"{twin_id}: {result.endpoint} ({result.unit}, {result.better} is better) "
@@ -287,7 +281,7 @@ def show(
         twin = registry.load(twin_id)
         versions = registry.table("versions", twin_id)
     except TwinloopError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     table = Table(title=f"twin {twin_id} ({twin.model.id}, patient {twin.subject_id})")
     for col in ("version", "kind", "created", "state time", "summary"):
         table.add_column(col)
@@ -336,7 +330,7 @@ def lineage(
         target = _forecast_entity(doc, forecast_id) if forecast_id else _version_entity(registry, twin_id, version)
         tree = walk_document(doc, target)
     except TwinloopError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     for line in tree.lines():
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     for use in uses_of(doc, target):

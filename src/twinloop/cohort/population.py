@@ -352,7 +352,7 @@ class Population:
             scope: dict[str, Any] = {n: params[:, i] for i, n in enumerate(model.parameter_names)}
             scope.update({c: cov_frame[c].to_numpy() for c in cov_frame.columns})
             for name, expression in self.derived.items():
-                cov_frame[name] = Constraint(expression, name=name).evaluate(scope)
+                cov_frame[name] = Formula(expression, f"derived.{name}").numbers(scope)
                 scope[name] = cov_frame[name].to_numpy()
         group_names = np.array([g.name for g in self.groups], dtype=object)[which]
         keep = self._plausible(model, params, cov_frame, group_names)

@@ -263,10 +263,11 @@ class Constraint:
     lower: float = -math.inf
     upper: float = math.inf
     name: str = ""
+    where: str = field(default="", repr=False, compare=False)  # how errors name it; default "constraint 'name'"
     formula: Formula = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        where = f"constraint '{self.name or self.expression}'"
+        where = self.where or f"constraint '{self.name or self.expression}'"
         object.__setattr__(self, "formula", Formula(self.expression, where))
 
     @classmethod
@@ -278,17 +279,17 @@ class Constraint:
             raise InputError(
                 f"{where}.expression must be a formula such as 'log(2) / KL'; got {raw.get('expression')!r}."
             )
-        Formula(raw["expression"], f"{where}.expression")
         return cls(
             raw["expression"],
             _bound(f"{where}.lower", raw.get("lower"), -math.inf),
             _bound(f"{where}.upper", raw.get("upper"), math.inf),
             str(raw.get("name", raw["expression"])),
+            where=f"{where}.expression",
         )
 
     def evaluate(self, names: Mapping[str, Any]) -> np.ndarray:
         """The formula's value over arrays of parameters and covariates."""
-        return np.asarray(self.formula(names), dtype=np.float64)
+        return self.formula.numbers(names)
 
     def to_dict(self) -> dict[str, Any]:
         return {"expression": self.expression, "lower": self.lower, "upper": self.upper, "name": self.name}
