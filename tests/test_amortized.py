@@ -171,7 +171,7 @@ def test_npe_seeds_a_nuts_twin_and_refuses_data_it_was_not_trained_for(npe: Amor
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CalibrationWarning)
         twin = PatientTwin.create(model, obs, amortized=npe, config=config, origin=ORIGIN,
-                                  calibrator={"num_warmup": 60, "num_samples": 200, "num_chains": 2})  # fmt: skip
+                                  calibrator={"num_warmup": 100, "num_samples": 200, "num_chains": 2})  # fmt: skip
     assert twin.calibration["method"] == "nuts" and max(twin.calibration["rhat"].values()) < 1.05
     with pytest.raises(tl.InputError, match="trained on tgi-stein"):
         PatientTwin.create(tl.models.get("tgi-claret"), obs, amortized=npe, method="npe", origin=ORIGIN)
