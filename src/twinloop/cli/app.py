@@ -17,7 +17,9 @@ from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
 from twinloop.cli.twin import twin_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="twinloop: hybrid medical digital twins.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, rich_markup_mode=None, help="twinloop: hybrid medical digital twins."
+)
 models_app = typer.Typer(help="List, describe and check the built-in models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 app.add_typer(cohort_app, name="cohort")
