@@ -15,10 +15,15 @@ from rich.text import Text
 errors = Console(stderr=True)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` (secrets masked, no markup) and return the exit (code 2) to raise."""
+def print_error(message: str) -> None:
+    """Print ``error: message`` to stderr: secrets masked, no markup, never wrapped."""
     from twinloop._secrets import mask_secrets
 
     errors.print(Text.assemble(("error:", "bold red"), " ", mask_secrets(str(message))), highlight=False,
                  soft_wrap=True)  # fmt: skip
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``error: message`` (secrets masked, no markup) and return the exit (code 2) to raise."""
+    print_error(message)
     return typer.Exit(code=2)

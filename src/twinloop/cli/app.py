@@ -12,13 +12,18 @@ from rich.console import Console
 from rich.table import Table
 
 from twinloop.cli._errors import fail
+from twinloop.cli._guard import GuardedGroup
 from twinloop.cli.cohort import cohort_app, lineage_command
 from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
 from twinloop.cli.twin import twin_app
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, rich_markup_mode=None, help="twinloop: hybrid medical digital twins."
+    cls=GuardedGroup,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    help="twinloop: hybrid medical digital twins.",
 )
 models_app = typer.Typer(help="List, describe and check the built-in models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
@@ -28,6 +33,13 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
 app.command("lineage")(lineage_command)
 console = Console()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an unexpected failure")] = False,
+) -> None:
+    """twinloop: hybrid medical digital twins."""
 
 
 def _table(title: str | None, key: str, *others: str) -> Table:
