@@ -52,7 +52,7 @@ def _problem(model: tl.models.Model, pmap: ParameterMap, y: np.ndarray) -> Calib
 
 def test_nuts_recovers_parameters_with_calibrated_90_percent_intervals(stein: tuple) -> None:
     model, prior, pmap = stein
-    n = 50
+    n = 30
     truth, scans = _patients(model, prior, pmap, n, seed=2024)
     cal = Calibrator(prior, num_warmup=250, num_samples=250, num_chains=2, seed=7)
     inside = np.zeros((n, 3), dtype=bool)
@@ -61,10 +61,10 @@ def test_nuts_recovers_parameters_with_calibrated_90_percent_intervals(stein: tu
         for i in range(n):
             lo, hi = cal.fit(_problem(model, pmap, scans[i])).posterior.interval(0.9)
             inside[i] = (np.exp(truth[i]) >= lo) & (np.exp(truth[i]) <= hi)
-    # pooled over 150 intervals: inside the central 99 % range of Binomial(150, 0.9)
+    # pooled over 90 intervals: inside the central 99 % range of Binomial(90, 0.9)
     lo_count, hi_count = stats.binom.interval(0.99, inside.size, 0.9)
     assert lo_count <= inside.sum() <= hi_count, inside.mean(axis=0)
-    for j in range(3):  # and per parameter, Binomial(50, 0.9) at 99.9 %
+    for j in range(3):  # and per parameter, Binomial(30, 0.9) at 99.9 %
         lo_j, hi_j = stats.binom.interval(0.999, n, 0.9)
         assert lo_j <= inside[:, j].sum() <= hi_j, (pmap.names[j], inside[:, j].mean())
 

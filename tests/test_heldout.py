@@ -5,7 +5,9 @@ the body weight known, forecasts day 7 from the recorded insulin and meals, and 
 beat "repeat day 6", the prior-only forecast and ReplayBG's twin (the peer's figures,
 made by ``tests/data/replaybg_reference.py``), with honest 90 % intervals.
 
-The fast variant of ``benchmarks/bench_twin_heldout.py`` (all 30 patients)."""
+The fast variants of ``benchmarks/bench_twin_heldout.py`` (all 30 patients): one patient
+in the default run (identification takes about a minute per patient), the three weeks of
+the fixture in the slow run."""
 
 from __future__ import annotations
 
@@ -25,10 +27,17 @@ from twinloop.twin.heldout import HeldoutCheck, heldout_check, repeat_previous_d
 REPLAYBG = Path(__file__).parent / "data" / "replaybg_day7.json"
 
 
-@pytest.fixture(scope="module")
-def checks() -> dict[str, HeldoutCheck]:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(("adult#004",), id="one-week"),
+        pytest.param(("adolescent#003", "adult#004", "child#002"), id="three-weeks", marks=pytest.mark.slow),
+    ],
+)
+def checks(request: pytest.FixtureRequest) -> dict[str, HeldoutCheck]:
     model = tl.models.get("t1d-uva-padova")
     prior = Population.default(model)
+    weeks = read_weeks()
     return {
         name: heldout_check(
             model,
@@ -40,7 +49,8 @@ def checks() -> dict[str, HeldoutCheck]:
             known={"BW": week.body_weight_kg},
             config=TwinConfig(members=200, seed=0),
         )
-        for name, week in read_weeks().items()
+        for name, week in weeks.items()
+        if name in request.param
     }
 
 
@@ -66,7 +76,7 @@ def test_the_twin_beats_the_peer_replaybg(checks: dict[str, HeldoutCheck]) -> No
 def test_pooled_90_percent_intervals_cover_the_cgm(checks: dict[str, HeldoutCheck]) -> None:
     n = sum(c.scores["twin"].n for c in checks.values())
     inside = sum(c.scores["twin"].coverage90 * c.scores["twin"].n for c in checks.values())
-    assert n == 3 * 288
+    assert n == len(checks) * 288
     assert 0.85 <= inside / n <= 0.95, inside / n
 
 
