@@ -138,6 +138,11 @@ CASES = [
     closure("csv-duplicates", ["series.csv", "conflicting", "p1"], csv="subject_id,time,value\np1,0,5\np1,0,7\n"),
     closure("csv-negative", ["series.csv", "value", "negative"], csv="subject_id,time,value\np1,0,-5\n"),
     closure("csv-empty", ["series.csv", "empty"], csv=""),
+    closure("huge-cycles", ["treatment[0].n_cycles", "1000000000", "1 to 1000"],
+            treatment={**CLO["treatment"], "n_cycles": 10**9}),
+    closure("treatment-unknown-key", ["treatment[0]", "dose"], treatment={**CLO["treatment"], "dose": 5}),
+    closure("treatment-unknown-kind", ["treatment[0].kind", "surgery"], treatment={"kind": "surgery"}),
+    posterior("treatment-no-channel", ["treatment[0]", "tgi-stein", "dose_iv"], treatment=CLO["treatment"]),
     closure("csv-not-utf8", ["series.csv", "UTF-8"], csv=b"subject_id,time,value\n\xff\xfe,0,5\n"),
     # --- learn predictor ------------------------------------------------------------------
     predictor("missing-product", ["SYNTHETIC", "nope", "does not exist"], "{tmp}/nope", "--out", "{tmp}/o"),
@@ -163,6 +168,7 @@ CASES = [
            **{"t.db": "plain text, not a database\n" * 20}),
     report("registry-not-a-registry", ["--registry", "not a twin registry"], "--registry", "sqlite:///{tmp}/e.db",
            **{"e.db": b""}),
+    report("registry-sqlite-memory", ["--registry", "sqlite://", "names no SQLite file"], "--registry", "sqlite://"),
     report("predictor-tampered", ["--predictor", "SHA-256", "changed"], "--predictor", "{tmp}/p", **TAMPERED),
     report("predictor-missing-file", ["--predictor", "predictor.pkl"], "--predictor", "{tmp}/p",
            **{"p/manifest.json": json.dumps({"kind": "predictor", "task": "responder"})}),
@@ -245,3 +251,38 @@ def test_the_corpus_is_large_enough() -> None:
 def test_bad_input_is_refused_cleanly(case: Case, product: Path, tmp_path: Path) -> None:
     variants(product, tmp_path, case)
     check_refused(case, tmp_path)
+
+
+def test_a_job_that_fails_after_writing_leaves_no_out(tmp_path: Path) -> None:
+    """A failure after the checks (here a simulation) removes what the job wrote, and the
+    folders it created, so a retry with the same --out starts clean."""
+    from twinloop.errors import SimulationError
+    from twinloop.learn.outdir import artifact_folder
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for out in (tmp_path / "new" / "artifact", empty):
+        with pytest.raises(SimulationError), artifact_folder(out):
+            (out / "npe").mkdir(parents=True)
+            (out / "npe" / "weights.eqx").write_bytes(b"half")
+            (out / "sbc.json").write_text("{")
+            raise SimulationError("members failed to integrate")
+    assert not (tmp_path / "new").exists()
+    assert empty.is_dir() and not any(empty.iterdir())
+
+
+def test_valid_inputs_pass_the_checks(product: Path, tmp_path: Path) -> None:
+    """The checks refuse what is wrong, not what is right: an intact product, an existing
+    registry (read, not created) and the example job specs."""
+    from twinloop.govern.inputs import registry_url
+    from twinloop.learn.job_spec import check_closure, check_posterior, check_surrogate
+    from twinloop.products.checked import open_product
+    from twinloop.store.registry import TwinRegistry
+
+    assert open_product(product, "PRODUCT").manifest["name"] == "tiny"
+    db = tmp_path / "twins.db"
+    TwinRegistry(f"sqlite:///{db}")
+    assert registry_url(str(db)) == registry_url(f"sqlite:///{db}") == f"sqlite:///{db}"
+    assert check_posterior(NPE)["settings"]["n_simulations"] == 20_000
+    assert check_surrogate(SUR)["times"] == [91.0, 182.0, 364.0]
+    assert check_closure(CLO)["treatment"][0]["n_cycles"] == 6

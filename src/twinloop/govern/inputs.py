@@ -121,10 +121,15 @@ def registry_url(registry: str) -> str:
     """The SQLAlchemy URL of ``--registry``; a SQLite one must be an existing twin registry."""
     from twinloop._secrets import mask_url
 
-    if "://" in registry and not registry.startswith("sqlite"):
-        return registry
-    path = Path(registry.split(":///", 1)[1] if registry.startswith("sqlite") else registry)
     shown = mask_url(registry)
+    scheme, _, rest = registry.partition("://") if "://" in registry else ("", "", registry)
+    if scheme and not scheme.startswith("sqlite"):
+        return registry  # a server: TwinRegistry reports a failed connection with the password masked
+    if scheme and (not rest.startswith("/") or not rest[1:].strip()):
+        raise RegistryError(
+            f"--registry '{shown}' names no SQLite file; expected sqlite:///path/to/twins.db or the file's path."
+        )
+    path = Path(rest[1:] if scheme else rest)
     if not path.is_file():
         raise RegistryError(
             f"--registry '{shown}' does not exist; give the SQLite file (or URL) of an existing twin registry."
