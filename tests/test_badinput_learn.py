@@ -207,7 +207,7 @@ CASES = [
     Case("crate-truncated-manifest", ["govern", "crate", "{tmp}/trunc", "--out", "{tmp}/c"],
          ["PRODUCT", "not valid JSON"]),
     Case("crate-corrupt-parquet", ["govern", "crate", "{tmp}/corrupt", "--out", "{tmp}/c"], ["PRODUCT", "SHA-256"]),
-    Case("crate-out-exists", ["govern", "crate", "{tmp}/prod", "--out", "{tmp}/c"], ["--out", "existing"],
+    Case("crate-out-exists", ["govern", "crate", "{tmp}/prod", "--out", "{tmp}/c"], ["--out", "already exists"],
          files={"c/x": "x"}),
     Case("crate-out-under-a-file", ["govern", "crate", "{tmp}/prod", "--out", "{tmp}/f/c"],
          ["--out", "under the file"], files={"f": "x"}),

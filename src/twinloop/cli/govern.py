@@ -284,7 +284,7 @@ def crate(
         _opened(product, "PRODUCT")
         if out.exists():
             kind = "folder" if out.is_dir() else "file"
-            raise InputError(f"--out '{out}' is an existing {kind}; give a new folder for the crate.")
+            raise InputError(f"--out '{out}' already exists (a {kind}); give a new folder for the crate.")
         with artifact_folder(out):
             return package(product, out)
 
