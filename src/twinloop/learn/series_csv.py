@@ -25,7 +25,7 @@ def read_series(path: Path, observable: str, inputs: Any) -> tuple[Any, list[str
 
     frame = _frame(path)
     time, value = (_numbers(path, frame, c) for c in ("time", "value"))
-    subjects_col = frame["subject_id"].astype(str).str.strip()
+    subjects_col = frame["subject_id"].fillna("").astype(str).str.strip()
     if (subjects_col == "").any():
         raise InputError(f"{FIELD} '{path}' has rows without a subject_id ({_rows(subjects_col == '')}); fill them in.")
     tidy = frame.assign(subject_id=subjects_col, time=time, value=value)
