@@ -25,7 +25,8 @@ class Case:
     """One bad input: the command line and the words its error must contain.
 
     ``args`` may contain ``{tmp}`` (the case's folder) and ``{db}`` (the registry URL).
-    ``names`` are matched case-insensitively against the error line.
+    ``names`` are matched case-insensitively against the error line; none of ``absent``
+    (e.g. a password) may appear in the output.
     """
 
     id: str
@@ -33,6 +34,7 @@ class Case:
     names: Sequence[str]
     exit_code: int = 2
     files: dict[str, str | bytes] = field(default_factory=dict)
+    absent: Sequence[str] = ()
 
     def __str__(self) -> str:
         return self.id
@@ -82,6 +84,8 @@ def check_refused(case: Case, folder: Path, db_file: Path | None = None, watch: 
     assert len(lines) == 1 and lines[0].startswith("error: "), f"not one error line:\n{output}"
     for name in case.names:
         assert name.lower() in lines[0].lower(), f"{name!r} not named in: {lines[0]}"
+    for secret in case.absent:
+        assert secret not in output, f"{secret!r} shown in: {output}"
     assert [tree(w) for w in watched] == before, f"files were written or changed:\n{output}"
     if db_file is not None:
         assert registry_rows(db_file) == rows, "registry rows changed"

@@ -359,7 +359,7 @@ def test_registry_password_never_appears_in_the_report_prov(tmp_path: Path, monk
     product = tmp_path / "product"
     product.mkdir()
     (product / "manifest.json").write_text(json.dumps({"kind": "product"}))
-    monkeypatch.setattr(report, "require_product", lambda path: None)
+    monkeypatch.setattr(cli_govern, "_check_report_inputs", lambda product, out, paths, registry, n: registry)
     monkeypatch.setattr(report, "build_report", lambda inputs, progress: {"inputs": "stubbed"})
     monkeypatch.setattr(html_report, "render", lambda result: "<html></html>")
     monkeypatch.setattr(cli_govern, "_registry_inputs", lambda registry: (None, []))

@@ -131,10 +131,17 @@ class Posterior:
         )
 
     def to_arviz(self) -> Any:
-        """ArviZ ``InferenceData`` (parameters on their own scale, and ``log_<name>``)."""
-        import arviz as az
-
+        """The draws for ArviZ (parameters on their own scale, and ``log_<name>``; divergences
+        in ``sample_stats``): an ``InferenceData`` with ArviZ 0.x, an xarray ``DataTree`` with
+        ArviZ >= 1 (``arviz_base.from_dict``). Both have ``.posterior`` and ``.sample_stats`` groups,
+        and ``arviz.summary``, ``ess`` and ``rhat`` of either version accept them."""
         posterior = {name: np.exp(self.log_samples[..., i]) for i, name in enumerate(self.names)}
         posterior.update({f"log_{name}": self.log_samples[..., i] for i, name in enumerate(self.names)})
-        stats = {"diverging": self.extra["diverging"]} if "diverging" in self.extra else None
-        return az.from_dict(posterior=posterior, sample_stats=stats)
+        groups: dict[str, Any] = {"posterior": posterior}
+        if "diverging" in self.extra:
+            groups["sample_stats"] = {"diverging": np.asarray(self.extra["diverging"])}
+        import arviz as az
+
+        if int(str(az.__version__).split(".")[0]) >= 1:
+            return az.from_dict(groups)  # arviz_base.from_dict: a mapping of groups -> DataTree
+        return az.from_dict(**groups)  # 0.x: one keyword argument per group -> InferenceData

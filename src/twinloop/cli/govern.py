@@ -24,15 +24,28 @@ def _guarded(job: Callable[[], Any]) -> Any:
 
     try:
         return job()
-    except (TwinloopError, FileNotFoundError) as exc:
+    except TwinloopError as exc:
         raise fail(str(exc)) from None
 
 
-def _records(path: Path) -> Any:
-    from twinloop.govern.records import subject_records
-    from twinloop.products.dataset import Product as Opened
+def _opened(path: Path, field: str, same_as: Any = None) -> Any:
+    """The checked product at ``path``; with ``same_as``, it must be of that product's model."""
+    from twinloop.errors import InputError
+    from twinloop.products.checked import open_product
 
-    return subject_records(Opened.open(path))
+    product = open_product(path, field)
+    if same_as is not None and product.manifest["model"]["id"] != same_as.manifest["model"]["id"]:
+        raise InputError(
+            f"{field} '{path}' is a product of '{product.manifest['model']['id']}' but '{same_as.path}' is of "
+            f"'{same_as.manifest['model']['id']}'; compare products of the same model."
+        )
+    return product
+
+
+def _records(product: Any) -> Any:
+    from twinloop.govern.records import subject_records
+
+    return subject_records(product)
 
 
 def demo_inputs(root: Path) -> dict[str, Path | None]:
@@ -82,10 +95,10 @@ def write_report(
     from twinloop._provenance import Activity, Source
     from twinloop._secrets import mask_url
     from twinloop.govern.html_report import render
-    from twinloop.govern.report import ReportInputs, build_report, require_product, write_json
+    from twinloop.govern.report import ReportInputs, build_report, write_json
     from twinloop.simulate.trajectories import write_atomic
 
-    require_product(product)
+    registry = _check_report_inputs(product, out, paths, registry, n_attacks)
     audit, twin_versions = _registry_inputs(registry) if registry else (None, [])
     used = [Source.artifact(p, role) for role, p in (("product", product), *paths.items()) if p is not None]
     used += twin_versions
@@ -102,17 +115,45 @@ def write_report(
     return headlines(result)
 
 
+def _check_report_inputs(
+    product: Path, out: Path, paths: dict[str, Path | None], registry: str | None, n_attacks: int
+) -> str | None:
+    """Refuse a bad input of ``govern report`` before the (long) report is built; return the registry URL."""
+    from twinloop.govern import inputs
+    from twinloop.learn.jobs import task_product
+
+    inputs.check_n_attacks(n_attacks)
+    inputs.check_file_out(out)
+    opened = _opened(product, "ARTIFACT")
+    reference = _opened(paths["reference"], "--reference", opened) if paths["reference"] else None
+    if paths["predictor"] is not None:
+        task = inputs.check_predictor(paths["predictor"])
+        if reference is not None:
+            task_product(reference, task, "--reference")
+    if paths["posterior"] is not None:
+        inputs.check_posterior(paths["posterior"])
+    return inputs.registry_url(registry) if registry else None
+
+
 def _registry_inputs(registry: str) -> tuple[Any, list[Any]]:
     """The registry's audit log, and the current version of every twin as a PROV input of the report."""
     import pandas as pd
+    from sqlalchemy.exc import SQLAlchemyError
 
     from twinloop._provenance import Source
+    from twinloop.errors import RegistryError
     from twinloop.store.registry import TwinRegistry
 
-    reg = TwinRegistry(registry if "://" in registry else f"sqlite:///{registry}")
-    twins = [(str(row["id"]), int(row["current_version"])) for row in reg.twins().to_dict("records")]
-    frames = [reg.table("audit", twin) for twin, _ in twins]
-    versions = [Source("twin", "twin-version", f"{twin} v{v}", reg.version_identity(twin)) for twin, v in twins]
+    reg = TwinRegistry(registry)
+    try:
+        twins = [(str(row["id"]), int(row["current_version"])) for row in reg.twins().to_dict("records")]
+        frames = [reg.table("audit", twin) for twin, _ in twins]
+        versions = [Source("twin", "twin-version", f"{twin} v{v}", reg.version_identity(twin)) for twin, v in twins]
+    except SQLAlchemyError as err:
+        raise RegistryError(
+            f"The twin registry at {reg.where} could not be read ({type(err).__name__}); check that it is a twin "
+            "registry and that its server is up."
+        ) from None
     return (pd.concat(frames, ignore_index=True) if frames else None), versions
 
 
@@ -147,7 +188,9 @@ def privacy_command(
     holdout: Annotated[
         Path | None, typer.Option(help="real patients NOT used to make SYNTHETIC (else REAL is halved)")
     ] = None,
-    quasi: Annotated[str, typer.Option(help="comma-separated quasi-identifiers")] = "age,sex,weight",
+    quasi: Annotated[
+        str | None, typer.Option(help="comma-separated quasi-identifiers (default: those of age, sex, weight present)")
+    ] = None,
     secrets: Annotated[
         str | None, typer.Option(help="comma-separated secret columns (default: outcome columns)")
     ] = None,
@@ -155,17 +198,31 @@ def privacy_command(
     out: Annotated[Path | None, typer.Option(help="write the result as JSON here")] = None,
 ) -> None:
     """DCR and anonymeter risks (singling out, linkability, inference) of SYNTHETIC against REAL."""
+    from twinloop.govern import inputs
     from twinloop.govern.privacy import privacy_report, split_halves
+    from twinloop.govern.records import common_columns
+    from twinloop.govern.report import QUASI_IDENTIFIERS
 
     def run() -> dict[str, Any]:
-        r, s = _records(real), _records(synthetic)
-        train, hold = (r, _records(holdout)) if holdout else split_halves(r)
+        inputs.check_n_attacks(n_attacks)
+        inputs.check_file_out(out)
+        real_product = _opened(real, "REAL")
+        r, s = _records(real_product), _records(_opened(synthetic, "SYNTHETIC", real_product))
+        train, hold = (r, _records(_opened(holdout, "--holdout", real_product))) if holdout else split_halves(r)
         n = min(len(train), len(hold))
+        inputs.check_sizes({"REAL (training half)": len(train), "--holdout or REAL's other half": len(hold),
+                            "SYNTHETIC": len(s)})  # fmt: skip
         train, hold = train.iloc[:n], hold.iloc[:n]
-        chosen = secrets.split(",") if secrets else [c for c in ("best_change_pct", "pfs_days", "time_in_range_pct",
-                                                                 "mean_glucose_mg_dl") if c in r][:2]  # fmt: skip
-        return privacy_report(r, s, quasi_identifiers=[q for q in quasi.split(",") if q in r], secrets=chosen,
-                              train=train, holdout=hold, n_attacks=n_attacks)  # fmt: skip
+        shared = common_columns(r, s)
+        quasi_ids = inputs.columns("--quasi", quasi, shared) or [q for q in QUASI_IDENTIFIERS if q in shared]
+        chosen = (
+            inputs.columns("--secrets", secrets, shared)
+            or [c for c in ("best_change_pct", "pfs_days", "time_in_range_pct", "mean_glucose_mg_dl") if c in shared][
+                :2
+            ]
+        )
+        return privacy_report(r, s, quasi_identifiers=quasi_ids, secrets=chosen, train=train, holdout=hold,
+                              n_attacks=n_attacks)  # fmt: skip
 
     result = _guarded(run)
     table = Table(title="privacy risks (anonymeter: excess success on training over holdout patients)")
@@ -192,10 +249,13 @@ def drift_command(
 ) -> None:
     """PSI and KS per feature of CURRENT's per-patient records against REFERENCE's."""
     from twinloop.govern.drift import drift
+    from twinloop.govern.inputs import check_file_out
     from twinloop.govern.records import common_columns
 
     def run() -> dict[str, Any]:
-        r, c = _records(reference), _records(current)
+        check_file_out(out)
+        opened = _opened(reference, "REFERENCE")
+        r, c = _records(opened), _records(_opened(current, "CURRENT", opened))
         return drift(r, c, common_columns(r, c))
 
     result = _guarded(run)
@@ -216,7 +276,17 @@ def crate(
     out: Annotated[Path, typer.Option("--out", help="new directory for the RO-Crate")],
 ) -> None:
     """Package a product (files, manifest, PROV graph) as an RO-Crate."""
+    from twinloop.errors import InputError
     from twinloop.govern.crate import package
+    from twinloop.learn.outdir import artifact_folder
 
-    target = _guarded(lambda: package(product, out))
+    def run() -> Path:
+        _opened(product, "PRODUCT")
+        if out.exists():
+            kind = "folder" if out.is_dir() else "file"
+            raise InputError(f"--out '{out}' already exists (a {kind}); give a new folder for the crate.")
+        with artifact_folder(out):
+            return package(product, out)
+
+    target = _guarded(run)
     console.print(f"wrote RO-Crate {target}/ro-crate-metadata.json")

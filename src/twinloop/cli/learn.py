@@ -20,13 +20,16 @@ Spec = Annotated[Path, typer.Argument(help="job spec (YAML), see examples/learn/
 Out = Annotated[Path, typer.Option("--out", help="directory for the artifact, its manifest, card and figure")]
 
 
-def _guarded(job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a training job; a bad spec or input becomes one line on stderr and exit code 2."""
+def _guarded(out: Path, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Run a training job into a new ``out``: a bad spec or input becomes one line on stderr
+    and exit code 2, and a failed job leaves no half-written ``out`` behind."""
     from twinloop.errors import TwinloopError
+    from twinloop.learn.outdir import artifact_folder
 
     try:
-        return job()
-    except (TwinloopError, TypeError, ValueError) as exc:
+        with artifact_folder(out):
+            return job()
+    except TwinloopError as exc:
         raise fail(str(exc)) from None
 
 
@@ -39,9 +42,9 @@ def _spec(path: Path, **overrides: Any) -> dict[str, Any]:
     """The YAML spec with the command-line overrides that were given; a population
     given as a path is read from the spec's folder."""
     from twinloop._paths import spec_path
-    from twinloop.cohort.spec import load_yaml
+    from twinloop._yaml import load_yaml
 
-    raw = load_yaml(path)
+    raw = load_yaml(path, "a learn job spec (see examples/learn/)")
     population = raw.get("population")
     if isinstance(population, str) and population != "default":
         raw["population"] = str(spec_path(path.parent, population, "population"))
@@ -66,14 +69,18 @@ def posterior(
     epochs: Annotated[int | None, typer.Option("--epochs", help="override settings.max_epochs")] = None,
 ) -> None:
     """Train an amortized posterior (NPE) and check it by simulation-based calibration."""
+    from twinloop.errors import InputError
     from twinloop.learn.jobs import train_posterior
 
     def job() -> dict[str, Any]:
         raw = _spec(spec)  # the overrides belong in its settings
-        settings = {**(raw.get("settings") or {}), **_given(n_simulations=simulations, max_epochs=epochs)}
+        given = raw.get("settings") or {}
+        if not isinstance(given, dict):
+            raise InputError(f"posterior spec.settings is {type(given).__name__}; expected a mapping. Fix the spec.")
+        settings = {**given, **_given(n_simulations=simulations, max_epochs=epochs)}
         return train_posterior({**raw, "settings": settings}, out)
 
-    _print(_guarded(job))
+    _print(_guarded(out, job))
 
 
 @learn_app.command("surrogate")
@@ -86,7 +93,7 @@ def surrogate(
     """Train a neural surrogate of an observable and report its held-out accuracy and speed-up."""
     from twinloop.learn.jobs import train_surrogate
 
-    _print(_guarded(lambda: train_surrogate(_spec(spec, n_simulations=simulations, steps=steps), out)))
+    _print(_guarded(out, lambda: train_surrogate(_spec(spec, n_simulations=simulations, steps=steps), out)))
 
 
 @learn_app.command("closure")
@@ -98,7 +105,7 @@ def closure(
     """Train a hybrid model's learned closure through the ODE solver on observed series (CSV)."""
     from twinloop.learn.jobs import train_closure
 
-    _print(_guarded(lambda: train_closure(_spec(spec, steps=steps), out, base_dir=spec.parent)))
+    _print(_guarded(out, lambda: train_closure(_spec(spec, steps=steps), out, base_dir=spec.parent)))
 
 
 @learn_app.command("predictor")
@@ -112,4 +119,4 @@ def predictor(
     """Train a predictor on a synthetic product; test it on a real-like one (TSTR vs TRTR)."""
     from twinloop.learn.jobs import train_predictor
 
-    _print(_guarded(lambda: train_predictor(synthetic, out, real=real, task=task, seed=seed)))
+    _print(_guarded(out, lambda: train_predictor(synthetic, out, real=real, task=task, seed=seed)))

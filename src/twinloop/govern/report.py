@@ -409,10 +409,3 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def require_product(path: Path) -> None:
-    if not (path / "manifest.json").is_file():
-        raise InputError(
-            f"'{path}' is not a product folder (no manifest.json); give a folder `twinloop cohort generate` wrote."
-        )

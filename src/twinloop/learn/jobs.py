@@ -29,9 +29,11 @@ from twinloop.errors import InputError
 from twinloop.learn import figures
 from twinloop.learn.card import ModelCard
 from twinloop.learn.closures import get as get_closure
+from twinloop.learn.job_spec import check_closure, check_posterior, check_surrogate
 from twinloop.learn.predictor import TASKS, Predictor, evaluate, tstr
+from twinloop.learn.series_csv import read_series
 from twinloop.learn.surrogate import Surrogate
-from twinloop.learn.ude import ClosureTrainer, SeriesSet
+from twinloop.learn.ude import ClosureTrainer
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
@@ -95,6 +97,7 @@ def _write_json(path: Path, payload: Any) -> Path:
 # --- amortized posterior ---------------------------------------------------
 def train_posterior(spec: Mapping[str, Any], out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Train an NPE, run SBC, write ``npe/``, ``sbc.json``, ``sbc.html`` and the model card."""
+    spec = check_posterior(spec)
     activity = _activity("train-posterior", spec)
     model, prior, pmap, plan = _core(spec, "posterior spec")
     d = dict(_require(spec, "design", "posterior spec"))
@@ -145,6 +148,7 @@ def train_posterior(spec: Mapping[str, Any], out: Path, *, progress: bool = True
 # --- surrogate -------------------------------------------------------------
 def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True) -> dict[str, Any]:
     """Simulate a cohort from the prior, fit a :class:`Surrogate`, save it with its accuracy."""
+    spec = check_surrogate(spec)
     activity = _activity("train-surrogate", spec)
     model, prior, pmap, plan = _core(spec, "surrogate spec")
     observable = _require(spec, "observable", "surrogate spec")
@@ -196,24 +200,6 @@ def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True
 
 
 # --- closure ----------------------------------------------------------------
-def read_series(path: Path, observable: str, inputs: Inputs) -> tuple[SeriesSet, list[str]]:
-    """Series from a CSV with columns subject_id, time (model units), value."""
-    frame = pd.read_csv(path)
-    missing = [c for c in ("subject_id", "time", "value") if c not in frame.columns]
-    if missing:
-        raise InputError(f"{path} lacks the columns {missing}; expected subject_id, time, value.")
-    if not np.all(np.isfinite(frame[["time", "value"]].to_numpy(dtype=float))):
-        raise InputError(f"{path} has non-finite times or values; remove or fix those rows.")
-    times = np.unique(frame["time"].to_numpy(dtype=float))
-    subjects = sorted(frame["subject_id"].astype(str).unique())
-    wide = frame.assign(subject_id=frame["subject_id"].astype(str)).pivot_table(
-        index="subject_id", columns="time", values="value", aggfunc="mean"
-    )
-    wide = wide.reindex(index=subjects, columns=times)
-    mask = wide.notna().to_numpy()
-    return SeriesSet(observable, times, wide.fillna(1.0).to_numpy(), mask, inputs), subjects
-
-
 def save_hybrid(trainer: ClosureTrainer, key: str, out: Path, extra: Mapping[str, Any]) -> Path:
     """Write the closure network and the manifest that rebuilds the hybrid model."""
     import equinox as eqx
@@ -262,11 +248,12 @@ def train_closure(
     spec: Mapping[str, Any], out: Path, *, base_dir: Path = Path("."), progress: bool = True
 ) -> dict[str, Any]:
     """Train a registered closure on observed series; write the hybrid model, a plot and a card."""
+    spec = check_closure(spec)
     key = _require(spec, "closure", "closure spec")
     core_id, closure = get_closure(key)
     model, prior, pmap, plan = _core({**spec, "model": core_id}, "closure spec")
     observable = spec.get("observable", model.observables[0].name)
-    data = spec_path(base_dir, _require(spec, "data", "closure spec"), "closure spec: data")
+    data = spec_path(base_dir, _require(spec, "data", "closure spec"), "closure spec.data")
     series, subjects = read_series(data, observable, plan)
     activity = _activity("train-closure", spec, Source.file(data, "training data", "dataset"))
     noise = NoiseModel(**spec["noise"]) if "noise" in spec else None
@@ -309,12 +296,15 @@ def train_predictor(
     """Train on a synthetic product; with ``real``, TSTR against TRTR on its held-out half."""
     from twinloop.learn.predictor_file import FILE as PREDICTOR_FILE
     from twinloop.learn.predictor_file import save_predictor
-    from twinloop.products.dataset import Product
+    from twinloop.products.checked import open_product
 
     if task not in TASKS:
-        raise InputError(f"task must be one of {sorted(TASKS)}; got {task!r}.")
+        raise InputError(f"--task is {task!r}; expected one of {', '.join(sorted(TASKS))}. Choose one of them.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InputError(f"--seed is {seed!r}; expected a whole number from 0 to {2**32 - 1}. Choose another seed.")
     features_of, columns = TASKS[task]
-    product = Product.open(synthetic)
+    product = task_product(open_product(synthetic, "SYNTHETIC"), task, "SYNTHETIC")
+    real_product = task_product(open_product(real, "--real"), task, "--real") if real is not None else None
     used = [Source.artifact(synthetic, "training data")] + ([Source.artifact(real, "evaluation data")] if real else [])
     activity = Activity("train-predictor", settings={"task": task}, seeds={"seed": seed}, used=used)
     s = features_of(product)
@@ -324,8 +314,7 @@ def train_predictor(
         "spec_hash": product.manifest.get("spec_hash"),
     }
     out.mkdir(parents=True, exist_ok=True)
-    if real is not None:
-        real_product = Product.open(real)
+    if real is not None and real_product is not None:
         r = features_of(real_product)
         real_manifest = {"path": str(real), "name": real_product.manifest["name"]}
         report = tstr(s, r, features=columns, synthetic_manifest=manifest, real_manifest=real_manifest, seed=seed)
@@ -364,6 +353,23 @@ def train_predictor(
     ).write(out)
     activity.record(out, "predictor")
     return {"kind": "predictor", "out": str(out), "task": task, **metrics}
+
+
+TASK_OBSERVABLES = {"responder": "sum_of_diameters", "nocturnal-hypo": "subcutaneous_glucose"}
+
+
+def task_product(product: Any, task: str, field: str) -> Any:
+    """``product`` if its model observes what ``task`` is computed from; else :class:`InputError`."""
+    model = get_model(product.manifest["model"]["id"])
+    needed = TASK_OBSERVABLES[task]
+    if needed not in model.observable_names:
+        fits = [t for t, v in TASK_OBSERVABLES.items() if v in model.observable_names]
+        hint = f"use --task {fits[0]}" if fits else "give a product of a model that has it"
+        raise InputError(
+            f"{field} '{product.path}' is a product of '{model.id}', which has no '{needed}' observable; "
+            f"--task {task} needs one. {hint[0].upper()}{hint[1:]}."
+        )
+    return product
 
 
 TASKS_USE = {
