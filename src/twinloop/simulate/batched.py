@@ -220,7 +220,7 @@ def async_grid_solver(
             x = jnp.where(crossed, x_at, x)
             out = record(out, x, g, crossed)
             u_next = at(rates, jnp.minimum(g, n_grid - 2))
-            needs_fresh = crossed | ~fsal
+            needs_fresh = crossed | (not fsal)  # a fresh derivative after an event or for a non-FSAL tableau
             k1 = jnp.where(needs_fresh, rhs(t, x, u_next), jnp.where(accept, f_new, k1))
             return g, t, x, dt, k1, out, code, steps
 
