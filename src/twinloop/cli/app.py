@@ -132,14 +132,23 @@ def simulate(
     import twinloop as tl
     from twinloop.cli.replay import read_recorded_inputs
     from twinloop.models.t1d_uva_padova import recorded_inputs
+    from twinloop.products.dataset import check_out_dir
     from twinloop.simulate.trajectories import write_atomic
 
     try:
         if out.suffix not in (".csv", ".parquet"):
             raise tl.InputError(f"--out must end in .csv or .parquet; got '{out.name}'.")
+        if out.is_dir():
+            raise tl.InputError(f"--out '{out}' is a directory; give a file path ending in .csv or .parquet.")
+        check_out_dir(out.parent, "the folder of --out")
         m = tl.models.get(model)
         if model != "t1d-uva-padova":
             raise tl.InputError(f"Replaying recorded insulin and carbohydrate needs a T1D model; '{model}' is not one.")
+        if patient != "all" and patient not in m.presets:
+            raise tl.InputError(
+                f"--patient {patient!r} is not a virtual patient of '{model}'; "
+                f"give 'all' or one of {', '.join(m.presets)}."
+            )
         names = list(m.presets) if patient == "all" else [patient]
         params = np.stack([m.preset(name) for name in names])
         table = read_recorded_inputs(inputs)
@@ -159,7 +168,7 @@ def simulate(
         write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
     else:
         write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
-    console.print(f"wrote {len(frame)} rows for {len(names)} patient(s) to {out}")
+    console.print(f"wrote {len(frame)} rows for {len(names)} patient(s) to {out}", markup=False, highlight=False)
 
 
 @app.command()
