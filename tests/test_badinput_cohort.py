@@ -284,7 +284,7 @@ OTHER_CASES = [
     Case("simulate-missing-column", SIMULATE, ["carbs_g"], files={"in.csv": "minute,insulin_U_per_min\n0,0\n1,0\n"}),
     Case("simulate-empty-file", SIMULATE, ["empty"], files={"in.csv": ""}),
     Case("simulate-missing-file", SIMULATE, ["in.csv", "does not exist"]),
-    replay("simulate-unknown-patient", GOOD, ["--patient", "adult#999"], ["--patient", "adult#999"]),
+    replay("simulate-unknown-patient", GOOD, ["adult#999", "patient"], ["--patient", "adult#999"]),
     replay("simulate-unknown-model", GOOD, ["nope"], ["--model", "nope"]),
     replay("simulate-non-t1d-model", GOOD, ["tgi-claret", "T1D"], ["--model", "tgi-claret"]),
     Case("simulate-out-suffix", [*SIMULATE[:4], "{tmp}/out.txt"], ["--out", ".csv"], files={"in.csv": INPUTS + GOOD}),

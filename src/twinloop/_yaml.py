@@ -48,7 +48,10 @@ def parse_yaml(text: str, where: str) -> Any:
 
     if len(text) > MAX_BYTES:
         raise InputError(f"{where} is longer than {MAX_BYTES} characters; shorten it.")
-    loader = _loader()(text)
+    try:
+        loader = _loader()(text)  # the reader refuses control characters here
+    except yaml.YAMLError:
+        raise InputError(f"{where} is not valid YAML (it holds control characters); fix the file.") from None
     loader.where = where
     try:
         node = loader.get_single_node()

@@ -144,11 +144,6 @@ def simulate(
         m = tl.models.get(model)
         if model != "t1d-uva-padova":
             raise tl.InputError(f"Replaying recorded insulin and carbohydrate needs a T1D model; '{model}' is not one.")
-        if patient != "all" and patient not in m.presets:
-            raise tl.InputError(
-                f"--patient {patient!r} is not a virtual patient of '{model}'; "
-                f"give 'all' or one of {', '.join(m.presets)}."
-            )
         names = list(m.presets) if patient == "all" else [patient]
         params = np.stack([m.preset(name) for name in names])
         table = read_recorded_inputs(inputs)

@@ -36,6 +36,8 @@ def region_names(population: Population, model: Model) -> tuple[dict[str, tuple[
 
 def check_condition(population: Population, model: Model, condition: Mapping[Any, Any]) -> None:
     """Refuse a condition naming unknown quantities, unknown levels, unknown keys or an empty range."""
+    if not isinstance(condition, Mapping):
+        raise InputError(f"condition must map names to regions, e.g. {{group: [child]}}; got {condition!r}.")
     levels, numeric = region_names(population, model)
     accepted = sorted({*levels, *numeric})
     for name, spec in condition.items():

@@ -158,7 +158,7 @@ class ErrorModel:
             raise InputError(f"{where}.kind must be one of {', '.join(ERROR_KINDS)}; got {raw!r}.")
         _keys(where, raw, {"kind", "sd", "cv", "sensor", "lower", "upper"})
         sensor = raw.get("sensor", "GuardianRT")
-        if sensor not in sensors():
+        if not isinstance(sensor, str) or sensor not in sensors():
             raise InputError(f"{where}.sensor is {sensor!r}; known CGM sensors: {', '.join(sensors())}.")
         lower = _num(where, raw, "lower", 0.0)
         upper = _num(where, raw, "upper") if raw.get("upper") is not None else math.inf
