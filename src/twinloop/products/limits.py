@@ -60,7 +60,7 @@ def whole_number(field: str, value: Any, minimum: int, maximum: int | None = Non
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InputError(f"'{field}' must be an integer >= {minimum}; got {value!r}.")
     if not math.isfinite(value) or int(value) != value or value < minimum:
-        raise InputError(f"'{field}' must be a finite integer >= {minimum}; got {value!r}.")
+        raise InputError(f"'{field}' must be an integer >= {minimum} (finite); got {value!r}.")
     if maximum is not None and value > maximum:
         raise InputError(f"'{field}' is {value!r}; the largest accepted is {maximum}.")
     return int(value)
