@@ -471,7 +471,7 @@ def _extend(raw: Mapping[str, Any]) -> dict[str, Any]:
     base = Population.default(raw["model"]).to_dict()
     merged = {**base, **{k: v for k, v in raw.items() if k != "extends"}}
     for key in ("constraints", "output_constraints"):
-        merged[key] = list(base.get(key, [])) + list(raw.get(key, []) or [])
+        merged[key] = list(base.get(key, [])) + _list(key, raw.get(key))
     return merged
 
 
