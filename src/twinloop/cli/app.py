@@ -33,6 +33,7 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
 app.command("lineage")(lineage_command)
 console = Console()
+DEMO_MAX_COHORT = 200_000
 
 
 @app.callback()
@@ -174,9 +175,23 @@ def demo(
 ) -> None:
     """The end-to-end demo: 30 published patients and a virtual cohort for one day."""
     from twinloop.cli.demo import run_demo
+    from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
+    from twinloop.products.limits import size_text
 
     if cohort < 1:
         raise fail(f"--cohort must be >= 1; got {cohort}.")
+    if cohort > DEMO_MAX_COHORT:
+        need = size_text(cohort * 289 * 2 * 8.0)
+        raise fail(
+            f"--cohort is {cohort}; the largest accepted is {DEMO_MAX_COHORT}: the demo holds the whole "
+            f"cohort's day in memory ({cohort} patients x 289 output points x 2 observables x 8 bytes = {need})."
+            " For larger cohorts write a product with `twinloop cohort generate`, which works in chunks."
+        )
+    try:
+        check_out_dir(out, "--out")
+    except InputError as exc:
+        raise fail(str(exc)) from None
     run_demo(out, cohort_size=cohort, seed=seed, console=console)
 
 
