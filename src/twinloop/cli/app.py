@@ -174,7 +174,6 @@ def demo(
     seed: Annotated[int, typer.Option(help="seed of the sampled cohort")] = 0,
 ) -> None:
     """The end-to-end demo: 30 published patients and a virtual cohort for one day."""
-    from twinloop.cli.demo import run_demo
     from twinloop.errors import InputError
     from twinloop.products.dataset import check_out_dir
     from twinloop.products.limits import size_text
@@ -192,6 +191,8 @@ def demo(
         check_out_dir(out, "--out")
     except InputError as exc:
         raise fail(str(exc)) from None
+    from twinloop.cli.demo import run_demo
+
     run_demo(out, cohort_size=cohort, seed=seed, console=console)
 
 

@@ -63,12 +63,13 @@ def _check_rows(path: Path, table: pd.DataFrame) -> None:
             f"Inputs file {path}: minutes must be strictly increasing; row {row} has minute "
             f"{minutes[row - 1]} after {minutes[row - 2]}."
         )
-    if minutes[-1] - minutes[0] > MAX_MINUTES:
+    span = float(minutes[-1] - minutes[0])
+    if span > MAX_MINUTES:
         raise InputError(
-            f"Inputs file {path}: column minute spans {minutes[-1] - minutes[0]:g} minutes (rows 1 to {len(minutes)}); "
-            f"the largest accepted span is {MAX_MINUTES} minutes (366 days): one output row per minute for the 30 "
-            f"virtual patients would need {size_text((minutes[-1] - minutes[0]) * 30 * 8 * 8)} (rows x patients x "
-            "observables x 8 bytes). Split the record."
+            f"Inputs file {path}: column minute spans {span:g} minutes (rows 1 to {len(minutes)}); the largest "
+            f"accepted span is {MAX_MINUTES} minutes (366 days): one output row per minute for the 30 virtual "
+            f"patients would need {size_text(span * 30 * 3 * 8)} (rows x patients x 3 observables x 8 bytes). "
+            "Split the record."
         )
     for column in ("insulin_U_per_min", "carbs_g"):
         values = table[column].to_numpy()
