@@ -174,5 +174,15 @@ def _user() -> str:
 
 
 def read(folder: str | os.PathLike[str]) -> ProvDocument:
-    """The PROV document recorded for an artifact folder."""
-    return ProvDocument.deserialize(source=str(Path(folder) / PROV_FILE), format="json")
+    """The PROV document recorded for an artifact folder (:class:`InputError` if it is damaged)."""
+    from prov import Error as ProvError
+
+    from twinloop.errors import InputError
+
+    file = Path(folder) / PROV_FILE
+    try:
+        return ProvDocument.deserialize(source=str(file), format="json")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError, ProvError) as exc:
+        raise InputError(
+            f"'{file}' is not a readable PROV-JSON document ({type(exc).__name__}); the artifact is damaged."
+        ) from None

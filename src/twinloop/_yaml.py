@@ -49,9 +49,11 @@ def parse_yaml(text: str, where: str) -> Any:
     if len(text) > MAX_BYTES:
         raise InputError(f"{where} is longer than {MAX_BYTES} characters; shorten it.")
     try:
-        loader = _loader()(text)
-    except yaml.YAMLError:  # a ReaderError: a control character YAML does not allow
-        raise InputError(f"{where} holds a control character that YAML does not allow; fix the file.") from None
+        loader = _loader()(text)  # the reader refuses control characters here
+    except yaml.YAMLError:
+        raise InputError(
+            f"{where} is not valid YAML: it holds a control character YAML does not allow; fix the file."
+        ) from None
     loader.where = where
     try:
         node = loader.get_single_node()

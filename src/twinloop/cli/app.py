@@ -33,6 +33,7 @@ app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
 app.command("lineage")(lineage_command)
 console = Console()
+DEMO_MAX_COHORT = 200_000
 
 
 @app.callback()
@@ -132,11 +133,15 @@ def simulate(
     import twinloop as tl
     from twinloop.cli.replay import read_recorded_inputs
     from twinloop.models.t1d_uva_padova import recorded_inputs
+    from twinloop.products.dataset import check_out_dir
     from twinloop.simulate.trajectories import write_atomic
 
     try:
         if out.suffix not in (".csv", ".parquet"):
             raise tl.InputError(f"--out must end in .csv or .parquet; got '{out.name}'.")
+        if out.is_dir():
+            raise tl.InputError(f"--out '{out}' is a directory; give a file path ending in .csv or .parquet.")
+        check_out_dir(out.parent, "the folder of --out")
         m = tl.models.get(model)
         if model != "t1d-uva-padova":
             raise tl.InputError(f"Replaying recorded insulin and carbohydrate needs a T1D model; '{model}' is not one.")
@@ -159,7 +164,7 @@ def simulate(
         write_atomic(out, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6f"))
     else:
         write_atomic(out, lambda tmp: frame.to_parquet(tmp, index=False))
-    console.print(f"wrote {len(frame)} rows for {len(names)} patient(s) to {out}")
+    console.print(f"wrote {len(frame)} rows for {len(names)} patient(s) to {out}", markup=False, highlight=False)
 
 
 @app.command()
@@ -169,10 +174,25 @@ def demo(
     seed: Annotated[int, typer.Option(help="seed of the sampled cohort")] = 0,
 ) -> None:
     """The end-to-end demo: 30 published patients and a virtual cohort for one day."""
-    from twinloop.cli.demo import run_demo
+    from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
+    from twinloop.products.limits import size_text
 
     if cohort < 1:
         raise fail(f"--cohort must be >= 1; got {cohort}.")
+    if cohort > DEMO_MAX_COHORT:
+        need = size_text(cohort * 289 * 2 * 8.0)
+        raise fail(
+            f"--cohort is {cohort}; the largest accepted is {DEMO_MAX_COHORT}: the demo holds the whole "
+            f"cohort's day in memory ({cohort} patients x 289 output points x 2 observables x 8 bytes = {need})."
+            " For larger cohorts write a product with `twinloop cohort generate`, which works in chunks."
+        )
+    try:
+        check_out_dir(out, "--out")
+    except InputError as exc:
+        raise fail(str(exc)) from None
+    from twinloop.cli.demo import run_demo
+
     run_demo(out, cohort_size=cohort, seed=seed, console=console)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from twinloop.cli._errors import fail
 
@@ -31,11 +32,17 @@ def generate(
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
 ) -> None:
     """Generate a product (patients, observations, outcomes, doses, manifest) from a spec."""
-    from twinloop.errors import TwinloopError
+    from twinloop.errors import InputError, TwinloopError
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
 
     try:
+        if max_chunks is not None and max_chunks < 1:
+            raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
+        if n is not None and n < 1:
+            raise InputError(f"--n must be >= 1 (the number of patients); got {n}.")
+        if seed is not None and seed < 0:
+            raise InputError(f"--seed must be >= 0; got {seed}.")
         parsed = ProductSpec.from_yaml(spec)
         overrides = {k: v for k, v in {"n": n, "seed": seed}.items() if v is not None}
         if overrides:
@@ -46,9 +53,13 @@ def generate(
     except TwinloopError as exc:
         raise fail(str(exc)) from None
     if result.complete:
-        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}")
+        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
     else:
-        console.print(f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume")
+        console.print(
+            f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume",
+            markup=False,
+            highlight=False,
+        )
 
 
 @cohort_app.command("describe")
@@ -60,18 +71,21 @@ def describe(product: Annotated[Path, typer.Argument(help="a product directory")
         summary = summarize(product)
     except TwinloopError as exc:
         raise fail(str(exc)) from None
-    console.print(f"[bold]{summary['name']}[/]  model {summary['model']}, population {summary['population']}")
+    console.print(
+        Text.assemble((str(summary["name"]), "bold"), f"  model {summary['model']}, population {summary['population']}")
+    )
     console.print(
         f"{summary['patients']} patients in arms {summary['arms']}; {summary['observations']} observations "
         f"({summary['variables']}); acceptance rate {summary['acceptance_rate']:.1%}; "
-        f"{summary['simulation_failures']} simulation failures"
+        f"{summary['simulation_failures']} simulation failures",
+        markup=False,
     )
     for title, rows in (("Covariates", summary["covariates"]), ("Outcomes", summary["outcomes"])):
         table = Table(title=title)
         for col in ("name", "summary"):
             table.add_column(col, no_wrap=col == "name")
         for name, text in rows.items():
-            table.add_row(name, text)
+            table.add_row(Text(str(name)), Text(text))
         console.print(table)
 
 
@@ -93,8 +107,7 @@ def _describe_column(series: pd.Series) -> str:
 
 def summarize(path: Path) -> dict[str, Any]:
     """The numbers ``describe`` prints, as a mapping."""
-    import pyarrow.parquet as pq
-
+    from twinloop.errors import InputError
     from twinloop.models.registry import get
     from twinloop.products.dataset import Product
 
@@ -103,7 +116,19 @@ def summarize(path: Path) -> dict[str, Any]:
     model = get(manifest["model"]["id"])
     patients = product.table("patients")
     outcomes = product.table("outcomes")
-    variables = pq.read_table(path / "observations.parquet", columns=["variable"]).column(0).value_counts()
+    observations = product.table("observations", columns=["variable"])
+    try:
+        return _summary(manifest, model, patients, outcomes, observations)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(
+            f"Product '{path}' has damaged tables or manifest fields ({type(exc).__name__}: {exc}); generate it again."
+        ) from None
+
+
+def _summary(
+    manifest: dict[str, Any], model: Any, patients: pd.DataFrame, outcomes: pd.DataFrame, observations: pd.DataFrame
+) -> dict[str, Any]:
+    variables = observations["variable"].astype(str).value_counts()
     skip = set(model.parameter_names) | {"subject_id", "chunk", "simulation_failed"}
     acceptance = manifest.get("acceptance", {})
     return {
@@ -113,8 +138,8 @@ def summarize(path: Path) -> dict[str, Any]:
         "patients": len(patients),
         "arms": patients["arm"].value_counts().to_dict(),
         "observations": manifest["files"]["observations.parquet"]["rows"],
-        "variables": ", ".join(f"{v['values']}: {v['counts']}" for v in variables.to_pylist()),
-        "acceptance_rate": acceptance.get("rate", float("nan")),
+        "variables": ", ".join(f"{k}: {v}" for k, v in variables.items()),
+        "acceptance_rate": float(acceptance.get("rate", float("nan"))),
         "simulation_failures": manifest.get("simulation_failures", 0),
         "covariates": {c: _describe_column(patients[c]) for c in patients.columns if c not in skip},
         "outcomes": {c: _describe_column(outcomes[c]) for c in outcomes.columns if c not in ("subject_id",)},
@@ -135,7 +160,7 @@ def fhir(
         written = export(product, out, limit=limit)
     except TwinloopError as exc:
         raise fail(str(exc)) from None
-    console.print(f"wrote {len(written)} FHIR bundles to {out}")
+    console.print(f"wrote {len(written)} FHIR bundles to {out}", markup=False, highlight=False)
 
 
 def parse_targets(raw: list[str] | None) -> dict[str, dict[str, float]]:
@@ -185,6 +210,7 @@ def from_real(
     from twinloop.errors import TwinloopError
 
     try:
+        _check_from_real(data, out, n, steps, draws, seed)
         result = synthesize_from_real(
             data,
             out,
@@ -210,7 +236,32 @@ def from_real(
         table.add_row(name, f"{t['median']:.4g} ({t['q05']:.4g}-{t['q95']:.4g})",
                       f"{w['median']:.3g} ({w['q05']:.3g}-{w['q95']:.3g})")  # fmt: skip
     console.print(table)
-    console.print(f"wrote the fit to {result.fit} and the synthetic product to {result.product}")
+    console.print(
+        f"wrote the fit to {result.fit} and the synthetic product to {result.product}", markup=False, highlight=False
+    )
+
+
+def _check_from_real(data: Path, out: Path, n: int | None, steps: int, draws: int, seed: int) -> None:
+    """Refuse bad numbers and paths of ``cohort from-real`` before the fit starts."""
+    from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
+    from twinloop.products.limits import MAX_PATIENTS
+
+    for option, value, low in (
+        ("--n", n, 1),
+        ("--steps", steps, 1),
+        ("--population-draws", draws, 0),
+        ("--seed", seed, 0),
+    ):
+        if value is not None and value < low:
+            raise InputError(f"{option} must be >= {low}; got {value}.")
+    if n is not None and n > MAX_PATIENTS:
+        raise InputError(f"--n is {n}; the largest accepted is {MAX_PATIENTS} patients.")
+    if not data.is_dir():
+        raise InputError(
+            f"DATA '{data}' is not a folder; give the folder with patients.parquet and observations.parquet."
+        )
+    check_out_dir(out, "--out")
 
 
 def lineage_command(

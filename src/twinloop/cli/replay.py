@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 
 from twinloop.errors import InputError
+from twinloop.products.limits import size_text
 
 COLUMNS = ("minute", "insulin_U_per_min", "carbs_g")
+MAX_MINUTES = 366 * 1440
 
 
 def read_recorded_inputs(path: Path) -> pd.DataFrame:
@@ -47,8 +49,11 @@ def read_recorded_inputs(path: Path) -> pd.DataFrame:
 
 def _check_rows(path: Path, table: pd.DataFrame) -> None:
     minutes = table["minute"].to_numpy()
-    if np.isnan(minutes).any():
-        raise InputError(f"Inputs file {path}: every row needs a minute.")
+    if not np.isfinite(minutes).all():
+        row = int(np.argmax(~np.isfinite(minutes))) + 1
+        raise InputError(
+            f"Inputs file {path}: column minute row {row} is {minutes[row - 1]}; every row needs a finite minute."
+        )
     if minutes[0] < 0:
         raise InputError(f"Inputs file {path}: minutes must be >= 0; the first is {minutes[0]}.")
     steps = np.diff(minutes)
@@ -58,13 +63,22 @@ def _check_rows(path: Path, table: pd.DataFrame) -> None:
             f"Inputs file {path}: minutes must be strictly increasing; row {row} has minute "
             f"{minutes[row - 1]} after {minutes[row - 2]}."
         )
+    span = float(minutes[-1] - minutes[0])
+    if span > MAX_MINUTES:
+        raise InputError(
+            f"Inputs file {path}: column minute spans {span:g} minutes (rows 1 to {len(minutes)}); the largest "
+            f"accepted span is {MAX_MINUTES} minutes (366 days): one output row per minute for the 30 virtual "
+            f"patients would need {size_text(span * 30 * 3 * 8)} (rows x patients x 3 observables x 8 bytes). "
+            "Split the record."
+        )
     for column in ("insulin_U_per_min", "carbs_g"):
         values = table[column].to_numpy()
         if np.isnan(values[:-1]).any():
             row = int(np.argmax(np.isnan(values[:-1]))) + 1
             raise InputError(f"Column {column} row {row} is empty; only the last row may leave it empty.")
-        if np.any(values[~np.isnan(values)] < 0):
+        if np.any(np.nan_to_num(values) < 0):
             row = int(np.argmax(np.nan_to_num(values) < 0)) + 1
             raise InputError(f"Column {column} row {row} is {values[row - 1]}; it must be >= 0.")
-        if not np.all(np.isfinite(values[~np.isnan(values)])):
-            raise InputError(f"Column {column} holds a non-finite value; give finite numbers.")
+        if np.isinf(values).any():
+            row = int(np.argmax(np.isinf(values))) + 1
+            raise InputError(f"Column {column} row {row} is {values[row - 1]}; give finite numbers.")

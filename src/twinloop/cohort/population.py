@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from twinloop.cohort.expressions import Formula
+from twinloop.cohort.regions import check_condition, parse_regions
 from twinloop.cohort.spec import (
     STATISTICS,
     Constraint,
@@ -196,21 +197,21 @@ class Population:
             raise InputError(f"groups fractions must sum to 1; they sum to {total}.")
         pop = cls(
             model_id=model.id,
-            name=str(raw.get("name", model.id)),
-            description=str(raw.get("description", "")),
+            name=_text("name", raw.get("name", model.id)),
+            description=_text("description", raw.get("description", "")),
             groups=groups,
             omega=Omega.parse("omega", raw.get("omega", {})),
-            effects=tuple(CovariateEffect.parse(i, e) for i, e in enumerate(raw.get("effects", []) or [])),
+            effects=tuple(CovariateEffect.parse(i, e) for i, e in enumerate(_list("effects", raw.get("effects")))),
             fixed={str(k): _number(f"fixed.{k}", v) for k, v in _mapping("fixed", raw.get("fixed", {})).items()},
-            constraints=tuple(Constraint.parse(i, c) for i, c in enumerate(raw.get("constraints", []) or [])),
+            constraints=tuple(
+                Constraint.parse(i, c) for i, c in enumerate(_list("constraints", raw.get("constraints")))
+            ),
             output_constraints=tuple(
-                OutputConstraint.parse(i, c) for i, c in enumerate(raw.get("output_constraints", []) or [])
+                OutputConstraint.parse(i, c)
+                for i, c in enumerate(_list("output_constraints", raw.get("output_constraints")))
             ),
             derived=_derived(raw.get("derived", {})),
-            regions=tuple(
-                Region(r["name"], r.get("lower", -math.inf), r.get("upper", math.inf), tuple(r.get("levels", ())))
-                for r in raw.get("regions", []) or []
-            ),
+            regions=tuple(Region(**r) for r in parse_regions(raw.get("regions"))),
         )
         pop.validate(model)
         return pop
@@ -414,6 +415,7 @@ class Population:
         the patients inside the region: exactly the conditional distribution, with
         the acceptance rate reported.
         """
+        check_condition(self, get_model(self.model_id), region)
         reference: Cohort | None = None
         regions = list(self.regions)
         for name, spec in region.items():
@@ -438,6 +440,21 @@ class Population:
         return dataclasses.replace(self, regions=tuple(regions), name=f"{self.name} | {_region_text(regions)}")
 
 
+def _list(where: str, raw: Any) -> list[Any]:
+    """An optional list in a population spec (absent or null: empty)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise InputError(f"population.{where} must be a list of mappings; got {type(raw).__name__} {raw!r}.")
+    return raw
+
+
+def _text(where: str, raw: Any) -> str:
+    if not isinstance(raw, str | int | float) or isinstance(raw, bool):
+        raise InputError(f"population.{where} must be text; got {type(raw).__name__} {raw!r}.")
+    return str(raw)
+
+
 def _derived(raw: Any) -> dict[str, str]:
     """``derived: {name: formula}``, each formula validated (see :mod:`twinloop.cohort.expressions`)."""
     out = {str(k): str(v) for k, v in _mapping("derived", raw).items()}
@@ -454,7 +471,7 @@ def _extend(raw: Mapping[str, Any]) -> dict[str, Any]:
     base = Population.default(raw["model"]).to_dict()
     merged = {**base, **{k: v for k, v in raw.items() if k != "extends"}}
     for key in ("constraints", "output_constraints"):
-        merged[key] = list(base.get(key, [])) + list(raw.get(key, []) or [])
+        merged[key] = list(base.get(key, [])) + _list(key, raw.get(key))
     return merged
 
 

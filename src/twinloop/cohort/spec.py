@@ -50,6 +50,8 @@ STATISTICS = ("min", "max", "mean", "final", "initial")
 
 
 def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise InputError(f"{where} must be a number; got {value!r}.")
     try:
         number = float(value)
     except (TypeError, ValueError):

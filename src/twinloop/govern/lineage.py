@@ -82,6 +82,10 @@ def walk(artifact: str | os.PathLike[str], roots: Iterable[str | os.PathLike[str
         raise InputError(
             f"'{folder}' has no {PROV_FILE}: it is not an artifact written by twinloop (or predates provenance)."
         )
+    if not any((folder / name).is_file() for name in ("manifest.json", "report.json")):
+        raise InputError(
+            f"'{folder}' has a {PROV_FILE} but no manifest.json or report.json to identify it: the artifact is damaged."
+        )
     known = index([*roots] or [folder.parent])
     return _node(folder, "", known, set())
 

@@ -117,6 +117,9 @@ def generate(
     """
     out = Path(out)
     parts = out / PARTS
+    check_out_dir(out, "--out")
+    if max_chunks is not None and (isinstance(max_chunks, bool) or max_chunks < 1):
+        raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
     spec_hash = spec.content_hash()
     model = get_model(spec.model_id)
     activity = Activity(
@@ -135,28 +138,28 @@ def generate(
     if parts.exists() and not resume:
         raise InputError(f"'{out}' holds an unfinished run; continue it with --resume or delete the directory.")
     if resume and (out / "manifest.json").exists():
-        manifest = json.loads((out / "manifest.json").read_text())
+        manifest = Product.open(out).manifest
         if manifest.get("spec_hash") != spec_hash:
             raise InputError(f"'{out}' holds a product of a different spec; resume needs the same spec.")
         n_chunks = math.ceil(spec.n / spec.chunk_size)
         return RunResult(out, True, n_chunks, n_chunks)
-    parts.mkdir(parents=True, exist_ok=True)
-    stamp = parts / "spec.json"
-    if stamp.exists():
-        if json.loads(stamp.read_text()).get("spec_hash") != spec_hash:
-            raise InputError(f"The unfinished run in '{out}' used a different spec; resume needs the same spec.")
-    else:
-        write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
+    if resume and (parts / "spec.json").is_file() and _stamp_hash(parts / "spec.json") != spec_hash:
+        raise InputError(f"The unfinished run in '{out}' used a different spec; resume needs the same spec.")
     n_chunks = math.ceil(spec.n / spec.chunk_size)
     done = [k for k in range(n_chunks) if (parts / f"{k:06d}.done").exists()]
     todo = [k for k in range(n_chunks) if k not in set(done)]
     if max_chunks is not None:
         todo = todo[:max_chunks]
-    with _Bar(progress, spec.n, spec.name) as advance:
+    with _Bar(progress, spec.n, spec.name) as advance, _Undo(out) as undo:
+        parts.mkdir(parents=True, exist_ok=True)
+        stamp = parts / "spec.json"
+        if not stamp.exists():
+            write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
         advance(sum(min(spec.chunk_size, spec.n - k * spec.chunk_size) for k in done))
         for k in todo:
             counts = _write_chunk(spec, model, k, parts)
             write_atomic(parts / f"{k:06d}.done", lambda tmp, c=counts: Path(tmp).write_text(json.dumps(c)))
+            undo.keep = True  # a finished chunk is worth resuming
             advance(counts["patients"])
     finished = len(done) + len(todo)
     if finished < n_chunks:
@@ -337,6 +340,43 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
     shutil.rmtree(parts)
 
 
+def check_out_dir(out: Path, field: str) -> None:
+    """Refuse an output directory that is an existing file or lies under one."""
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == out else f"lies under the file '{path}'"
+                raise InputError(f"{field} '{out}' {what}; give a directory path.")
+            return
+
+
+def _stamp_hash(stamp: Path) -> Any:
+    try:
+        return json.loads(stamp.read_text()).get("spec_hash")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(f"'{stamp}' is damaged; delete '{stamp.parent.parent}' and generate again.") from None
+
+
+class _Undo:
+    """Remove what a failed call created when no chunk was finished (so a retry starts clean)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.keep = out, False
+        self.created = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)
+        self.parts_existed = (out / PARTS).exists()
+
+    def __enter__(self) -> _Undo:
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        if kind is None or self.keep:
+            return
+        if self.created is not None:
+            shutil.rmtree(self.created, ignore_errors=True)
+        elif not self.parts_existed:
+            shutil.rmtree(self.out / PARTS, ignore_errors=True)
+
+
 class _Bar:
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.enabled, self.total, self.label = enabled, total, label
@@ -364,6 +404,45 @@ class _Bar:
 
 
 # --- reading -----------------------------------------------------------------
+MANIFEST_KEYS = ("kind", "name", "model", "population", "spec", "seeds", "time_origin", "files", "code_version")
+
+
+def read_manifest(file: Path) -> dict[str, Any]:
+    """A product's ``manifest.json``, refused clearly when it is not one (truncated, edited, foreign)."""
+    try:
+        manifest = json.loads(file.read_bytes()[: 64 << 20])
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"'{file}' is not a readable product manifest ({type(exc).__name__}); the product is damaged, "
+            "generate it again."
+        ) from None
+    if not isinstance(manifest, dict):
+        raise InputError(f"'{file}' is not a twinloop product manifest (it holds no JSON object).")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing or manifest.get("kind") != "twinloop.product":
+        raise InputError(
+            f"'{file}' is not a twinloop product manifest (kind {manifest.get('kind')!r}, missing {missing}); "
+            "give the directory of a product written by `twinloop cohort generate`."
+        )
+    ok = (
+        isinstance(manifest["model"], dict)
+        and isinstance(manifest["model"].get("id"), str)
+        and isinstance(manifest["files"], dict)
+        and all(isinstance(v, dict) and "sha256" in v and "rows" in v for v in manifest["files"].values())
+        and isinstance(manifest["spec"], dict)
+        and isinstance(manifest["seeds"], dict)
+        and isinstance(manifest["seeds"].get("seed"), int)
+        and isinstance(manifest["population"], dict)
+        and isinstance(manifest["name"], str)
+        and isinstance(manifest["time_origin"], str)
+    )
+    if not ok:
+        raise InputError(
+            f"'{file}' has damaged fields (model, files, spec, seeds, population); generate the product again."
+        )
+    return manifest
+
+
 @dataclass(frozen=True)
 class Product:
     """A product directory opened for reading."""
@@ -378,12 +457,21 @@ class Product:
         if not file.is_file():
             hint = " (an unfinished run: continue it with --resume)" if (root / PARTS).exists() else ""
             raise InputError(f"'{root}' is not a twinloop product: it has no manifest.json{hint}.")
-        return cls(root, json.loads(file.read_text()))
+        return cls(root, read_manifest(file))
 
     def table(self, name: str, **kwargs: Any) -> pd.DataFrame:
         if name not in FILES:
             raise InputError(f"A product has the tables {', '.join(FILES)}; got {name!r}.")
-        return pq.read_table(self.path / f"{name}.parquet", **kwargs).to_pandas()
+        file = self.path / f"{name}.parquet"
+        if not file.is_file():
+            raise InputError(f"Product '{self.path}' lacks {file.name}; the product is incomplete, generate it again.")
+        try:
+            return pq.read_table(file, **kwargs).to_pandas()
+        except (OSError, ValueError, pa.ArrowException) as exc:
+            raise InputError(
+                f"{file.name} of product '{self.path}' cannot be read ({type(exc).__name__}); the file is damaged, "
+                "generate the product again."
+            ) from None
 
     def verify(self) -> list[str]:
         """Files whose content hash differs from the manifest (empty when intact)."""

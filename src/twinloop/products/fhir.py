@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from twinloop._paths import check_name
 from twinloop.errors import InputError
-from twinloop.products.dataset import Product, model_timedelta
+from twinloop.products.dataset import Product, check_out_dir, model_timedelta
 from twinloop.simulate.trajectories import write_atomic
 
 TAG = {
@@ -216,32 +217,61 @@ def export(
     product_dir: str | Path, out: str | Path, patients: Iterable[str] | None = None, limit: int | None = None
 ) -> list[Path]:
     """Write ``<out>/<subject_id>.json`` bundles (all patients, the listed ones or the
-    first ``limit``), each validated before it is written."""
+    first ``limit``), each validated before it is written; a failure removes what this call wrote."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"--limit must be a whole number >= 1 (the first N patients); got {limit!r}.")
+    out = Path(out)
+    check_out_dir(out, "--out")
     product = Product.open(product_dir)
-    table = product.table("patients")
-    if patients is not None:
-        wanted = list(patients)
-        missing = sorted(set(wanted) - set(table["subject_id"]))
-        if missing:
-            raise InputError(f"Patients {missing[:5]} are not in product '{product.manifest['name']}'.")
-        table = table[table["subject_id"].isin(wanted)]
-    if limit is not None:
-        table = table.head(limit)
-    ids = list(table["subject_id"])
-    for sid in ids:  # each names a file: all are checked before any is written
-        check_name(f"subject_id of product '{product.manifest['name']}'", sid)
-    filters = [("subject_id", "in", ids)]
-    observations = product.table("observations", filters=filters)
-    doses = product.table("doses", filters=filters)
-    written = []
-    obs_groups = dict(tuple(observations.groupby("subject_id", sort=False)))
-    dose_groups = dict(tuple(doses.groupby("subject_id", sort=False)))
+    try:
+        table = product.table("patients")
+        if patients is not None:
+            wanted = list(patients)
+            missing = sorted(set(wanted) - set(table["subject_id"]))
+            if missing:
+                raise InputError(f"Patients {missing[:5]} are not in product '{product.manifest['name']}'.")
+            table = table[table["subject_id"].isin(wanted)]
+        if limit is not None:
+            table = table.head(limit)
+        ids = list(table["subject_id"])
+        for sid in ids:  # each names a file: all are checked before any is written
+            check_name(f"subject_id of product '{product.manifest['name']}'", sid)
+        filters = [("subject_id", "in", ids)]
+        observations = product.table("observations", filters=filters)
+        doses = product.table("doses", filters=filters)
+        obs_groups = dict(tuple(observations.groupby("subject_id", sort=False)))
+        dose_groups = dict(tuple(doses.groupby("subject_id", sort=False)))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"Product '{product.path}' has damaged tables ({type(exc).__name__}: {exc}).") from None
     empty_obs, empty_doses = observations.iloc[:0], doses.iloc[:0]
-    for _, patient in table.iterrows():
-        sid = patient["subject_id"]
-        bundle = patient_bundle(product, patient, obs_groups.get(sid, empty_obs), dose_groups.get(sid, empty_doses))
-        validate(bundle)
-        path = Path(out) / f"{sid}.json"
-        write_atomic(path, lambda tmp, b=bundle: Path(tmp).write_text(json.dumps(b)))
-        written.append(path)
+    created = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)
+    written: list[Path] = []
+    try:
+        for _, patient in table.iterrows():
+            sid = patient["subject_id"]
+            bundle = patient_bundle(product, patient, obs_groups.get(sid, empty_obs), dose_groups.get(sid, empty_doses))
+            _validated(bundle, product, sid)
+            path = out / f"{sid}.json"
+            write_atomic(path, lambda tmp, b=bundle: Path(tmp).write_text(json.dumps(b)))
+            written.append(path)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     return written
+
+
+def _validated(bundle: dict[str, Any], product: Product, sid: str) -> None:
+    from pydantic import ValidationError
+
+    try:
+        validate(bundle)
+    except ValidationError as exc:
+        raise InputError(
+            f"The FHIR bundle of patient '{sid}' of product '{product.path}' is not valid R4 "
+            f"({exc.error_count()} errors, first: {exc.errors()[0]['loc']}); the product is damaged."
+        ) from None

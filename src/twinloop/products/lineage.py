@@ -15,7 +15,18 @@ from twinloop.products.dataset import Product
 
 def lineage(product_dir: str | Path, patient: str) -> dict[str, Any]:
     """Everything that produced the observations of ``patient`` in a product."""
+    if not isinstance(patient, str) or not 1 <= len(patient) <= 128:
+        raise InputError(f"--patient must be a subject id such as vp00042; got {patient!r}.")
     product = Product.open(product_dir)
+    try:
+        return _lineage(product, patient)
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"Product '{product.path}' has damaged tables ({type(exc).__name__}: {exc}).") from None
+
+
+def _lineage(product: Product, patient: str) -> dict[str, Any]:
     table = product.table("patients", filters=[("subject_id", "==", patient)])
     if table.empty:
         raise InputError(f"Patient '{patient}' is not in product '{product.manifest['name']}'.")

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from twinloop.errors import InputError
-from twinloop.models.t1d_cgm import CGMSensor
+from twinloop.models.t1d_cgm import CGMSensor, sensors
+from twinloop.products.limits import MAX_EVENTS
 
 ERROR_KINDS = ("none", "additive", "proportional", "combined", "cgm")
 
@@ -40,13 +41,27 @@ LOINC = {
 
 def _num(where: str, raw: Mapping[str, Any], key: str, default: float | None = None, positive: bool = False) -> float:
     value = raw.get(key, default)
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}.{key} must be a number; got {value!r}.") from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{where}.{key} must be a number; got {value!r}.")
+    number = float(value)
     if not math.isfinite(number) or (positive and number <= 0) or number < 0:
         raise InputError(f"{where}.{key} must be {'> 0' if positive else '>= 0'} and finite; got {value!r}.")
     return number
+
+
+def _keys(where: str, raw: Mapping[str, Any], allowed: set[str]) -> None:
+    """Refuse keys outside ``allowed``, naming the key path and the accepted keys."""
+    unknown = sorted(str(k) for k in set(raw) - allowed)
+    if unknown:
+        raise InputError(f"{where} has unknown keys {unknown}; accepted: {sorted(allowed)}.")
+
+
+def _mapping_or_empty(where: str, raw: Any, example: str) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{where} must be a mapping such as {example}; got {raw!r}.")
+    return raw
 
 
 @dataclass(frozen=True)
@@ -66,14 +81,33 @@ class Schedule:
         if not isinstance(raw, Mapping):
             raise InputError(f"{where} must be a mapping such as {{every: 5}} or {{visits: [0, 42, 84]}}.")
         if "visits" in raw:
-            visits = tuple(sorted(float(v) for v in raw["visits"]))
-            return cls(visits=visits, jitter=_num(where, raw, "jitter", 0.0))
+            _keys(where, raw, {"visits", "jitter"})
+            visits = raw["visits"]
+            if not isinstance(visits, list) or not visits or len(visits) > MAX_EVENTS:
+                raise InputError(
+                    f"{where}.visits must be a list of 1 to {MAX_EVENTS} times such as [0, 42, 84]; got {visits!r}."
+                )
+            times = tuple(sorted(_num(where, {f"visits[{i}]": v}, f"visits[{i}]") for i, v in enumerate(visits)))
+            return cls(visits=times, jitter=_num(where, raw, "jitter", 0.0))
+        _keys(where, raw, {"every", "start", "end", "jitter"})
+        start = _num(where, raw, "start", 0.0)
+        end = _num(where, raw, "end") if raw.get("end") is not None else None
+        if end is not None and end < start:
+            raise InputError(f"{where}.end ({end:g}) must not be before {where}.start ({start:g}).")
         return cls(
             every=_num(where, raw, "every", None, positive=True),
-            start=_num(where, raw, "start", 0.0),
-            end=float(raw["end"]) if raw.get("end") is not None else None,
+            start=start,
+            end=end,
             jitter=_num(where, raw, "jitter", 0.0),
         )
+
+    def count(self, end: float) -> float:
+        """How many nominal times fall in ``[0, end]`` (without building them)."""
+        if self.visits:
+            return float(len(self.visits))
+        assert self.every is not None
+        stop = min(end, self.end) if self.end is not None else end
+        return max(0.0, (stop - self.start) / self.every + 1.0)
 
     def nominal(self, end: float) -> np.ndarray:
         if self.visits:
@@ -96,6 +130,15 @@ class Schedule:
         return np.where(nearer, below, idx)
 
 
+def _signed(where: str, value: Any) -> float:
+    """A finite number of either sign."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InputError(f"{where} must be a number; got {value!r}.")
+    if not math.isfinite(value):
+        raise InputError(f"{where} must be finite; got {value!r}.")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class ErrorModel:
     """Measurement error: ``none``, ``additive`` (``sd``), ``proportional`` (``cv``),
@@ -113,14 +156,15 @@ class ErrorModel:
         raw = raw or {"kind": "none"}
         if not isinstance(raw, Mapping) or raw.get("kind") not in ERROR_KINDS:
             raise InputError(f"{where}.kind must be one of {', '.join(ERROR_KINDS)}; got {raw!r}.")
-        return cls(
-            str(raw["kind"]),
-            _num(where, raw, "sd", 0.0),
-            _num(where, raw, "cv", 0.0),
-            str(raw.get("sensor", "GuardianRT")),
-            _num(where, raw, "lower", 0.0),
-            float(raw.get("upper", math.inf)),
-        )
+        _keys(where, raw, {"kind", "sd", "cv", "sensor", "lower", "upper"})
+        sensor = raw.get("sensor", "GuardianRT")
+        if not isinstance(sensor, str) or sensor not in sensors():
+            raise InputError(f"{where}.sensor is {sensor!r}; known CGM sensors: {', '.join(sensors())}.")
+        lower = _num(where, raw, "lower", 0.0)
+        upper = _num(where, raw, "upper") if raw.get("upper") is not None else math.inf
+        if not upper > lower:
+            raise InputError(f"{where}.upper ({upper:g}) must be above {where}.lower ({lower:g}).")
+        return cls(str(raw["kind"]), _num(where, raw, "sd", 0.0), _num(where, raw, "cv", 0.0), sensor, lower, upper)
 
     def apply(self, truth: np.ndarray, times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.kind == "cgm":
@@ -146,14 +190,15 @@ class Missingness:
 
     @classmethod
     def parse(cls, where: str, raw: Any) -> Missingness:
-        raw = raw or {}
+        raw = _mapping_or_empty(where, raw, "{mcar: 0.02}")
+        _keys(where, raw, {"mcar", "mar"})
         mcar = _num(where, raw, "mcar", 0.0)
         if mcar >= 1:
             raise InputError(f"{where}.mcar must be below 1; got {mcar}.")
-        mar = raw.get("mar") or {}
-        if mar and not isinstance(mar, Mapping):
-            raise InputError(f"{where}.mar must be {{intercept: ..., slope: ...}}.")
-        return cls(mcar, float(mar["intercept"]) if "intercept" in mar else None, float(mar.get("slope", 0.0)))
+        mar = _mapping_or_empty(f"{where}.mar", raw.get("mar"), "{intercept: -3, slope: 0.01}")
+        _keys(f"{where}.mar", mar, {"intercept", "slope"})
+        intercept = _signed(f"{where}.mar.intercept", mar["intercept"]) if "intercept" in mar else None
+        return cls(mcar, intercept, _signed(f"{where}.mar.slope", mar.get("slope", 0.0)))
 
     def observed(self, values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """A boolean mask of the recorded measurements."""
@@ -191,11 +236,21 @@ class ObservationProtocol:
             set(raw) - {"name", "observable", "schedule", "error", "missing", "dropout", "variable", "code"}
         )
         if unknown:
-            raise InputError(f"{where} has unknown keys {unknown}.")
+            raise InputError(
+                f"{where} has unknown keys {unknown}; accepted: "
+                "['code', 'dropout', 'error', 'missing', 'name', 'observable', 'schedule', 'variable']."
+            )
         for key in ("name", "observable", "schedule"):
             if key not in raw:
                 raise InputError(f"{where} needs '{key}'.")
-        dropout = raw.get("dropout") or {}
+        for key in ("name", "observable"):
+            if not isinstance(raw[key], str) or not raw[key].strip():
+                raise InputError(f"{where}.{key} must be a non-empty name; got {raw[key]!r}.")
+        dropout = _mapping_or_empty(f"{where}.dropout", raw.get("dropout"), "{hazard: 0.001}")
+        _keys(f"{where}.dropout", dropout, {"hazard"})
+        for key in ("variable", "code"):
+            if key in raw and not isinstance(raw[key], str):
+                raise InputError(f"{where}.{key} must be text; got {raw[key]!r}.")
         return cls(
             name=str(raw["name"]),
             observable=str(raw["observable"]),

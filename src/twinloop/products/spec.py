@@ -38,12 +38,15 @@ from twinloop._paths import check_name, spec_path
 from twinloop.cohort.population import Population
 from twinloop.cohort.spec import load_yaml
 from twinloop.errors import InputError
+from twinloop.models.base import Model
 from twinloop.models.registry import get as get_model
+from twinloop.products import limits
 from twinloop.products.protocols import ObservationProtocol
 from twinloop.products.treatments import validate_treatment
 from twinloop.simulate import SolverSettings
 
 OUTCOME_KINDS = ("glycaemic", "recist", "none")
+OUTCOME_KEYS = {"none": {"kind"}, "glycaemic": {"kind", "observable"}, "recist": {"kind", "observation", "min_sd_days"}}
 _KEYS = {
     "name",
     "model",
@@ -95,70 +98,65 @@ class ProductSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ProductSpec:
-        unknown = sorted(set(raw) - _KEYS)
+        """Validate a whole spec (every key, every level) before anything is created."""
+        if not isinstance(raw, Mapping):
+            raise InputError(f"A product spec must be a mapping (key: value); got {type(raw).__name__}.")
+        unknown = sorted(str(k) for k in set(raw) - _KEYS)
         if unknown:
-            raise InputError(f"product spec has unknown keys {unknown}; allowed: {sorted(_KEYS)}.")
+            raise InputError(f"product spec has unknown keys {unknown}; accepted: {sorted(_KEYS)}.")
         if not isinstance(raw.get("model"), str):
             raise InputError("product spec needs 'model', the id of a registered model (see `twinloop models`).")
         model = get_model(raw["model"])
-        population = population_from(raw.get("population", "default"), model.id)
-        if raw.get("condition"):
-            condition = raw["condition"]
-            if not isinstance(condition, Mapping):
-                raise InputError(
-                    "condition must map names to regions, e.g. {group: [child], Vmx: {quantile: [0, 0.05]}}."
-                )
-            population = population.condition(**condition)
-        n = _int("n", raw.get("n"), 1)
-        chunk = _int("chunk_size", raw.get("chunk_size", 10_000), 1)
+        name = check_name("name", raw.get("name", model.id))
+        duration = limits.finite_number("duration", raw.get("duration"), positive=True)
+        resolution = limits.finite_number("resolution", raw.get("resolution", 1.0), positive=True)
+        if resolution > duration:
+            raise InputError(f"resolution ({resolution:g}) must not exceed duration ({duration:g}).")
+        n_obs = len(model.observables)
+        points = limits.check_duration(duration, resolution, model.time_unit, n_obs)
+        n = limits.whole_number("n", raw.get("n"), 1)
+        limits.check_patients(n, points, n_obs)
+        requested = raw.get("chunk_size")
+        chunk = limits.chunk_size_for(
+            None if requested is None else limits.whole_number("chunk_size", requested, 1), n, points, n_obs
+        )
+        seed = limits.whole_number("seed", raw.get("seed", 0), 0, 2**63 - 1)
+        batch = limits.whole_number("batch_size", raw.get("batch_size", 2048), 1, limits.MAX_PATIENTS)
+        solver = _solver(raw.get("solver") or {})
+        origin = _origin(raw.get("origin", "2026-01-01T00:00:00Z"))
         if "treatment" in raw and "arms" in raw:
             raise InputError("Give either 'treatment' (one arm) or 'arms' (randomized), not both.")
-        arms_raw = raw.get("arms") or {"all": raw.get("treatment", {"kind": "none"})}
-        if not isinstance(arms_raw, Mapping):
-            raise InputError("arms must map arm names to treatments.")
-        arms = {str(k): validate_treatment(f"arms.{k}", v, model) for k, v in arms_raw.items()}
-        observations = tuple(ObservationProtocol.parse(i, o) for i, o in enumerate(raw.get("observations") or []))
-        for obs in observations:
-            if obs.observable not in model.observable_names:
-                raise InputError(
-                    f"observation '{obs.name}' observes '{obs.observable}'; model '{model.id}' "
-                    f"observes {list(model.observable_names)}."
-                )
-        outcomes = dict(raw.get("outcomes") or {"kind": "none"})
-        if outcomes.get("kind") not in OUTCOME_KINDS:
-            raise InputError(f"outcomes.kind must be one of {', '.join(OUTCOME_KINDS)}; got {outcomes.get('kind')!r}.")
-        if outcomes["kind"] == "recist" and outcomes.get("observation") not in [o.name for o in observations]:
-            raise InputError("outcomes of kind recist need 'observation': the name of the scan observation protocol.")
-        if (
-            outcomes["kind"] == "glycaemic"
-            and outcomes.get("observable", "plasma_glucose") not in model.observable_names
-        ):
-            raise InputError(f"outcomes.observable must be one of {list(model.observable_names)}.")
-        duration = _float("duration", raw.get("duration"))
-        resolution = _float("resolution", raw.get("resolution", 1.0))
-        if resolution > duration:
-            raise InputError(f"resolution ({resolution}) must not exceed duration ({duration}).")
-        try:
-            origin = pd.Timestamp(raw.get("origin", "2026-01-01T00:00:00Z"))
-        except ValueError:
-            raise InputError(f"origin must be an ISO 8601 timestamp; got {raw.get('origin')!r}.") from None
-        origin = origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+        arms_raw = raw.get("arms") if "arms" in raw else {"all": raw.get("treatment", {"kind": "none"})}
+        if not isinstance(arms_raw, Mapping) or not arms_raw:
+            raise InputError(f"arms must map arm names to treatments, e.g. {{A: {{kind: none}}}}; got {arms_raw!r}.")
+        arms = {str(k): validate_treatment(f"arms.{k}", v, model, duration) for k, v in arms_raw.items()}
+        observations = _observations(raw.get("observations"), model, duration)
+        outcomes = _outcomes(raw.get("outcomes"), model, observations)
+        population = population_from(raw.get("population", "default"), model.id)
+        condition = raw.get("condition")
+        if condition is not None and not isinstance(condition, Mapping):
+            raise InputError(
+                "condition must map names to regions, e.g. {group: [child], Vmx: {quantile: [0, 0.05]}}; "
+                f"got {condition!r}."
+            )
+        if condition:
+            population = population.condition(**{str(k): v for k, v in condition.items()})
         return cls(
             raw=dict(raw),
-            name=check_name("name", str(raw.get("name", model.id))),
+            name=name,
             model_id=model.id,
             population=population,
             n=n,
-            seed=_int("seed", raw.get("seed", 0), 0),
+            seed=seed,
             duration=duration,
             resolution=resolution,
             arms=arms,
             observations=observations,
             outcomes=outcomes,
             origin=origin,
-            chunk_size=min(chunk, n),
-            batch_size=_int("batch_size", raw.get("batch_size", 2048), 1),
-            solver=_solver(raw.get("solver") or {}),
+            chunk_size=chunk,
+            batch_size=batch,
+            solver=solver,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -182,11 +180,11 @@ class ProductSpec:
 def _solver(raw: Any) -> SolverSettings:
     if not isinstance(raw, Mapping) or set(raw) - {"rtol", "atol", "solver"}:
         raise InputError(f"solver must be a mapping with rtol, atol and/or solver; got {raw!r}.")
-    try:
-        rtol, atol = float(raw.get("rtol", 1e-6)), float(raw.get("atol", 1e-6))
-    except (TypeError, ValueError):
-        raise InputError(f"solver tolerances must be numbers; got {raw!r}.") from None
-    return SolverSettings(solver=str(raw.get("solver", "tsit5")), rtol=rtol, atol=atol)
+    rtol = limits.finite_number("solver.rtol", raw.get("rtol", 1e-6))
+    atol = limits.finite_number("solver.atol", raw.get("atol", 1e-6))
+    if not isinstance(raw.get("solver", "tsit5"), str):
+        raise InputError(f"solver.solver must be a solver name such as tsit5; got {raw.get('solver')!r}.")
+    return SolverSettings(solver=raw.get("solver", "tsit5"), rtol=rtol, atol=atol)
 
 
 def population_from(raw: Any, model_id: str) -> Population:
@@ -203,17 +201,66 @@ def population_from(raw: Any, model_id: str) -> Population:
     raise InputError(f"population must be 'default', a YAML path or a mapping; got {raw!r}.")
 
 
-def _int(field: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value or value < minimum:
-        raise InputError(f"'{field}' must be an integer >= {minimum}; got {value!r}.")
-    return int(value)
+def _origin(raw: Any) -> pd.Timestamp:
+    """The UTC timestamp of model time 0: ISO 8601 text (or a YAML date), from 1900 to 2200."""
+    import datetime as dt
 
-
-def _float(field: str, value: Any) -> float:
+    if not isinstance(raw, str | dt.date):
+        raise InputError(
+            f"origin must be an ISO 8601 timestamp such as '2026-01-01T00:00:00Z'; got {type(raw).__name__} "
+            f"{raw!r} (a number is not read as a time)."
+        )
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"'{field}' must be a number > 0; got {value!r}.") from None
-    if not number > 0:
-        raise InputError(f"'{field}' must be > 0; got {value!r}.")
-    return number
+        origin = pd.Timestamp(raw)
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"origin must be an ISO 8601 timestamp such as '2026-01-01T00:00:00Z'; got {raw!r}.") from None
+    if origin is pd.NaT or not 1900 <= origin.year <= 2200:
+        raise InputError(f"origin {raw!r} must be a timestamp between the years 1900 and 2200.")
+    return origin.tz_localize("UTC") if origin.tzinfo is None else origin.tz_convert("UTC")
+
+
+def _observations(raw: Any, model: Model, duration: float) -> tuple[ObservationProtocol, ...]:
+    """The observation protocols, each observing a model observable, with unique names."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise InputError(f"observations must be a list of protocols (name, observable, schedule); got {raw!r}.")
+    observations = tuple(ObservationProtocol.parse(i, o) for i, o in enumerate(raw))
+    seen: set[str] = set()
+    for i, obs in enumerate(observations):
+        if obs.observable not in model.observable_names:
+            raise InputError(
+                f"observations[{i}]: '{obs.name}' observes '{obs.observable}'; model '{model.id}' "
+                f"observes {list(model.observable_names)}."
+            )
+        if obs.name in seen:
+            raise InputError(f"observations[{i}].name '{obs.name}' is used twice; give each protocol its own name.")
+        seen.add(obs.name)
+        limits.check_events(f"observations[{i}].schedule over 'duration'", obs.schedule.count(duration))
+    return observations
+
+
+def _outcomes(raw: Any, model: Model, observations: tuple[ObservationProtocol, ...]) -> dict[str, Any]:
+    """The outcome labels: ``none``, ``glycaemic`` (an observable) or ``recist`` (a scan protocol)."""
+    outcomes = raw if raw is not None else {"kind": "none"}
+    if not isinstance(outcomes, Mapping) or outcomes.get("kind") not in OUTCOME_KINDS:
+        raise InputError(f"outcomes.kind must be one of {', '.join(OUTCOME_KINDS)}; got {outcomes!r}.")
+    kind = outcomes["kind"]
+    unknown = sorted(str(k) for k in set(outcomes) - OUTCOME_KEYS[kind])
+    if unknown:
+        raise InputError(
+            f"outcomes has unknown keys {unknown}; outcomes of kind {kind} accept {sorted(OUTCOME_KEYS[kind])}."
+        )
+    names = [o.name for o in observations]
+    if kind == "recist":
+        if outcomes.get("observation") not in names:
+            raise InputError(
+                f"outcomes.observation is {outcomes.get('observation')!r}; outcomes of kind recist need the name "
+                f"of the scan observation protocol, one of {names}."
+            )
+        limits.finite_number("outcomes.min_sd_days", outcomes.get("min_sd_days", 42), minimum=0)
+    if kind == "glycaemic" and outcomes.get("observable", "plasma_glucose") not in model.observable_names:
+        raise InputError(
+            f"outcomes.observable is {outcomes.get('observable')!r}; it must be one of {list(model.observable_names)}."
+        )
+    return dict(outcomes)

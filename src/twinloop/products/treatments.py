@@ -19,6 +19,7 @@ from twinloop.errors import InputError
 from twinloop.models import radiotherapy, t1d_uva_padova, tgi_claret
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
+from twinloop.products.limits import check_events
 
 KINDS = ("basal_bolus", "chemotherapy", "radiotherapy", "none")
 DOSE_COLUMNS = {"subject_id": str, "time": float, "input": str, "kind": str, "amount": float, "duration": float,
@@ -30,19 +31,89 @@ def empty_table(columns: Mapping[str, type]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
-def validate_treatment(where: str, raw: Any, model: Model) -> list[dict[str, Any]]:
-    """Normalize a treatment spec to a list of mappings, checking kinds and channels."""
+KEYS = {
+    "none": {"kind"},
+    "basal_bolus": {"kind", "meals", "carb_ratio_scale"},
+    "chemotherapy": {"kind", "dose_mg", "cycle_days", "days_on", "n_cycles", "route", "start"},
+    "radiotherapy": {"kind", "start", "fractions", "dose_gy", "weekdays_only"},
+}
+CHANNELS = {"basal_bolus": "insulin", "chemotherapy": "dose_iv", "radiotherapy": radiotherapy.CHANNEL}
+
+
+def validate_treatment(where: str, raw: Any, model: Model, duration: float | None = None) -> list[dict[str, Any]]:
+    """Normalize a treatment spec to a list of mappings, checking kinds, keys, values,
+    channels and (given the ``duration``) the number of doses it makes."""
     items = raw if isinstance(raw, list) else [raw or {"kind": "none"}]
+    if not items or len(items) > 100:
+        raise InputError(f"{where} must be one treatment or a list of 1 to 100; got {len(items)}.")
     out = []
     for i, item in enumerate(items):
+        at = f"{where}[{i}]"
         if not isinstance(item, Mapping) or item.get("kind") not in KINDS:
-            raise InputError(f"{where}[{i}].kind must be one of {', '.join(KINDS)}; got {item!r}.")
-        needs = {"basal_bolus": "insulin", "chemotherapy": "dose_iv", "radiotherapy": radiotherapy.CHANNEL}
-        channel = needs.get(item["kind"])
+            raise InputError(f"{at}.kind must be one of {', '.join(KINDS)}; got {item!r}.")
+        kind = item["kind"]
+        unknown = sorted(str(k) for k in set(item) - KEYS[kind])
+        if unknown:
+            raise InputError(f"{at} has unknown keys {unknown}; a {kind} treatment accepts {sorted(KEYS[kind])}.")
+        channel = CHANNELS.get(kind)
+        if kind == "chemotherapy" and item.get("route", "iv") == "oral":
+            channel = "dose_oral"
         if channel and channel not in [inp.name for inp in model.inputs]:
-            raise InputError(f"{where}[{i}]: model '{model.id}' has no '{channel}' input for {item['kind']}.")
+            raise InputError(f"{at}: model '{model.id}' has no '{channel}' input for {kind}.")
+        _check_values(at, item, duration)
         out.append(dict(item))
     return out
+
+
+def _number(at: str, item: Mapping[str, Any], key: str, default: float | None, *, positive: bool = False) -> float:
+    value = item.get(key, default)
+    if value is None:
+        raise InputError(f"{at} needs '{key}'.")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InputError(f"{at}.{key} must be a finite number; got {value!r}.")
+    if value < 0 or (positive and value == 0):
+        raise InputError(f"{at}.{key} must be {'> 0' if positive else '>= 0'}; got {value!r}.")
+    return float(value)
+
+
+def _count(at: str, item: Mapping[str, Any], key: str, default: int | None) -> int:
+    value = _number(at, item, key, default, positive=True)
+    if value != int(value):
+        raise InputError(f"{at}.{key} must be a whole number >= 1; got {item.get(key)!r}.")
+    check_events(f"{at}.{key}", value)
+    return int(value)
+
+
+def _check_values(at: str, item: Mapping[str, Any], duration: float | None) -> None:
+    """Types, ranges and the number of events of one treatment item."""
+    kind = item["kind"]
+    if kind == "basal_bolus":
+        meals = item.get("meals", [])
+        if not isinstance(meals, list) or len(meals) > 48:
+            raise InputError(f"{at}.meals must be a list of at most 48 [minute of the day, grams]; got {meals!r}.")
+        for j, meal in enumerate(meals):
+            if not (isinstance(meal, list | tuple) and len(meal) == 2):
+                raise InputError(f"{at}.meals[{j}] must be [minute of the day, grams], e.g. [420, 50]; got {meal!r}.")
+            minute = _number(f"{at}.meals[{j}]", {"minute": meal[0]}, "minute", None)
+            _number(f"{at}.meals[{j}]", {"grams": meal[1]}, "grams", None)
+            if minute >= 1440:
+                raise InputError(f"{at}.meals[{j}]: the minute of the day must be below 1440; got {meal[0]!r}.")
+        _number(at, item, "carb_ratio_scale", 1.0, positive=True)
+        if duration is not None:
+            check_events(f"{at}.meals over 'duration'", len(meals) * math.ceil(duration / 1440.0))
+    elif kind == "chemotherapy":
+        _number(at, item, "dose_mg", None, positive=True)
+        _number(at, item, "cycle_days", 21.0, positive=True)
+        _number(at, item, "start", 0.0)
+        if item.get("route", "iv") not in ("iv", "oral"):
+            raise InputError(f"{at}.route must be 'iv' or 'oral'; got {item.get('route')!r}.")
+        check_events(f"{at}.n_cycles x days_on", _count(at, item, "n_cycles", 6) * _count(at, item, "days_on", 1))
+    elif kind == "radiotherapy":
+        _number(at, item, "start", 0.0)
+        _number(at, item, "dose_gy", None, positive=True)
+        _count(at, item, "fractions", None)
+        if not isinstance(item.get("weekdays_only", True), bool):
+            raise InputError(f"{at}.weekdays_only must be true or false; got {item.get('weekdays_only')!r}.")
 
 
 def build_plan(
