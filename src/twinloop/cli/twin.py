@@ -43,7 +43,9 @@ def _registry(db: str | None) -> Any:
     return TwinRegistry(db or os.environ.get("TWINLOOP_DB", "sqlite:///twins.db"))
 
 
-def _data(path: Path, columns: Path | None, subject: str | None, model: Any) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def _data(
+    path: Path, columns: Path | None, subject: str | None, model: Any, config: Any = None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The patient's observations of ``model``'s observables and doses in ``--data``, and a
     note of what was merged or ignored (by reason); readings outside an instrument's range
     are refused with their rows."""
@@ -76,7 +78,7 @@ def _data(path: Path, columns: Path | None, subject: str | None, model: Any) -> 
     for variable, n in obs.loc[~obs["variable"].isin(units), "variable"].value_counts().items():
         ignored[f"observations of {variable} (not an observable of {model.id})"] += int(n)
     obs = obs[obs["variable"].isin(units)]
-    _check_ranges(obs, units, path)
+    _check_ranges(obs, units, path, config)
     notes = [f"merged {data.duplicates} identical duplicate rows"] if data.duplicates else []
     notes += [f"ignored {n} {reason}" for reason, n in sorted(ignored.items()) if n]
     return obs.reset_index(drop=True), doses.reset_index(drop=True), "; ".join(notes)
@@ -88,7 +90,7 @@ def _ignored_note(ignored: Any) -> str:
     )
 
 
-def _check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path) -> None:
+def _check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, config: Any = None) -> None:
     """Refuse readings outside the range the instrument of an observable can read
     (the CGM's 40-400 mg/dL); readings at a limit are kept (they are fitted as censored)."""
     import numpy as np
@@ -97,7 +99,7 @@ def _check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path) -> None:
     from twinloop.errors import DataError
     from twinloop.twin import TwinConfig
 
-    config = TwinConfig()
+    config = config or TwinConfig()
     for variable, rows in obs.groupby("variable"):
         low, high = config.noise_model(str(variable)).range
         if not (np.isfinite(low) or np.isfinite(high)):
@@ -284,7 +286,7 @@ def sync(
         registry = _registry(db)
         twin = registry.load(twin_id)
         subject = twin.subject_id if data.suffix.lower() != ".csv" or columns else None
-        obs, doses, note = _data(data, columns, subject, twin.model)
+        obs, doses, note = _data(data, columns, subject, twin.model, twin.config)
         if obs.empty and doses.empty:
             raise typer.BadParameter(f"--data {data} holds nothing twin {twin_id} can use ({note}).")
         obs, doses = obs.assign(subject_id=twin.subject_id), doses.assign(subject_id=twin.subject_id)

@@ -69,7 +69,8 @@ class FhirRecords:
     doses: pd.DataFrame
     rejected: list[Rejected] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    ignored: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)  # resources of an unmapped type, by type
+    unmapped: dict[str, int] = field(default_factory=dict)  # resources of a mapped type that gave no row, by reason
 
 
 def _coding(concept: dict[str, Any] | None, system: str | None = None) -> tuple[str, str, str]:
@@ -395,6 +396,7 @@ def read_fhir(path: str | Path) -> FhirRecords:
     rejected: list[Rejected] = []
     counts: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
+    unmapped: Counter[str] = Counter()
     for where, res, error in items:
         kind = str(res.get("resourceType", "")) if res else ""
         record = f"{kind or 'resource'}/{res.get('id', '?')}" if res else where
@@ -404,12 +406,12 @@ def read_fhir(path: str | Path) -> FhirRecords:
             continue
         assert res is not None
         if kind not in MAPPED_TYPES:
-            ignored[f"{kind} (unsupported resource type)"] += 1
+            ignored[kind] += 1
             continue
         counts[kind] += 1
         mapped = _mapper(kind)(res, _subject(res, aliases), where)
         if kind == "Observation" and not mapped:
-            ignored["Observation without a quantity value"] += 1
+            unmapped["Observation without a quantity value"] += 1
         for table, rows in mapped.items():
             tables[table].extend(rows)
     return FhirRecords(
@@ -434,6 +436,7 @@ def read_fhir(path: str | Path) -> FhirRecords:
         rejected=rejected,
         counts=dict(counts),
         ignored=dict(ignored),
+        unmapped=dict(unmapped),
     )
 
 

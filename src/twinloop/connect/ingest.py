@@ -122,6 +122,7 @@ def harmonize(
     *,
     codes: CodeMap | None = None,
     units: Mapping[str, str] | None = None,
+    screen: bool = False,
 ) -> Ingested:
     """Validate and harmonize canonical tables (non-strict; see :func:`ingest`).
 
@@ -129,6 +130,8 @@ def harmonize(
         observations, doses: tables in the canonical columns (``twinloop.connect.schema``).
         codes: LOINC -> variable map (the defaults if omitted).
         units: the unit wanted for each variable or input (overrides the code map's).
+        screen: also reject what no instrument reads (a negative concentration) and
+            readings that contradict another at the same time (as :func:`ingest` does).
     """
     codes = codes or CodeMap()
     units = dict(units or {})
@@ -139,7 +142,8 @@ def harmonize(
         mapped = obs["code"].map(lambda c: codes.variable_of(c) or "")
         obs["variable"] = np.where(mapped != "", mapped, obs["variable"])
         obs["code"] = [c or codes.code_of(v) for c, v in zip(obs["code"], obs["variable"], strict=True)]
-    obs = _impossible(obs, rejected)
+    if screen:
+        obs = _impossible(obs, rejected)
     obs = _convert_column(obs, "value", lambda v: units.get(v) or codes.unit_of(v), "variable", rejected, "observation")
     dose = _convert_column(dose.assign(source="doses"), "amount", lambda v: units.get(v), "input", rejected, "dose")
     dose = dose.drop(columns="source")
@@ -147,7 +151,8 @@ def harmonize(
     obs = obs.drop_duplicates(["subject_id", "time", "variable", "value", "unit"])
     dose = dose.drop_duplicates()
     duplicates = n_before - len(obs) - len(dose)
-    obs = _conflicts(obs, rejected)
+    if screen:
+        obs = _conflicts(obs, rejected)
     obs = obs.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
     dose = dose.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
     return Ingested(obs, dose, rejected, duplicates)
@@ -190,7 +195,10 @@ def ingest(
     subject_id: str | None = None,
     strict: bool = True,
 ) -> Ingested:
-    """Read and harmonize patient data, all or nothing.
+    """Read and harmonize patient data, all or nothing. Besides the rules of
+    :func:`~twinloop.connect.schema.validate_observations`, a negative concentration and
+    readings of a variable that differ at the same time are rejected; identical
+    duplicates are merged (``duplicates``); what is left aside is counted in ``ignored``.
 
     Arguments:
         source: a path (FHIR Bundle .json, NDJSON folder, CSV) or ``(observations, doses)``.
@@ -211,11 +219,12 @@ def ingest(
         obs, doses, records = source[0], source[1], None
     else:
         obs, doses, records = read_source(source, columns, subject_id)
-    result = harmonize(obs, doses, codes=codes, units=units)
+    result = harmonize(obs, doses, codes=codes, units=units, screen=True)
     if records is not None:
         result.rejected = records.rejected + result.rejected
         result.fhir = records
-        result.ignored = dict(records.ignored)
+        result.ignored = {f"{k} (unsupported resource type)": n for k, n in records.ignored.items()}
+        result.ignored.update(records.unmapped)
     if strict and result.rejected:
         shown = "; ".join(_shown(r) for r in result.rejected[:3])
         more = f" (and {len(result.rejected) - 3} more)" if len(result.rejected) > 3 else ""
