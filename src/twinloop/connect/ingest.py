@@ -140,7 +140,7 @@ def harmonize(
     rejected = rejected + bad_doses
     if not obs.empty:
         mapped = obs["code"].map(lambda c: codes.variable_of(c) or "")
-        obs["variable"] = np.where(mapped != "", mapped, obs["variable"])
+        obs["variable"] = np.where(mapped != "", mapped, np.where(obs["variable"] != "", obs["variable"], obs["code"]))
         obs["code"] = [c or codes.code_of(v) for c, v in zip(obs["code"], obs["variable"], strict=True)]
     if screen:
         obs = _impossible(obs, rejected)

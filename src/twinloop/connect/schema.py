@@ -129,7 +129,10 @@ def validate_observations(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejec
         (out["subject_id"] == "", "subject_id is empty; every observation needs the patient it belongs to"),
         (out["time"].isna(), TIME_RULE),
         (~np.isfinite(out["value"].to_numpy(dtype=float)), "value is not a finite number"),
-        (out["variable"] == "", "variable is empty; give the observable name or a LOINC code"),
+        (
+            (out["variable"] == "") & (out["code"] == ""),
+            "variable and code are empty; give the observable name or a LOINC code",
+        ),
         (out["unit"] == "", "unit is empty; give a UCUM unit such as mg/dL"),
     ]
     for bad, why in reversed(rules):  # the first rule a row breaks is the reason shown
