@@ -184,6 +184,9 @@ def ndjson_lines(draw: Any) -> bytes:
 def column_map_yamls(draw: Any) -> tuple[bytes, bytes]:
     data, cmap = draw(generic_csvs())
     text = yaml.safe_dump(cmap).encode() if draw(st.integers(0, 3)) else draw(st.binary(max_size=64))
+    if not draw(st.integers(0, 4)):  # a scalar YAML resolves or tags into something it cannot build
+        scalar = draw(st.sampled_from(("!!float x", "!!int x", "!!timestamp x", "2001-13-45", "0o99", "!!binary x")))
+        text += f"\nextra: {scalar}\n".encode()
     return data, text
 
 

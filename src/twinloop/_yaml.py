@@ -48,14 +48,23 @@ def parse_yaml(text: str, where: str) -> Any:
 
     if len(text) > MAX_BYTES:
         raise InputError(f"{where} is longer than {MAX_BYTES} characters; shorten it.")
-    loader = _loader()(text)
+    try:
+        loader = _loader()(text)  # the reader refuses control characters here
+    except yaml.YAMLError:
+        raise InputError(f"{where} is not valid YAML (it holds control characters); fix the file.") from None
     loader.where = where
     try:
         node = loader.get_single_node()
         if node is None:
             return None
         _check_expansion(node, where)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, TypeError, AttributeError, OverflowError):  # e.g. !!float x, a date of month 13
+            raise InputError(
+                f"{where} holds a value YAML cannot build (a tag such as !!float on text, or a date that does not "
+                "exist); quote the value or fix it."
+            ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
