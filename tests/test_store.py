@@ -216,8 +216,10 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     expected = {r for b in batches for r in b} | set(range(5))
     with mp.get_context("spawn").Pool(workers) as pool:
         versions = pool.starmap(_sync_worker, [(url, name, b) for b in batches])
-    last = workers + 1
-    assert sorted(versions) == list(range(2, last + 1))
+    # a batch whose rows the others already logged makes no version (it reports the current one)
+    made = sorted(set(versions))
+    last = made[-1]
+    assert made == list(range(2, last + 1)) and last >= 3
     logged = reg.table("observations", name)
     assert len(logged) == len(expected) and logged["obs_key"].is_unique
     table = reg.table("versions", name).sort_values("version")
@@ -229,12 +231,12 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     summaries = [json.loads(s) for s in table["summary"].iloc[1:]]
     assert all(s["late"] == 0 for s in summaries), summaries
     assert twin.ensemble.time == pytest.approx(SCANS[max(expected)])
-    assert (reg.table("audit", name)["action"] == "sync").sum() == workers
+    assert (reg.table("audit", name)["action"] == "sync").sum() == last - 1
     # the PROV graph chains the versions in order and credits each sync to the process that made it
     doc = reg.provenance(name)
     chain = walk_document(doc, f"urn:sha256:{reg.version_identity(name)}")
-    assert _chain(chain) == ["twin-sync"] * workers + ["twin-create"]
+    assert _chain(chain) == ["twin-sync"] * (last - 1) + ["twin-create"]
     people = {
         str(a.get_attribute("prov:label").pop()) for a in doc.get_records(ProvAgent) if "user-" in str(a.identifier)
     }
-    assert people - {"unrecorded"} >= {f"worker-{b[0]}" for b in batches}
+    assert len(people & {f"worker-{b[0]}" for b in batches}) == last - 1  # each worker that made a version

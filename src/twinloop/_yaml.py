@@ -60,7 +60,13 @@ def parse_yaml(text: str, where: str) -> Any:
         if node is None:
             return None
         _check_expansion(node, where)
-        return loader.construct_document(node)
+        try:
+            return loader.construct_document(node)
+        except (ValueError, TypeError, AttributeError, OverflowError):  # e.g. !!float x, a date of month 13
+            raise InputError(
+                f"{where} holds a value YAML cannot build (a tag such as !!float on text, or a date that does not "
+                "exist); quote the value or fix it."
+            ) from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"

@@ -26,40 +26,131 @@ DB_HELP = "registry URL (sqlite:///file.db or postgresql+psycopg://...); default
 Db = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
 
 
+MIN_MEMBERS = 8  # TwinConfig's smallest ensemble
+
+
 def _registry(db: str | None) -> Any:
     from twinloop.store import TwinRegistry
 
     return TwinRegistry(db or os.environ.get("TWINLOOP_DB", "sqlite:///twins.db"))
 
 
-def _data(path: Path, columns: Path | None, subject: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _data(
+    path: Path, columns: Path | None, subject: str | None, model: Any, config: Any = None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The patient's observations of ``model``'s observables and doses in ``--data``, and a
+    note of what was merged or ignored (by reason); readings outside an instrument's range
+    are refused with their rows."""
+    from collections import Counter
+
     from twinloop.connect import ingest
 
     data = ingest(path, columns=columns, subject_id=subject)
     obs, doses = data.observations, data.doses
-    subjects = sorted(set(obs["subject_id"]))
+    ignored: Counter[str] = Counter(data.ignored)
+    subjects = sorted(set(obs["subject_id"]) | set(doses["subject_id"]))
+    if obs.empty and doses.empty:
+        raise typer.BadParameter(
+            f"--data {path} holds no observations or doses{_ignored_note(ignored)}; give a file with data rows."
+        )
     if subject is not None:
-        obs = obs[obs["subject_id"] == subject]
-        if "subject_id" in doses:
-            doses = doses[doses["subject_id"] == subject]
+        if subject not in subjects:
+            raise typer.BadParameter(
+                f"--data {path} holds no data of patient {subject!r} (it holds {subjects[:5]})"
+                f"{_ignored_note(ignored)}; give this patient's data."
+            )
+        ignored["observations of other patients"] += int((obs["subject_id"] != subject).sum())
+        ignored["doses of other patients"] += int((doses["subject_id"] != subject).sum())
+        obs, doses = obs[obs["subject_id"] == subject], doses[doses["subject_id"] == subject]
     elif len(subjects) > 1:
-        raise typer.BadParameter(f"{path} holds {len(subjects)} patients; choose one with --subject ({subjects[:5]}).")
-    return obs.reset_index(drop=True), doses.reset_index(drop=True)
+        raise typer.BadParameter(
+            f"--data {path} holds {len(subjects)} patients; choose one with --subject ({subjects[:5]})."
+        )
+    units = {o.name: o.unit for o in model.observables}
+    for variable, n in obs.loc[~obs["variable"].isin(units), "variable"].value_counts().items():
+        ignored[f"observations of {variable} (not an observable of {model.id})"] += int(n)
+    obs = obs[obs["variable"].isin(units)]
+    _check_ranges(obs, units, path, config)
+    notes = [f"merged {data.duplicates} identical duplicate rows"] if data.duplicates else []
+    notes += [f"ignored {n} {reason}" for reason, n in sorted(ignored.items()) if n]
+    return obs.reset_index(drop=True), doses.reset_index(drop=True), "; ".join(notes)
 
 
-def _doses(path: Path) -> pd.DataFrame:
+def _ignored_note(ignored: Any) -> str:
+    return (
+        f" (ignored: {', '.join(f'{n} {r}' for r, n in sorted(ignored.items()) if n)})" if any(ignored.values()) else ""
+    )
+
+
+def _check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, config: Any = None) -> None:
+    """Refuse readings outside the range the instrument of an observable can read
+    (the CGM's 40-400 mg/dL); readings at a limit are kept (they are fitted as censored)."""
+    import numpy as np
+
+    from twinloop.connect.units import conversion
+    from twinloop.errors import DataError
+    from twinloop.twin import TwinConfig
+
+    config = config or TwinConfig()
+    for variable, rows in obs.groupby("variable"):
+        low, high = config.noise_model(str(variable)).range
+        if not (np.isfinite(low) or np.isfinite(high)):
+            continue
+        target = units[str(variable)]
+        scales = [conversion(str(u), target, str(variable)) for u in rows["unit"]]
+        values = rows["value"].to_numpy(dtype=float) * [a for a, _ in scales] + [b for _, b in scales]
+        bad = rows[(values < low - 1e-9) | (values > high + 1e-9)]
+        if len(bad):
+            shown = ", ".join(f"{r.source} {r.value:g} {r.unit}" for r in bad.head(3).itertuples())
+            raise DataError(
+                f"--data {path}: {len(bad)} reading(s) of {variable} outside the instrument's range {low:g}-{high:g} "
+                f"{target} ({shown}{', ...' if len(bad) > 3 else ''}); no sensor reads them. Fix or remove those rows "
+                "(a reading at a limit is taken as censored there)."
+            )
+
+
+def _doses(path: Path, option: str = "--inputs") -> pd.DataFrame:
     """A dose plan file: CSV in the canonical dose columns (time, input, kind, amount, duration, unit)."""
     import pandas as pd
 
     from twinloop.errors import DataError
 
+    if not path.is_file():
+        raise DataError(
+            f"{option} {path} is not a file; give a dose plan CSV (time, input, kind, amount, duration, unit)."
+        )
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"{option} {path} is not UTF-8 text; save the dose plan as a UTF-8 CSV.") from None
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"Cannot read the dose plan {path}: {e}") from e
+        raise DataError(
+            f"{option}: cannot read the dose plan {path} ({' '.join(str(e).split())}); fix its CSV syntax."
+        ) from None
+    missing = [c for c in ("time", "input", "amount", "unit") if c not in frame]
+    if missing:
+        raise DataError(
+            f"{option} {path} lacks the column(s) {missing}; a dose plan has time, input, kind, amount, duration, unit."
+        )
+    if frame.empty:
+        raise DataError(f"{option} {path} has no dose rows; give at least one dose (or omit {option}).")
     if "subject_id" not in frame:
         frame["subject_id"] = "plan"
     return frame
+
+
+def _check_out(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse an output path that cannot be written: under a file, or a file where a
+    folder is wanted (and the reverse)."""
+    from twinloop.errors import InputError
+
+    for parent in path.parents:
+        if parent.exists() and not parent.is_dir():
+            raise InputError(f"{option} {path} sits under {parent}, which is a file; give a path in a folder.")
+    if folder and path.exists() and not path.is_dir():
+        raise InputError(f"{option} {path} is an existing file; give a folder (it is created if missing).")
+    if not folder and path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file path.")
 
 
 @twin_app.command("create")
@@ -92,12 +183,22 @@ def create(
 
     try:
         check_name("--name", name)
+        if members < MIN_MEMBERS:
+            raise typer.BadParameter(
+                f"--members must be >= {MIN_MEMBERS} (the smallest ensemble a twin keeps); got {members}."
+            )
         registry = _registry(db)
         if registry.exists(name):
             raise fail(f"A twin named {name!r} already exists; choose another --name.")
         values = _assignments(known or [])
-        obs, doses = _data(data, columns, subject)
         m = get(model)
+        obs, doses, note = _data(data, columns, subject, m)
+        if obs.empty:
+            raise typer.BadParameter(
+                f"--data {data} holds no observation of {[o.name for o in m.observables]}"
+                + (f" ({note})" if note else "")
+                + "; a twin is identified on them."
+            )
         with console.status("identifying the twin", spinner="dots") as status:
             twin = PatientTwin.create(
                 m,
@@ -120,6 +221,8 @@ def create(
             f"{members} members), state at {twin.now:%Y-%m-%d %H:%M} UTC"
         )
     )
+    if note:
+        console.print(Text(note))
     _print_identification(twin)
 
 
@@ -165,18 +268,29 @@ def sync(
     columns: Annotated[Path | None, typer.Option("--columns", help="column map of a generic CSV")] = None,
     db: Db = None,
 ) -> None:
-    """Assimilate new data: one new version; drift is checked and scored forecasts updated."""
+    """Assimilate new data: one new version; drift is checked and scored forecasts updated.
+
+    Data already in the twin make no new version (the command says so and exits 0);
+    data that hold nothing for the twin (another patient, no rows) are an error."""
     from twinloop.errors import TwinloopError
 
     try:
         registry = _registry(db)
         twin = registry.load(twin_id)
-        obs, doses = _data(data, columns, twin.subject_id if data.suffix.lower() != ".csv" or columns else None)
-        if not obs.empty:
-            obs = obs.assign(subject_id=twin.subject_id)
+        subject = twin.subject_id if data.suffix.lower() != ".csv" or columns else None
+        obs, doses, note = _data(data, columns, subject, twin.model, twin.config)
+        if obs.empty and doses.empty:
+            raise typer.BadParameter(f"--data {data} holds nothing twin {twin_id} can use ({note}).")
+        obs, doses = obs.assign(subject_id=twin.subject_id), doses.assign(subject_id=twin.subject_id)
         report = registry.sync(twin_id, obs, doses)
     except (TwinloopError, typer.BadParameter) as e:
         raise fail(str(e)) from None
+    if note:
+        console.print(Text(note))
+    if report.unchanged:
+        console.print(Text(f"{twin_id}: nothing new in {data} (all of it is already in the twin); "
+                           f"version {report.version} unchanged, no new version written"))  # fmt: skip
+        return
     inn = report.innovation
     console.print(
         f"{escape(twin_id)} version {report.version}: {report.assimilated} assimilated"
@@ -202,14 +316,18 @@ def forecast(
     from twinloop.simulate.trajectories import write_atomic
 
     try:
+        if out:
+            _check_out(out, "--out")
+            _check_out(out.with_suffix(".prov.json"), "--out (its PROV-JSON beside it)")
         plan = _doses(inputs) if inputs else None
-        fc = _registry(db).save_forecast(twin_id, hours, plan)
+        registry = _registry(db)
+        fc = registry.save_forecast(twin_id, hours, plan)  # a horizon beyond the limit is refused before any write
     except TwinloopError as e:
         raise fail(str(e)) from None
     q = fc.quantiles()
     if out:
         write_atomic(out, lambda tmp: q.to_csv(tmp, index=False))
-        _write_prov(_registry(db), twin_id, out.with_suffix(".prov.json"))
+        _write_prov(registry, twin_id, out.with_suffix(".prov.json"))
     table = Table(title=f"{twin_id} forecast {fc.id} ({fc.ensemble_size} members)")
     for col in ("time", "variable", "q05", "q50", "q95", "unit"):
         table.add_column(col, no_wrap=col == "time")
@@ -240,7 +358,11 @@ def compare(
             if "=" not in item:
                 raise typer.BadParameter(f"--inputs must be NAME=FILE; got {item!r}.")
             key, path = item.split("=", 1)
-            arms[key] = _doses(Path(path))
+            if not key.strip() or key in arms:
+                raise typer.BadParameter(f"--inputs needs a distinct NAME per arm (NAME=FILE); got {item!r}.")
+            arms[key] = _doses(Path(path), f"--inputs {key}")
+        if len(arms) < 2:
+            raise typer.BadParameter(f"--inputs: give two or more arms to compare (NAME=FILE each); got {len(arms)}.")
         registry = _registry(db)
         result = registry.load(twin_id).compare(arms, endpoint, hours=hours)
         registry.record(twin_id, "compare", result.to_dict())
@@ -277,6 +399,7 @@ def show(
     try:
         if out:
             check_name("the twin's id (it names the fan chart file)", twin_id)
+            _check_out(out, "--out", folder=True)
         registry = _registry(db)
         twin = registry.load(twin_id)
         versions = registry.table("versions", twin_id)
@@ -325,11 +448,15 @@ def lineage(
     from twinloop.govern.lineage import uses_of, walk_document
 
     try:
+        if version is not None and version < 1:
+            raise typer.BadParameter(f"--version must be >= 1 (versions count from 1); got {version}.")
+        if prov_json:
+            _check_out(prov_json, "--prov-json")
         registry = _registry(db)
         doc = registry.provenance(twin_id)
         target = _forecast_entity(doc, forecast_id) if forecast_id else _version_entity(registry, twin_id, version)
         tree = walk_document(doc, target)
-    except TwinloopError as e:
+    except (TwinloopError, typer.BadParameter) as e:
         raise fail(str(e)) from None
     for line in tree.lines():
         console.print(line, highlight=False, soft_wrap=True, markup=False)

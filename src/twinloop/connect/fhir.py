@@ -69,7 +69,8 @@ class FhirRecords:
     doses: pd.DataFrame
     rejected: list[Rejected] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
-    ignored: dict[str, int] = field(default_factory=dict)
+    ignored: dict[str, int] = field(default_factory=dict)  # resources of an unmapped type, by type
+    unmapped: dict[str, int] = field(default_factory=dict)  # resources of a mapped type that gave no row, by reason
 
 
 def _coding(concept: dict[str, Any] | None, system: str | None = None) -> tuple[str, str, str]:
@@ -268,18 +269,50 @@ def _observation(r: dict[str, Any], subject: str, source: str) -> dict[str, list
     return {"observations": [row]}
 
 
+MAX_DEPTH = 64  # FHIR resources nest a few levels; deeper JSON is refused before validation
+
+
+def _text(file: Path) -> str:
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{file.name} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); "
+            "FHIR JSON must be UTF-8: re-export it as UTF-8."
+        ) from None
+
+
 def _resources(path: Path) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
     """(where, resource or None, parse error) for every resource in a file or folder."""
     files = sorted(path.glob("*.ndjson")) + sorted(path.glob("*.json")) if path.is_dir() else [path]
+    files = [f for f in files if f.is_file()]
     if not files:
         raise DataError(f"{path}: no FHIR files (*.ndjson, *.json) found.")
     for file in files:
         if file.suffix == ".ndjson":
-            for i, line in enumerate(file.read_text().splitlines(), start=1):
+            for i, line in enumerate(_text(file).splitlines(), start=1):
                 if line.strip():
                     yield from _parsed(f"{file.name}:{i}", line)
         else:
-            yield from _parsed(file.name, file.read_text())
+            yield from _parsed(file.name, _text(file))
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value`` nests lists and objects (iteratively, without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _parsed(where: str, text: str) -> Iterator[tuple[str, dict[str, Any] | None, str]]:
@@ -288,33 +321,53 @@ def _parsed(where: str, text: str) -> Iterator[tuple[str, dict[str, Any] | None,
     except json.JSONDecodeError as e:
         yield where, None, f"not valid JSON ({e.msg} at line {e.lineno} column {e.colno})"
         return
+    except RecursionError:  # the parser's own limit, far deeper than any FHIR resource
+        yield where, None, f"JSON nested more than {MAX_DEPTH} levels deep; FHIR resources are not"
+        return
+    if _depth(resource) > MAX_DEPTH:
+        yield where, None, f"JSON nested more than {MAX_DEPTH} levels deep; FHIR resources are not"
+        return
     if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-        for j, entry in enumerate(resource.get("entry") or []):
+        entries = resource.get("entry", [])
+        if not isinstance(entries, list):
+            yield f"{where}#entry", None, f"the bundle's entry is {_kind(entries)}, not a list of entries"
+            return
+        for j, entry in enumerate(entries):
             res = entry.get("resource") if isinstance(entry, dict) else None
             if isinstance(res, dict):
-                res = {**res, "_fullUrl": entry.get("fullUrl", "")}
-            yield f"{where}#entry[{j}]", res, "" if res is not None else "the bundle entry holds no resource"
+                res = {**res, "_fullUrl": str(entry.get("fullUrl", ""))}
+                yield f"{where}#entry[{j}]", res, ""
+            elif isinstance(entry, dict):
+                yield f"{where}#entry[{j}]", None, f"entry[{j}].resource is {_kind(res)}, not a FHIR resource object"
+            else:
+                yield f"{where}#entry[{j}]", None, f"entry[{j}] is {_kind(entry)}, not an object with a resource"
     else:
         yield (
             where,
             resource if isinstance(resource, dict) else None,
-            "" if isinstance(resource, dict) else "not a JSON object",
+            "" if isinstance(resource, dict) else f"the JSON is {_kind(resource)}, not a FHIR resource object",
         )
 
 
 def _validate(resource: dict[str, Any]) -> str:
     """'' if the resource is valid FHIR (R4B models), else the first validation message."""
     kind = resource.get("resourceType")
+    if kind is None:
+        return "resourceType is missing; every FHIR resource names its type (e.g. Observation)"
+    if not isinstance(kind, str) or not re.fullmatch(r"[A-Z][A-Za-z]{0,63}", kind):
+        return f"resourceType {kind!r} is not a FHIR resource type name"
     try:
-        cls = get_fhir_model_class(str(kind))
-    except KeyError:
-        return f"unknown resourceType {kind!r}"
+        cls = get_fhir_model_class(kind)
+    except (KeyError, ValueError):  # fhir.resources: "... is not a valid FHIR Model"
+        return f"unknown resourceType {kind!r} (not a FHIR R4 resource type)"
     try:
         cls.model_validate({k: v for k, v in resource.items() if k != "_fullUrl"})
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(x) for x in first.get("loc", ()))
         return f"invalid {kind}: {loc}: {first.get('msg', '')}"
+    if kind == "Patient" and not resource.get("id"):
+        return "Patient has no id; observations refer to their patient by it"
     return ""
 
 
@@ -343,9 +396,10 @@ def read_fhir(path: str | Path) -> FhirRecords:
     rejected: list[Rejected] = []
     counts: Counter[str] = Counter()
     ignored: Counter[str] = Counter()
+    unmapped: Counter[str] = Counter()
     for where, res, error in items:
         kind = str(res.get("resourceType", "")) if res else ""
-        record = f"{kind}/{res.get('id', '?')}" if res else where
+        record = f"{kind or 'resource'}/{res.get('id', '?')}" if res else where
         reason = error or _validate(res or {})
         if reason:
             rejected.append(Rejected(where, record, reason))
@@ -355,7 +409,10 @@ def read_fhir(path: str | Path) -> FhirRecords:
             ignored[kind] += 1
             continue
         counts[kind] += 1
-        for table, rows in _mapper(kind)(res, _subject(res, aliases), where).items():
+        mapped = _mapper(kind)(res, _subject(res, aliases), where)
+        if kind == "Observation" and not mapped:
+            unmapped["Observation without a quantity value"] += 1
+        for table, rows in mapped.items():
             tables[table].extend(rows)
     return FhirRecords(
         patients=_frame(
@@ -379,6 +436,7 @@ def read_fhir(path: str | Path) -> FhirRecords:
         rejected=rejected,
         counts=dict(counts),
         ignored=dict(ignored),
+        unmapped=dict(unmapped),
     )
 
 

@@ -19,7 +19,7 @@ from twinloop.connect.codes import CodeMap
 from twinloop.connect.fhir import FhirRecords, read_fhir
 from twinloop.connect.schema import Rejected, validate_doses, validate_observations
 from twinloop.connect.tabular import ColumnMap, read_cgm_csv, read_csv
-from twinloop.connect.units import conversion, parse_unit
+from twinloop.connect.units import conversion, is_concentration, parse_unit
 from twinloop.errors import DataError, InputError
 
 
@@ -32,6 +32,7 @@ class Ingested:
     rejected: list[Rejected] = field(default_factory=list)
     duplicates: int = 0
     fhir: FhirRecords | None = None
+    ignored: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -40,6 +41,7 @@ class Ingested:
             "subjects": sorted(set(self.observations["subject_id"]) | set(self.doses["subject_id"])),
             "rejected": len(self.rejected),
             "duplicates_dropped": self.duplicates,
+            "ignored": dict(self.ignored),
         }
 
 
@@ -77,12 +79,50 @@ def _convert_column(
     return out[keep]
 
 
+def _reject_rows(frame: pd.DataFrame, bad: np.ndarray, reason: Any, rejected: list[Rejected]) -> pd.DataFrame:
+    """Move the ``bad`` rows of an observation table to ``rejected`` (``reason(row)``)."""
+    for _, row in frame[bad].iterrows():
+        record = f"observation {row['variable']}={row['value']:g} {row['unit']} at {row['time']}"
+        rejected.append(Rejected(str(row["source"]) or "observations", record, reason(row)))
+    return frame[~bad]
+
+
+def _impossible(obs: pd.DataFrame, rejected: list[Rejected]) -> pd.DataFrame:
+    """Reject negative concentrations (mg/dL, mmol/L...): no instrument reads one."""
+    if obs.empty:
+        return obs
+    bad = (obs["value"].to_numpy(dtype=float) < 0) & obs["unit"].map(is_concentration).to_numpy(dtype=bool)
+    why = "a concentration cannot be negative"
+    return _reject_rows(obs, bad, lambda _: why, rejected)
+
+
+def _conflicts(obs: pd.DataFrame, rejected: list[Rejected]) -> pd.DataFrame:
+    """Reject every reading of a variable that another reading contradicts at the same time
+    (exact duplicates were merged before)."""
+    if obs.empty:
+        return obs
+    key = ["subject_id", "time", "variable"]
+    bad = obs.duplicated(key, keep=False).to_numpy()
+    if not bad.any():
+        return obs
+    values = obs[bad].groupby(key)["value"].apply(lambda v: ", ".join(f"{x:g}" for x in v))
+
+    def why(row: pd.Series) -> str:
+        return (
+            f"conflicting readings of {row['variable']} at the same time ({values[tuple(row[key])]} {row['unit']}); "
+            "keep the right one"
+        )
+
+    return _reject_rows(obs, bad, why, rejected)
+
+
 def harmonize(
     observations: pd.DataFrame,
     doses: pd.DataFrame,
     *,
     codes: CodeMap | None = None,
     units: Mapping[str, str] | None = None,
+    screen: bool = False,
 ) -> Ingested:
     """Validate and harmonize canonical tables (non-strict; see :func:`ingest`).
 
@@ -90,6 +130,8 @@ def harmonize(
         observations, doses: tables in the canonical columns (``twinloop.connect.schema``).
         codes: LOINC -> variable map (the defaults if omitted).
         units: the unit wanted for each variable or input (overrides the code map's).
+        screen: also reject what no instrument reads (a negative concentration) and
+            readings that contradict another at the same time (as :func:`ingest` does).
     """
     codes = codes or CodeMap()
     units = dict(units or {})
@@ -98,8 +140,10 @@ def harmonize(
     rejected = rejected + bad_doses
     if not obs.empty:
         mapped = obs["code"].map(lambda c: codes.variable_of(c) or "")
-        obs["variable"] = np.where(mapped != "", mapped, obs["variable"])
+        obs["variable"] = np.where(mapped != "", mapped, np.where(obs["variable"] != "", obs["variable"], obs["code"]))
         obs["code"] = [c or codes.code_of(v) for c, v in zip(obs["code"], obs["variable"], strict=True)]
+    if screen:
+        obs = _impossible(obs, rejected)
     obs = _convert_column(obs, "value", lambda v: units.get(v) or codes.unit_of(v), "variable", rejected, "observation")
     dose = _convert_column(dose.assign(source="doses"), "amount", lambda v: units.get(v), "input", rejected, "dose")
     dose = dose.drop(columns="source")
@@ -107,6 +151,8 @@ def harmonize(
     obs = obs.drop_duplicates(["subject_id", "time", "variable", "value", "unit"])
     dose = dose.drop_duplicates()
     duplicates = n_before - len(obs) - len(dose)
+    if screen:
+        obs = _conflicts(obs, rejected)
     obs = obs.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
     dose = dose.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
     return Ingested(obs, dose, rejected, duplicates)
@@ -119,7 +165,9 @@ def read_source(
     with a column map, or (without a map) a CGM export CSV."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"Data source {path} does not exist.")
+        raise DataError(
+            f"Data source {path} does not exist; give a FHIR Bundle (.json), an NDJSON folder or a CSV file."
+        )
     if path.is_dir() or path.suffix in (".json", ".ndjson"):
         records = read_fhir(path)
         return records.observations, records.doses, records
@@ -132,6 +180,12 @@ def read_source(
     raise DataError(f"{path.name}: unknown data format; give a FHIR .json bundle, an NDJSON folder or a .csv file.")
 
 
+def _shown(r: Rejected) -> str:
+    """One rejected record in a message: where, what (unless the same) and why."""
+    where = r.source if r.record in (r.source, "") else f"{r.source} {r.record}"
+    return f"{where}: {r.reason.rstrip('.')}"
+
+
 def ingest(
     source: str | Path | tuple[pd.DataFrame, pd.DataFrame],
     *,
@@ -141,7 +195,10 @@ def ingest(
     subject_id: str | None = None,
     strict: bool = True,
 ) -> Ingested:
-    """Read and harmonize patient data, all or nothing.
+    """Read and harmonize patient data, all or nothing. Besides the rules of
+    :func:`~twinloop.connect.schema.validate_observations`, a negative concentration and
+    readings of a variable that differ at the same time are rejected; identical
+    duplicates are merged (``duplicates``); what is left aside is counted in ``ignored``.
 
     Arguments:
         source: a path (FHIR Bundle .json, NDJSON folder, CSV) or ``(observations, doses)``.
@@ -162,12 +219,14 @@ def ingest(
         obs, doses, records = source[0], source[1], None
     else:
         obs, doses, records = read_source(source, columns, subject_id)
-    result = harmonize(obs, doses, codes=codes, units=units)
+    result = harmonize(obs, doses, codes=codes, units=units, screen=True)
     if records is not None:
         result.rejected = records.rejected + result.rejected
         result.fhir = records
+        result.ignored = {f"{k} (unsupported resource type)": n for k, n in records.ignored.items()}
+        result.ignored.update(records.unmapped)
     if strict and result.rejected:
-        shown = "; ".join(f"{r.source} {r.record}: {r.reason}" for r in result.rejected[:3])
+        shown = "; ".join(_shown(r) for r in result.rejected[:3])
         more = f" (and {len(result.rejected) - 3} more)" if len(result.rejected) > 3 else ""
         raise DataError(
             f"{len(result.rejected)} record(s) rejected, nothing ingested: {shown}{more}. "

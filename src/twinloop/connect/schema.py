@@ -14,6 +14,7 @@ aborts the whole batch (it does in :func:`twinloop.connect.ingest`).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,12 @@ from twinloop.errors import DataError
 OBSERVATION_COLUMNS = ("subject_id", "time", "variable", "value", "unit", "code", "source")
 DOSE_COLUMNS = ("subject_id", "time", "input", "kind", "amount", "duration", "unit")
 DOSE_KINDS = ("bolus", "rate")
+# The timestamps pandas can hold (nanoseconds since 1970 in 64 bits).
+TIME_RANGE = ("1677-09-22", "2262-04-11")
+TIME_RULE = (
+    f"time could not be read as a timestamp between {TIME_RANGE[0]} and {TIME_RANGE[1]} "
+    "(use ISO 8601, e.g. 2026-01-05T08:00:00Z)"
+)
 
 
 @dataclass(frozen=True)
@@ -56,9 +63,32 @@ def empty_doses() -> pd.DataFrame:
 
 
 def utc_times(values: Any) -> pd.Series:
-    """Parse timestamps to UTC; naive times are read as UTC, unparseable ones become NaT."""
-    parsed = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="mixed")
+    """Parse timestamps to UTC; naive times are read as UTC. Unparseable ones, bare
+    numbers (a count from an unstated epoch) and times outside pandas' range
+    (:data:`TIME_RANGE`) become NaT."""
+    raw = pd.Series(values)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+    text = pd.Series(
+        [v.isoformat() if hasattr(v, "isoformat") else "" if v is None else str(v) for v in raw],
+        index=raw.index,
+        dtype=object,
+    )
+    bare = text.str.fullmatch(r"\s*[-+]?[0-9.eE_+-]*\s*").fillna(False).astype(bool)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        parsed = pd.to_datetime(text.where(~bare, ""), errors="coerce", utc=True, format="mixed")
+    low, high = (pd.Timestamp(t, tz="UTC") for t in TIME_RANGE)
+    parsed = parsed.where((parsed >= low) & (parsed <= high))
     return parsed.astype("datetime64[ns, UTC]")
+
+
+def numbers(values: pd.Series) -> pd.Series:
+    """A column as float64: numbers and numeric text; anything else (booleans included) NaN."""
+    text = values.map(lambda v: "" if isinstance(v, bool) or v is None else str(v).strip())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pd.to_numeric(text, errors="coerce").astype(np.float64)
 
 
 def _describe(row: Mapping[str, Any], columns: tuple[str, ...]) -> str:
@@ -89,23 +119,26 @@ def validate_observations(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejec
         if col not in out.columns:
             out[col] = ""
     out = out.reset_index(drop=True)
-    raw_time = out["time"].copy()
+    raw_time, raw_value = out["time"].copy(), out["value"].copy()
     out["time"] = utc_times(out["time"]).to_numpy()
-    out["value"] = pd.to_numeric(out["value"], errors="coerce")
+    out["value"] = numbers(out["value"])
     for col in ("subject_id", "variable", "unit", "code", "source"):
         out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str).str.strip()
     reasons = pd.Series("", index=out.index, dtype=object)
     rules = [
         (out["subject_id"] == "", "subject_id is empty; every observation needs the patient it belongs to"),
-        (out["time"].isna(), "time could not be read as a timestamp (use ISO 8601, e.g. 2026-01-05T08:00:00Z)"),
+        (out["time"].isna(), TIME_RULE),
         (~np.isfinite(out["value"].to_numpy(dtype=float)), "value is not a finite number"),
-        (out["variable"] == "", "variable is empty; give the observable name or a LOINC code"),
+        (
+            (out["variable"] == "") & (out["code"] == ""),
+            "variable and code are empty; give the observable name or a LOINC code",
+        ),
         (out["unit"] == "", "unit is empty; give a UCUM unit such as mg/dL"),
     ]
     for bad, why in reversed(rules):  # the first rule a row breaks is the reason shown
         reasons[bad] = why
     bad = reasons != ""
-    shown = out.assign(time=raw_time)
+    shown = out.assign(time=raw_time, value=raw_value)
     rejected = _split(shown, bad, reasons, OBSERVATION_COLUMNS)
     return out.loc[~bad, list(OBSERVATION_COLUMNS)].reset_index(drop=True), rejected
 
@@ -120,10 +153,10 @@ def validate_doses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:
         out["kind"] = "bolus"
     if "duration" not in out.columns:
         out["duration"] = 0.0
-    raw_time = out["time"].copy()
+    raw_time, raw_amount = out["time"].copy(), out["amount"].copy()
     out["time"] = utc_times(out["time"]).to_numpy()
-    out["amount"] = pd.to_numeric(out["amount"], errors="coerce")
-    out["duration"] = pd.to_numeric(out["duration"], errors="coerce")
+    out["amount"] = numbers(out["amount"])
+    out["duration"] = numbers(out["duration"])
     for col in ("subject_id", "input", "kind", "unit"):
         out[col] = out[col].astype(object).where(out[col].notna(), "").astype(str).str.strip()
     reasons = pd.Series("", index=out.index, dtype=object)
@@ -131,7 +164,7 @@ def validate_doses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:
     duration = out["duration"].to_numpy(dtype=float)
     rules = [
         (out["subject_id"] == "", "subject_id is empty"),
-        (out["time"].isna(), "time could not be read as a timestamp"),
+        (out["time"].isna(), TIME_RULE),
         (~np.isfinite(amount) | (amount < 0), "amount must be a finite number >= 0"),
         (~np.isfinite(duration) | (duration < 0), "duration must be a finite number of minutes >= 0"),
         (~out["kind"].isin(DOSE_KINDS), f"kind must be one of {list(DOSE_KINDS)}"),
@@ -142,5 +175,5 @@ def validate_doses(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejected]]:
     for bad, why in reversed(rules):
         reasons[bad] = why
     bad = reasons != ""
-    rejected = _split(out.assign(time=raw_time, source="doses"), bad, reasons, DOSE_COLUMNS)
+    rejected = _split(out.assign(time=raw_time, amount=raw_amount, source="doses"), bad, reasons, DOSE_COLUMNS)
     return out.loc[~bad, list(DOSE_COLUMNS)].reset_index(drop=True), rejected

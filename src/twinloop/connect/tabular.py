@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
+from twinloop.connect.schema import (
+    DOSE_COLUMNS,
+    OBSERVATION_COLUMNS,
+    TIME_RANGE,
+    empty_doses,
+    empty_observations,
+    utc_times,
+)
 from twinloop.errors import DataError, DataWarning, InputError
 
 _CGM_TIME = ("timestamp", "time", "datetime", "date", "device timestamp", "ts")
@@ -52,23 +59,30 @@ class ColumnMap:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "column map") -> ColumnMap:
         if not isinstance(raw, Mapping) or "time" not in raw:
-            raise InputError(f"{where} must be a mapping with at least 'time: {{column: ...}}'; got {raw!r}.")
+            raise InputError(f"{where} must be a mapping with at least 'time: {{column: ...}}'; got {_brief(raw)}.")
         time = raw["time"] if isinstance(raw["time"], Mapping) else {"column": raw["time"]}
+        _needs(time, ("column",), f"{where}: time", "{column: timestamp}")
         subject = raw.get("subject_id", {"value": "patient"})
         subject = subject if isinstance(subject, Mapping) else {"column": subject}
-        obs = tuple(raw.get("observations") or ())
-        doses = tuple(raw.get("doses") or ())
+        if not ({"column", "value"} & set(subject)):
+            raise InputError(f"{where}: subject_id needs 'column' or 'value'; got {_brief(subject)}.")
+        obs, doses = _items(raw, "observations", where), _items(raw, "doses", where)
         for i, item in enumerate(obs):
-            if not isinstance(item, Mapping) or "column" not in item or "variable" not in item:
-                raise InputError(f"{where}: observations[{i}] needs 'column' and 'variable'; got {item!r}.")
+            _needs(item, ("column", "variable"), f"{where}: observations[{i}]", "{column: glucose, variable: ...}")
             if "unit" not in item and "unit_column" not in item:
-                raise InputError(f"{where}: observations[{i}] needs 'unit' or 'unit_column'; got {item!r}.")
+                raise InputError(f"{where}: observations[{i}] needs 'unit' or 'unit_column'; got {_brief(item)}.")
         for i, item in enumerate(doses):
-            if not isinstance(item, Mapping) or not {"column", "input", "unit"} <= set(item):
-                raise InputError(f"{where}: doses[{i}] needs 'column', 'input' and 'unit'; got {item!r}.")
-        if not obs and not raw.get("long") and not doses:
+            _needs(
+                item, ("column", "input", "unit"), f"{where}: doses[{i}]", "{column: bolus, input: insulin, unit: U}"
+            )
+            if "duration_min" in item and not isinstance(item["duration_min"], int | float):
+                raise InputError(f"{where}: doses[{i}].duration_min must be a number of minutes; got {_brief(item)}.")
+        long = raw.get("long")
+        if long is not None:
+            _needs(long, ("value", "unit"), f"{where}: long", "{variable: test, value: result, unit: units}")
+        if not obs and not long and not doses:
             raise InputError(f"{where} maps no observations ('observations' or 'long') and no 'doses'.")
-        return cls(time=time, subject_id=subject, observations=obs, long=raw.get("long"), doses=doses)
+        return cls(time=time, subject_id=subject, observations=obs, long=long, doses=doses)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ColumnMap:
@@ -77,20 +91,91 @@ class ColumnMap:
         return cls.from_dict(load_yaml(path, "a column map (YAML)"), str(path))
 
 
+def _brief(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _items(raw: Mapping[str, Any], key: str, where: str) -> tuple[Mapping[str, Any], ...]:
+    items = raw.get(key) or ()
+    if not isinstance(items, list | tuple):
+        raise InputError(f"{where}: {key} must be a list of mappings; got {_brief(items)}.")
+    return tuple(items)
+
+
+def _needs(item: Any, keys: tuple[str, ...], where: str, example: str) -> None:
+    """``item`` is a mapping with ``keys``, each a plain value (a column name, a unit...)."""
+    if not isinstance(item, Mapping) or not set(keys) <= set(item):
+        raise InputError(f"{where} needs {', '.join(map(repr, keys))} (e.g. {example}); got {_brief(item)}.")
+    for key, value in item.items():
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InputError(f"{where}.{key} must be a name or a number; got {_brief(value)}.")
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    """Every cell of a CSV file as text; :class:`DataError` saying what is wrong with it."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{what} {path.name} is not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); save it as UTF-8 CSV."
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{what} {path.name} is empty; it needs a header row and data rows.") from None
+    except (OSError, pd.errors.ParserError) as e:
+        raise DataError(
+            f"Cannot read {what} {path.name}: {' '.join(str(e).split())}. Fix the file's CSV syntax."
+        ) from None
+    frame.columns = [str(c) for c in frame.columns]
+    return frame
+
+
 def _column(frame: pd.DataFrame, name: str, where: str) -> pd.Series:
     if name not in frame.columns:
         raise DataError(f"{where}: column {name!r} is not in the file; its columns are {list(frame.columns)}.")
     return frame[name]
 
 
+_AWARE = r"\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+
+
 def _times(frame: pd.DataFrame, spec: Mapping[str, Any], where: str) -> pd.Series:
-    raw = _column(frame, str(spec["column"]), where)
-    parsed = pd.to_datetime(raw, errors="coerce", format=spec.get("format", "mixed"))
-    tz = spec.get("timezone")
-    if tz and getattr(parsed.dt, "tz", None) is None:
-        parsed = parsed.dt.tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
+    """The time column as text for :func:`~twinloop.connect.schema.utc_times`: naive times
+    are localized to the map's ``timezone`` (if any); a column mixing times with and
+    without a UTC offset is refused (it has no one reading)."""
+    column = str(spec["column"])
+    raw = _column(frame, column, where).astype(str).str.strip()
+    aware = raw.str.contains(_AWARE, regex=True)
+    naive = ~aware & (raw != "")
+    if aware.any() and naive.any():
+        a, n = int(np.flatnonzero(aware.to_numpy())[0]), int(np.flatnonzero(naive.to_numpy())[0])
+        raise DataError(
+            f"{where}: column {column!r} mixes times with a UTC offset (row {a + 2}: {raw.iloc[a]!r}) and times "
+            f"without one (row {n + 2}: {raw.iloc[n]!r}); give every time an offset (e.g. 2026-01-05T08:00:00+01:00), "
+            "or none and the column map's time.timezone."
+        )
+    tz, fmt = spec.get("timezone"), spec.get("format")
+    if not naive.any() or (not tz and not fmt):
+        return raw
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            parsed = pd.to_datetime(raw, errors="coerce", format=str(fmt or "mixed"))
+        except (ValueError, TypeError) as e:
+            raise InputError(
+                f"{where}: time.format {fmt!r} cannot read column {column!r} ({e}); fix the format."
+            ) from e
+        low, high = (pd.Timestamp(t) for t in TIME_RANGE)
+        parsed = parsed.where((parsed >= low) & (parsed <= high)).astype("datetime64[ns]")
+    if tz:
+        try:
+            parsed = parsed.dt.tz_localize(str(tz), ambiguous="NaT", nonexistent="NaT")
+        except (KeyError, ValueError, TypeError) as e:  # an unknown zone (pytz/zoneinfo raise KeyError subclasses)
+            raise InputError(
+                f"{where}: time.timezone {tz!r} is not a time zone; give an IANA name such as Europe/Paris or UTC."
+            ) from e
     # keep the raw text where parsing failed so the rejected record shows it
-    return pd.Series(np.where(parsed.isna(), raw.astype(str), parsed.astype(str)), index=frame.index)
+    return pd.Series(np.where(parsed.isna(), raw, parsed.astype(str)), index=frame.index)
 
 
 def read_csv(
@@ -103,10 +188,7 @@ def read_csv(
         if isinstance(columns, ColumnMap)
         else (ColumnMap.from_dict(columns) if isinstance(columns, Mapping) else ColumnMap.from_yaml(columns))
     )
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"Cannot read CSV {path}: {e}") from e
+    frame = _read_table(path, "CSV file")
     where = path.name
     time = _times(frame, cmap.time, where)
     subject = (
@@ -184,7 +266,7 @@ def _rate_durations(
     """Minutes each rate holds: until the next row of the same patient that gives a rate
     (rows with an empty cell do not end it), the last one until the patient's last row.
     A column that is mostly empty is read that way but said aloud, with the insulin it implies."""
-    stamps = pd.to_datetime(time, errors="coerce", utc=True, format="mixed")
+    stamps = utc_times(time)
     present = values != ""
     given = stamps[present]
     nxt = given.groupby(subject[present]).shift(-1)
@@ -222,10 +304,7 @@ def read_cgm_csv(
     case-insensitively (``timestamp``/``time``, ``glucose``/``sgv``, ``unit``, ``bolus``,
     ``carbs``/``cho``, ``basal``)."""
     path = Path(path)
-    try:
-        header = list(pd.read_csv(path, nrows=0).columns)
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"Cannot read CGM export {path}: {e}") from e
+    header = [str(c) for c in _read_table(path, "CGM export").columns]
     time_col, glucose_col = _find(header, _CGM_TIME), _find(header, _CGM_GLUCOSE)
     if time_col is None or glucose_col is None:
         raise DataError(f"CGM export {path.name} needs a timestamp and a glucose column; found columns {header}.")

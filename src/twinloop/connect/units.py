@@ -8,9 +8,9 @@ variables listed in ``MOLAR_MASS_G_PER_MOL``, never guessed.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from functools import lru_cache
+from tokenize import TokenError
 from typing import Any
 
 import numpy as np
@@ -44,7 +44,15 @@ def parse_unit(unit: str) -> Any:
     """The pint unit of a UCUM string; ``InputError`` naming the unit if it is unknown."""
     try:
         return registry().parse_units(_pint_spelling(unit))
-    except (pint.errors.PintError, AttributeError, TypeError, ValueError, AssertionError) as e:
+    except (
+        pint.errors.PintError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        AssertionError,
+        TokenError,
+        ArithmeticError,
+    ) as e:
         raise InputError(f"Unit {unit!r} is not a UCUM unit twinloop can read (e.g. mg/dL, mmol/L, mm, kg).") from e
 
 
@@ -61,13 +69,17 @@ def conversion(from_unit: str, to_unit: str, variable: str = "") -> tuple[float,
     ureg = registry()
     src, dst = parse_unit(from_unit), parse_unit(to_unit)
     one, zero = ureg.Quantity(1.0, src), ureg.Quantity(0.0, src)
-    with contextlib.suppress(pint.errors.DimensionalityError):  # try a molar-mass bridge next
+    try:
         a, b = one.to(dst).magnitude, zero.to(dst).magnitude
         return float(a - b), float(b)
+    except pint.errors.DimensionalityError:
+        pass  # try a molar-mass bridge next
+    except pint.errors.PintError as e:  # e.g. an offset unit (Cel) in a product
+        raise InputError(f"Cannot convert {variable or 'a value'} from {from_unit!r} to {to_unit!r} ({e}).") from e
     mass = MOLAR_MASS_G_PER_MOL.get(variable)
     if mass is not None:
         molar = ureg.Quantity(mass, "g/mol")
-        for bridged in (one * molar, one / molar):
+        for bridged in _bridges(one, molar):
             try:
                 return float(bridged.to(dst).magnitude), 0.0
             except pint.errors.DimensionalityError:
@@ -76,7 +88,27 @@ def conversion(from_unit: str, to_unit: str, variable: str = "") -> tuple[float,
     raise InputError(f"Cannot convert {variable or 'a value'} from {from_unit!r} to {to_unit!r}{hint}.")
 
 
+def _bridges(one: Any, molar: Any) -> list[Any]:
+    """``one`` times and divided by a molar mass; none for an offset unit (Cel), which
+    multiplies with nothing."""
+    try:
+        return [one * molar, one / molar]
+    except pint.errors.PintError:
+        return []
+
+
 def convert(values: Any, from_unit: str, to_unit: str, variable: str = "") -> np.ndarray:
     """Convert an array of values between UCUM units (see :func:`conversion`)."""
     scale, offset = conversion(from_unit, to_unit, variable)
     return np.asarray(values, dtype=np.float64) * scale + offset
+
+
+@lru_cache(maxsize=512)
+def is_concentration(unit: str) -> bool:
+    """Whether ``unit`` measures an amount per volume (mg/dL, mmol/L, pmol/L...), which
+    cannot be negative; ``False`` for a unit pint cannot read."""
+    try:
+        dims = dict(parse_unit(unit).dimensionality)
+    except InputError:
+        return False
+    return dims.get("[length]") == -3 and len(dims) == 2 and ("[mass]" in dims or "[substance]" in dims)

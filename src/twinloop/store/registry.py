@@ -413,6 +413,8 @@ class TwinRegistry:
             twin = PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
             parent = twin.version
             report = twin.sync(new_observations, new_doses)
+            if report.unchanged:  # nothing new: no version, no log, no audit entry
+                return report
             new_obs, new_doses_n = self._log(conn, twin_id, twin.observations, twin.doses, twin.version)
             summary = {
                 "assimilated": report.assimilated,
@@ -529,13 +531,15 @@ class TwinRegistry:
                 raise RegistryError(f"No twin {twin_id!r} in {self.where}.")
             row = (
                 conn.execute(
-                    select(versions).where(versions.c.twin_id == twin_id, versions.c.version == (version or current))
+                    select(versions).where(
+                        versions.c.twin_id == twin_id, versions.c.version == (current if version is None else version)
+                    )
                 )
                 .mappings()
                 .first()
             )
         if row is None:
-            raise RegistryError(f"Twin {twin_id!r} has no version {version}.")
+            raise RegistryError(f"Twin {twin_id!r} has no version {version}; its versions are 1 to {current}.")
         return version_sha256(row, _ensemble_sha256(row["state"]))
 
     def twins(self) -> pd.DataFrame:

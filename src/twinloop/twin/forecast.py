@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -12,7 +13,42 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from twinloop.connect.timebase import unit_seconds
+from twinloop.errors import InputError
+
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+MAX_FORECAST_BYTES = 2 << 30  # the members' trajectories a forecast may hold in memory
+MAX_HORIZON_HOURS = 24 * 365 * 100  # a century: every forecast time stays a pandas timestamp
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
+
+
+def horizon_steps(model: Any, members: int, hours: float, every: float | None) -> tuple[float, float]:
+    """``(length, step)`` of a forecast over ``hours`` in model time; :class:`InputError`
+    for a horizon that is not a finite number > 0, or one whose members' trajectories
+    would need more than :data:`MAX_FORECAST_BYTES` (the message gives the largest
+    horizon accepted)."""
+    if isinstance(hours, bool) or not isinstance(hours, int | float) or not math.isfinite(hours) or hours <= 0:
+        raise InputError(f"The forecast horizon (--hours) must be a finite number of hours > 0; got {hours}.")
+    unit = unit_seconds(model.time_unit)
+    length = hours * 3600.0 / unit
+    step = every or (5.0 if model.time_unit == "min" else length / 96.0)
+    if not math.isfinite(step) or step <= 0:
+        raise InputError(f"The forecast output step must be a finite number > 0; got every={every}.")
+    per_point = 8.0 * max(members, 1) * (len(model.states) + 2 * len(model.observables))
+    need = length / step * per_point
+    if need > MAX_FORECAST_BYTES or hours > MAX_HORIZON_HOURS:
+        largest = min(MAX_FORECAST_BYTES / per_point * step * unit / 3600.0, MAX_HORIZON_HOURS)
+        raise InputError(
+            f"A forecast over {hours:g} hours (--hours) would need {_size(need)} for {members} members at "
+            f"{step:g} {model.time_unit} steps; the largest horizon accepted is {math.floor(largest):g} hours "
+            f"({_size(MAX_FORECAST_BYTES)}). Forecast a shorter horizon."
+        )
+    return length, step
 
 
 def predictive_draws(members: np.ndarray, sd: np.ndarray, lower: Any, rng: np.random.Generator) -> np.ndarray:

@@ -42,7 +42,7 @@ from twinloop.twin.consistency import TwinConsistencyWarning as TwinConsistencyW
 from twinloop.twin.consistency import adopt_model_error, check_fit, fit_innovation
 from twinloop.twin.drift import DriftDetector
 from twinloop.twin.ensemble import Ensemble, initial_states, propagate
-from twinloop.twin.forecast import Forecast, predictive_draws
+from twinloop.twin.forecast import Forecast, horizon_steps, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.log import RecordLog
 from twinloop.twin.priors import check_known, condition_on_covariates, population_prior, typical_parameters
@@ -439,6 +439,8 @@ class PatientTwin:
         if len(doses) and len(self.dose_log):
             fresh = self.dose_log.fresh(doses)
             doses = doses if fresh.all() else doses.take(fresh)
+        if not len(obs) and not len(doses):  # nothing new: no new version
+            return SyncReport(self.version, 0, 0, {}, False, False, [], unchanged=True)
         return apply(self, obs, doses)
 
     # --- forecasts and comparisons ---------------------------------------------
@@ -451,10 +453,8 @@ class PatientTwin:
         return self.window_inputs(doses, self.ensemble.time)
 
     def horizon(self, hours: float, every: float | None) -> np.ndarray:
-        length = hours * 3600.0 / unit_seconds(self.model.time_unit)
-        if length <= 0:
-            raise InputError(f"The forecast horizon must be > 0 hours; got {hours}.")
-        step = every or (5.0 if self.model.time_unit == "min" else length / 96.0)
+        """Output times over ``hours`` (limits: :func:`~twinloop.twin.forecast.horizon_steps`)."""
+        length, step = horizon_steps(self.model, self.ensemble.size, hours, every)
         return self.ensemble.time + np.arange(step, length + step / 2, step)
 
     def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:

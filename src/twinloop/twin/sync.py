@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from twinloop.calibrate.noise import kalman_readings
 from twinloop.connect.batch import Rows
@@ -31,6 +32,7 @@ class SyncReport:
     recalibrated: bool
     scored_forecasts: list[str]
     replayed: int = 0  # logged observations re-assimilated after a rewind for late data
+    unchanged: bool = False  # nothing new in the data: no new version was made
 
 
 def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
@@ -116,10 +118,7 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
     predicted = predicted_all[:, rows, cols]
     good = np.all(np.isfinite(predicted), axis=1)
     if good.sum() < max(3, forecast_ens.size // 2):
-        raise InputError(
-            f"Twin {twin.id}: {int((~good).sum())} of {forecast_ens.size} members failed to integrate; "
-            "check the inputs (units, rates)."
-        )
+        raise InputError(_integration_failure(twin, int((~good).sum()), forecast_ens.size, float(times.min())))
     if not good.all():  # failed members restart from a good one
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
         predicted[~good] = predicted[donors]
@@ -141,6 +140,23 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
     entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict()}
     twin.innovations.append(entry)
     return entry
+
+
+GAP_DAYS = 14.0  # a jump in the data longer than this is named when members fail across it
+
+
+def _integration_failure(twin: Any, failed: int, size: int, first: float) -> str:
+    """Why members failed: a long gap since the twin's state is named as such."""
+    days = (first - twin.ensemble.time) * unit_seconds(twin.model.time_unit) / 86400.0
+    if days > GAP_DAYS:
+        start, end = (twin.origin + pd.Timedelta(seconds=t * unit_seconds(twin.model.time_unit))
+                      for t in (twin.ensemble.time, first))  # fmt: skip
+        return (
+            f"Twin {twin.id}: the new data start {days:.0f} days after the twin's state ({start:%Y-%m-%d %H:%M} -> "
+            f"{end:%Y-%m-%d %H:%M} UTC), a gap the model cannot bridge ({failed} of {size} members failed to "
+            "integrate across it). Sync the data of the gap first, or create a new twin from the recent data."
+        )
+    return f"Twin {twin.id}: {failed} of {size} members failed to integrate; check the inputs (units, rates)."
 
 
 def within_box(twin: Any, ens: Ensemble) -> Ensemble:
