@@ -140,7 +140,7 @@ CASES = [
     closure("csv-empty", ["series.csv", "empty"], csv=""),
     closure("csv-no-subject", ["series.csv", "without a subject_id", "row 2"],
             csv="subject_id,time,value\np1,0,50\n,1,2\n"),
-    closure("huge-cycles", ["treatment[0].n_cycles", "1000000000", "1 to 1000"],
+    closure("huge-cycles", ["treatment[0].n_cycles", "1e+09", "100000"],
             treatment={**CLO["treatment"], "n_cycles": 10**9}),
     closure("treatment-unknown-key", ["treatment[0]", "dose"], treatment={**CLO["treatment"], "dose": 5}),
     closure("treatment-unknown-kind", ["treatment[0].kind", "surgery"], treatment={"kind": "surgery"}),
