@@ -125,8 +125,26 @@ CASES = [
     Case(
         "create-above-sensor-range",
         create("r.csv"),
-        ["1000", "range 40-400"],
+        ["1000", "range 40-400", "--range subcutaneous_glucose=LOW:HIGH"],
         files={"r.csv": cgm([(OK, 1000, "mg/dL")])},
+    ),
+    Case(
+        "create-range-above-declared",
+        create("r.csv", "--range", "subcutaneous_glucose=40:500"),
+        ["1000", "range 40-500"],
+        files={"r.csv": cgm([(OK, 1000, "mg/dL")])},
+    ),
+    Case(
+        "create-range-not-a-range",
+        create("r.csv", "--range", "subcutaneous_glucose=500:40"),
+        ["--range", "LOW < HIGH", "500:40"],
+        files={"r.csv": cgm([(OK, 100, "mg/dL")])},
+    ),
+    Case(
+        "create-range-unknown-observable",
+        create("r.csv", "--range", "ketones=0:8"),
+        ["--range", "ketones", "subcutaneous_glucose"],
+        files={"r.csv": cgm([(OK, 100, "mg/dL")])},
     ),
     Case(
         "create-below-sensor-range",
@@ -373,7 +391,7 @@ CASES = [
     Case(
         "forecast-out-under-file",
         forecast("--hours", "1", "--out", "{tmp}/f.txt/fc.csv"),
-        ["--out", "sits under"],
+        ["--out", "lies under the file"],
         files={"f.txt": "x"},
     ),
     Case("forecast-inputs-missing", forecast("--inputs", "{tmp}/none.csv"), ["--inputs", "none.csv"]),
@@ -468,13 +486,13 @@ CASES = [
     Case(
         "show-out-is-file",
         ["twin", "show", "ada", "--out", "{tmp}/f.txt", "--db", "{db}"],
-        ["--out", "existing file"],
+        ["--out", "is a file"],
         files={"f.txt": "x"},
     ),
     Case(
         "show-out-under-file",
         ["twin", "show", "ada", "--out", "{tmp}/f.txt/figs", "--db", "{db}"],
-        ["sits under"],
+        ["--out", "lies under the file", "f.txt"],
         files={"f.txt": "x"},
     ),
     # --- twin lineage --------------------------------------------------------------------
@@ -504,7 +522,7 @@ CASES = [
     Case(
         "lineage-prov-json-under-file",
         ["twin", "lineage", "ada", "--prov-json", "{tmp}/f.txt/p.json", "--db", "{db}"],
-        ["sits under"],
+        ["--prov-json", "lies under the file", "f.txt"],
         files={"f.txt": "x"},
     ),
 ]
@@ -628,3 +646,20 @@ def test_a_months_long_gap_is_named_as_such(registry: Path, tmp_path: Path) -> N
         "sync-three-month-gap", sync("gap.csv"), ["95 days after the twin's state", "gap"], files={"gap.csv": cgm(rows)}
     )
     check_refused(case, tmp_path / "case", db_file=db)
+
+
+def test_a_declared_sensor_range_is_kept_by_the_twin(tmp_path: Path) -> None:
+    """A sensor reading up to 500 mg/dL: declared at creation, its readings are accepted
+    when the twin is created and when it is synchronized."""
+    rows = [(_stamp(5 * i), 450 if i == 40 else round(150 + 30 * math.sin(i / 12)), "mg/dL") for i in range(1, 97)]
+    (tmp_path / "libre.csv").write_text(cgm(rows))
+    (tmp_path / "later.csv").write_text(cgm([(OK, 480, "mg/dL")]))
+    db = f"sqlite:///{tmp_path / 'twins.db'}"
+    base = ["twin", "create", "--model", "t1d-uva-padova", "--data", str(tmp_path / "libre.csv"), "--name", "lee",
+            "--method", "enkf", "--members", "16", "--fit", "Gpb,Vmx,kp3", "--db", db]  # fmt: skip
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "450 mg/dL" in refused.output and "--range" in refused.output
+    created = runner.invoke(app, [*base, "--range", "subcutaneous_glucose=40:500"])
+    assert created.exit_code == 0, created.output
+    synced = runner.invoke(app, ["twin", "sync", "lee", "--data", str(tmp_path / "later.csv"), "--db", db])
+    assert synced.exit_code == 0, synced.output

@@ -145,7 +145,9 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
 
     from twinloop.cli.demo import run_demo
 
-    summary = run_demo(tmp_path, cohort_size=50, seed=0, console=Console(quiet=True), product_scale=0.02)
+    summary = run_demo(
+        tmp_path, cohort_size=50, seed=0, console=Console(quiet=True), product_scale=0.02, twin_members=100
+    )
     page = (tmp_path / "index.html").read_text()
     for text in ("Synthetic data products", "time in range", "Best overall response", "Progression-free survival"):
         assert text.lower() in page.lower()

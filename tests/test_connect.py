@@ -187,6 +187,29 @@ def test_csv_with_a_column_map_and_a_cgm_export(tmp_path: Path) -> None:
         )
 
 
+def test_dates_offsets_and_fractions_are_times_while_bare_numbers_are_not(tmp_path: Path) -> None:
+    """A date alone (FHIR allows it), a month, an offset and fractional seconds are read; a
+    bare number (a count from an unstated epoch) is refused with its row."""
+    cgm = tmp_path / "cgm.csv"
+    for times, expected in [
+        (
+            ["2026-01-05", "2026-02", "2026-01-05 09:00:00.250"],
+            ["2026-01-05T00:00Z", "2026-02-01T00:00Z", "2026-01-05T09:00:00.25Z"],
+        ),
+        (
+            ["2026-01-05T08:00:00+05:00", "2026-01-05T09:00:00.250Z"],
+            ["2026-01-05T03:00:00Z", "2026-01-05T09:00:00.25Z"],
+        ),
+    ]:
+        cgm.write_text("Timestamp,Glucose,Unit\n" + "".join(f"{t},{100 + i},mg/dL\n" for i, t in enumerate(times)))
+        data = ingest(cgm, subject_id="p9")
+        assert sorted(data.observations["time"]) == sorted(pd.Timestamp(t) for t in expected)
+    cgm.write_text("Timestamp,Glucose,Unit\n2026-01-05 08:00,120,mg/dL\n1767600000,121,mg/dL\n")
+    with pytest.raises(tl.DataError) as refused:
+        ingest(cgm, subject_id="p9")
+    assert [r["source"] for r in refused.value.rejected] == ["cgm.csv:3"]  # the bare number's row, and only it
+
+
 def test_a_basal_rate_recorded_only_when_it_changes_holds_until_the_next_one(tmp_path: Path) -> None:
     # a pump export writes the basal rate (U/h) only when it changes: 1.2 U/h from 00:00, 0.8 U/h
     # from 01:00 to the end of the record at 03:00 -> 1.2 + 1.6 = 2.8 U, not 0.2 U

@@ -244,3 +244,19 @@ def test_product_manifests_and_recorded_inputs_are_read_or_refused_cleanly(count
             holds(lambda: read_recorded_inputs(csv_file))
 
         run(count, st.data(), prop)
+
+
+@pytest.mark.parametrize("name", ["nsclc_two_schedules.yaml", "t1d_adolescents.yaml"])
+def test_the_example_product_specs_are_accepted(name: str) -> None:
+    """Validation must not refuse what the README shows (the specs are only read, not run)."""
+    from twinloop.products.spec import ProductSpec
+
+    spec = ProductSpec.from_yaml(Path(__file__).parents[1] / "examples" / name)
+    assert spec.n >= 1 and spec.name
+
+
+def test_the_example_population_is_accepted() -> None:
+    from twinloop.cohort.population import Population
+
+    population = Population.from_yaml(Path(__file__).parents[1] / "examples" / "t1d_population.yaml")
+    assert population.output_constraints

@@ -59,3 +59,17 @@ def test_an_escaped_refusal_is_a_clean_error(monkeypatch, tmp_path, debug):
     else:
         assert result.exit_code == 2 and result.output.startswith("error: field 'n' must be finite")
         assert "Traceback" not in result.output
+
+
+def test_a_system_refusal_names_the_file_and_is_not_called_a_bug(monkeypatch, tmp_path):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "p" / "manifest.json"))
+
+    monkeypatch.setattr(cohort_cli, "summarize", denied)
+    (tmp_path / "p").mkdir()
+    result = runner.invoke(app, ["cohort", "describe", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "bug" not in result.output
+    assert (
+        result.output.strip()
+        == f"error: Permission denied: {tmp_path / 'p' / 'manifest.json'}; check the path and its permissions."
+    )

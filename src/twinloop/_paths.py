@@ -44,3 +44,22 @@ def spec_path(folder: str | Path, value: object, field: str) -> Path:
             "that folder (or a subfolder) or give its absolute path."
         )
     return resolved
+
+
+def check_output(path: Path, option: str, kind: str = "file") -> None:
+    """Refuse an output ``path`` that cannot be written as a ``kind`` ("file" or "folder"):
+    one lying under a file, a folder where a file is wanted (or the reverse), or one whose
+    nearest existing folder is not writable. Nothing is created."""
+    import os
+
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise InputError(f"{option} '{path}' is a file; give a folder (it is created if missing).")
+    if kind == "file" and path.is_dir():
+        raise InputError(f"{option} '{path}' is a folder; give a file path in it, e.g. '{path / 'result'}'.")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise InputError(f"{option} '{path}' lies under the file '{folder}'; give a path in a folder.")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise InputError(f"{option} '{path}': the folder '{folder}' is not writable; choose another {option}.")
+            return

@@ -1,7 +1,8 @@
 """The top-level guard of every ``twinloop`` command.
 
 A refusal the code meant (any :class:`~twinloop.errors.TwinloopError` that escaped its
-command) is printed as one ``error:`` line with exit code 2. Anything else is a bug in
+command) or the system's (an ``OSError`` on a named file: permission denied, disk full)
+is printed as one ``error:`` line with exit code 2. Anything else is a bug in
 twinloop: one line says so and where its traceback was written, and the exit code is 1.
 ``twinloop --debug ...`` (or ``TWINLOOP_DEBUG=1``) lets the exception through instead.
 """
@@ -67,6 +68,10 @@ class GuardedGroup(TyperGroup):
 
             if isinstance(exc, TwinloopError):
                 raise fail(str(exc)) from None
+            if isinstance(exc, OSError) and exc.filename is not None:  # the system refused: permissions, disk full
+                raise fail(
+                    f"{exc.strerror or type(exc).__name__}: {exc.filename}; check the path and its permissions."
+                ) from None
             report = write_crash_report(exc, argv)
             print_error(
                 f"twinloop failed unexpectedly; this is a bug, please report it ({type(exc).__name__}: "

@@ -130,9 +130,10 @@ def run_governance(out: Path) -> tuple[dict[str, str], str]:
 
 
 def run_demo(
-    out: Path, *, cohort_size: int, seed: int, console: Console, product_scale: float = 1.0
+    out: Path, *, cohort_size: int, seed: int, console: Console, product_scale: float = 1.0, twin_members: int = 300
 ) -> dict[str, object]:
-    """Run the demo, write its outputs under ``out`` and return the summary."""
+    """Run the demo, write its outputs under ``out`` and return the summary (``product_scale``
+    and ``twin_members`` shrink it for a quick check)."""
     model = tl.models.get("t1d-uva-padova")
     out.mkdir(parents=True, exist_ok=True)
     names, params, plans = published_patients(model)
@@ -171,7 +172,7 @@ def run_demo(
     learn_summary, learn_html = run_learn_demo(out, out / "nsclc-product", product_scale)
     summary["learn"] = learn_summary
     console.print(f"AI components -> {out / 'learn'}")
-    twin_summary, twin_html = run_twin_demo(out)
+    twin_summary, twin_html = run_twin_demo(out, twin_members)
     summary["twin"] = twin_summary
     console.print(f"twin {twin_summary['twin']}: {twin_summary['versions']} versions -> {twin_summary['registry']}")
     governance, governance_html = run_governance(out)

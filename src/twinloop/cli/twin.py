@@ -38,75 +38,9 @@ def _registry(db: str | None) -> Any:
 def _data(
     path: Path, columns: Path | None, subject: str | None, model: Any, config: Any = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The patient's observations of ``model``'s observables and doses in ``--data``, and a
-    note of what was merged or ignored (by reason); readings outside an instrument's range
-    are refused with their rows."""
-    from collections import Counter
+    from twinloop.twin.records import patient_records
 
-    from twinloop.connect import ingest
-
-    data = ingest(path, columns=columns, subject_id=subject)
-    obs, doses = data.observations, data.doses
-    ignored: Counter[str] = Counter(data.ignored)
-    subjects = sorted(set(obs["subject_id"]) | set(doses["subject_id"]))
-    if obs.empty and doses.empty:
-        raise typer.BadParameter(
-            f"--data {path} holds no observations or doses{_ignored_note(ignored)}; give a file with data rows."
-        )
-    if subject is not None:
-        if subject not in subjects:
-            raise typer.BadParameter(
-                f"--data {path} holds no data of patient {subject!r} (it holds {subjects[:5]})"
-                f"{_ignored_note(ignored)}; give this patient's data."
-            )
-        ignored["observations of other patients"] += int((obs["subject_id"] != subject).sum())
-        ignored["doses of other patients"] += int((doses["subject_id"] != subject).sum())
-        obs, doses = obs[obs["subject_id"] == subject], doses[doses["subject_id"] == subject]
-    elif len(subjects) > 1:
-        raise typer.BadParameter(
-            f"--data {path} holds {len(subjects)} patients; choose one with --subject ({subjects[:5]})."
-        )
-    units = {o.name: o.unit for o in model.observables}
-    for variable, n in obs.loc[~obs["variable"].isin(units), "variable"].value_counts().items():
-        ignored[f"observations of {variable} (not an observable of {model.id})"] += int(n)
-    obs = obs[obs["variable"].isin(units)]
-    _check_ranges(obs, units, path, config)
-    notes = [f"merged {data.duplicates} identical duplicate rows"] if data.duplicates else []
-    notes += [f"ignored {n} {reason}" for reason, n in sorted(ignored.items()) if n]
-    return obs.reset_index(drop=True), doses.reset_index(drop=True), "; ".join(notes)
-
-
-def _ignored_note(ignored: Any) -> str:
-    return (
-        f" (ignored: {', '.join(f'{n} {r}' for r, n in sorted(ignored.items()) if n)})" if any(ignored.values()) else ""
-    )
-
-
-def _check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, config: Any = None) -> None:
-    """Refuse readings outside the range the instrument of an observable can read
-    (the CGM's 40-400 mg/dL); readings at a limit are kept (they are fitted as censored)."""
-    import numpy as np
-
-    from twinloop.connect.units import conversion
-    from twinloop.errors import DataError
-    from twinloop.twin import TwinConfig
-
-    config = config or TwinConfig()
-    for variable, rows in obs.groupby("variable"):
-        low, high = config.noise_model(str(variable)).range
-        if not (np.isfinite(low) or np.isfinite(high)):
-            continue
-        target = units[str(variable)]
-        scales = [conversion(str(u), target, str(variable)) for u in rows["unit"]]
-        values = rows["value"].to_numpy(dtype=float) * [a for a, _ in scales] + [b for _, b in scales]
-        bad = rows[(values < low - 1e-9) | (values > high + 1e-9)]
-        if len(bad):
-            shown = ", ".join(f"{r.source} {r.value:g} {r.unit}" for r in bad.head(3).itertuples())
-            raise DataError(
-                f"--data {path}: {len(bad)} reading(s) of {variable} outside the instrument's range {low:g}-{high:g} "
-                f"{target} ({shown}{', ...' if len(bad) > 3 else ''}); no sensor reads them. Fix or remove those rows "
-                "(a reading at a limit is taken as censored there)."
-            )
+    return patient_records(path, model, columns=columns, subject=subject, config=config)
 
 
 def _doses(path: Path, option: str = "--inputs") -> pd.DataFrame:
@@ -140,17 +74,10 @@ def _doses(path: Path, option: str = "--inputs") -> pd.DataFrame:
 
 
 def _check_out(path: Path, option: str, folder: bool = False) -> None:
-    """Refuse an output path that cannot be written: under a file, or a file where a
-    folder is wanted (and the reverse)."""
-    from twinloop.errors import InputError
+    """Refuse an output path that cannot be written (see :func:`twinloop._paths.check_output`)."""
+    from twinloop._paths import check_output
 
-    for parent in path.parents:
-        if parent.exists() and not parent.is_dir():
-            raise InputError(f"{option} {path} sits under {parent}, which is a file; give a path in a folder.")
-    if folder and path.exists() and not path.is_dir():
-        raise InputError(f"{option} {path} is an existing file; give a folder (it is created if missing).")
-    if not folder and path.is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file path.")
+    check_output(path, option, "folder" if folder else "file")
 
 
 @twin_app.command("create")
@@ -172,6 +99,14 @@ def create(
     ] = None,
     members: Annotated[int, typer.Option("--members", help="ensemble size")] = 500,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    ranges: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--range",
+            help="an instrument's measurable range, OBSERVABLE=LOW:HIGH (e.g. subcutaneous_glucose=40:500 for a "
+            "sensor reading up to 500 mg/dL; default 40:400 for CGM); readings at a limit are censored; repeatable",
+        ),
+    ] = None,
     db: Db = None,
 ) -> None:
     """Identify a twin on a patient's data and store it (version 1)."""
@@ -192,7 +127,8 @@ def create(
             raise fail(f"A twin named {name!r} already exists; choose another --name.")
         values = _assignments(known or [])
         m = get(model)
-        obs, doses, note = _data(data, columns, subject, m)
+        config = TwinConfig(members=members, seed=seed, noise=_measurable_ranges(ranges or [], m))
+        obs, doses, note = _data(data, columns, subject, m, config)
         if obs.empty:
             raise typer.BadParameter(
                 f"--data {data} holds no observation of {[o.name for o in m.observables]}"
@@ -208,7 +144,7 @@ def create(
                 fit=tuple(f.strip() for f in fit.split(",") if f.strip()) if fit else None,
                 known=values,
                 method=method,  # type: ignore[arg-type]
-                config=TwinConfig(members=members, seed=seed),
+                config=config,
                 twin_id=name,
                 progress=lambda line: status.update(Text(f"identifying the twin: {line}")),
             )
@@ -224,6 +160,35 @@ def create(
     if note:
         console.print(Text(note))
     _print_identification(twin)
+
+
+def _measurable_ranges(items: list[str], model: Any) -> dict[str, dict[str, Any]]:
+    """``--range OBSERVABLE=LOW:HIGH`` options as the twin's noise declarations (the
+    observable's default noise with this measurable range)."""
+    import math
+
+    from twinloop.calibrate.noise import noise_for
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        name, _, bounds = item.partition("=")
+        low, sep, high = bounds.partition(":")
+        try:
+            lower, upper = float(low), float(high)
+        except ValueError:
+            lower = upper = math.nan
+        if not sep or not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
+            raise typer.BadParameter(f"--range expects OBSERVABLE=LOW:HIGH with LOW < HIGH (e.g. subcutaneous_glucose="
+                                     f"40:500); got {item!r}.")  # fmt: skip
+        if name.strip() not in model.observable_names:
+            raise typer.BadParameter(
+                f"--range names {name.strip()!r}, not an observable of {model.id} "
+                f"({', '.join(model.observable_names)})."
+            )
+        default = noise_for(name.strip())
+        out[name.strip()] = {"additive": default.additive, "proportional": default.proportional,
+                             "lower": lower, "upper": upper}  # fmt: skip
+    return out
 
 
 def _assignments(items: list[str]) -> dict[str, Any]:

@@ -62,6 +62,10 @@ def empty_doses() -> pd.DataFrame:
     return frame
 
 
+# a number with no date in it (``12345``, ``1.7e9``): a count from an unstated epoch, never read as a time
+BARE_NUMBER = r"\s*[-+]?(?:\d[\d_]*)?(?:\.\d*)?(?:[eE][-+]?\d+)?\s*"
+
+
 def utc_times(values: Any) -> pd.Series:
     """Parse timestamps to UTC; naive times are read as UTC. Unparseable ones, bare
     numbers (a count from an unstated epoch) and times outside pandas' range
@@ -74,7 +78,7 @@ def utc_times(values: Any) -> pd.Series:
         index=raw.index,
         dtype=object,
     )
-    bare = text.str.fullmatch(r"\s*[-+]?[0-9.eE_+-]*\s*").fillna(False).astype(bool)
+    bare = text.str.fullmatch(BARE_NUMBER).fillna(False).astype(bool)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         parsed = pd.to_datetime(text.where(~bare, ""), errors="coerce", utc=True, format="mixed")

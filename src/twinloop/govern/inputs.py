@@ -12,7 +12,6 @@ password never appears in a message.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -63,17 +62,10 @@ def columns(option: str, given: str | None, available: list[str]) -> list[str] |
 
 def check_file_out(out: Path | None, option: str = "--out") -> None:
     """``out`` can be written as a file: not a folder, not under a file, its folder writable."""
-    if out is None:
-        return
-    if out.is_dir():
-        raise InputError(f"{option} '{out}' is a folder; give a file name inside it, e.g. '{out / 'result.json'}'.")
-    for folder in out.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise InputError(f"{option} '{out}' lies under the file '{folder}'; give a path in a folder.")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise InputError(f"{option} '{out}': the folder '{folder}' is not writable; choose another {option}.")
-            return
+    from twinloop._paths import check_output
+
+    if out is not None:
+        check_output(out, option, "file")
 
 
 def check_predictor(folder: Path) -> str:

@@ -8,7 +8,6 @@ and, if the job fails in any way, removes what it created, so a retry with the s
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,16 +19,10 @@ from twinloop.errors import InputError
 def check_out(out: Path, option: str = "--out") -> Path | None:
     """Refuse an unusable ``out``; return the first of its folders that does not exist yet
     (``None`` when ``out`` exists and is empty)."""
-    first_new: Path | None = None
-    for folder in (out, *out.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                where = "is a file" if folder == out else f"lies under the file '{folder}'"
-                raise InputError(f"{option} '{out}' {where}; give a new folder for the artifact.")
-            if not os.access(folder, os.W_OK | os.X_OK):
-                raise InputError(f"{option} '{out}': the folder '{folder}' is not writable; choose another {option}.")
-            break
-        first_new = folder
+    from twinloop._paths import check_output
+
+    check_output(out, option, "folder")
+    first_new = next((p for p in (*reversed(out.parents), out) if not p.exists()), None)
     if out.is_dir() and any(out.iterdir()):
         raise InputError(
             f"{option} '{out}' already holds files; choose a new folder for the artifact or delete that one."

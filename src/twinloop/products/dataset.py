@@ -342,12 +342,9 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
 
 def check_out_dir(out: Path, field: str) -> None:
     """Refuse an output directory that is an existing file or lies under one."""
-    for path in (out, *out.parents):
-        if path.exists():
-            if not path.is_dir():
-                what = "is a file" if path == out else f"lies under the file '{path}'"
-                raise InputError(f"{field} '{out}' {what}; give a directory path.")
-            return
+    from twinloop._paths import check_output
+
+    check_output(out, field, "folder")
 
 
 def _stamp_hash(stamp: Path) -> Any:
