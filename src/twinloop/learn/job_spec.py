@@ -202,9 +202,7 @@ def _treatment(spec: dict[str, Any], where: str, model: Any) -> None:
 
     from twinloop.products.treatments import build_plan, validate_treatment
 
-    items = validate_treatment(f"{where}.treatment", spec["treatment"], model)
-    for i, item in enumerate(items):
-        _treatment_item(f"{where}.treatment[{i}]", item)
+    items = validate_treatment(f"{where}.treatment", spec["treatment"], model, spec["duration"])
     spec["treatment"] = items
     columns = model.param_map(model.default_parameters.copy()[:, None])
     try:
@@ -216,42 +214,6 @@ def _treatment(spec: dict[str, Any], where: str, model: Any) -> None:
             f"{where}.treatment is not a valid treatment ({type(err).__name__}: {str(err)[:120]}); "
             "see examples/learn/ for the keys each kind needs."
         ) from None
-
-
-TREATMENT_KEYS = {
-    "none": {},
-    "chemotherapy": {"dose_mg": (0.0, 1e6), "cycle_days": (0.0, 1e4), "days_on": (1, 1000), "n_cycles": (1, 1000),
-                     "start": (0.0, MAX_DURATION)},
-    "radiotherapy": {"start": (0.0, MAX_DURATION), "fractions": (1, 1000), "dose_gy": (0.0, 100.0)},
-    "basal_bolus": {"carb_ratio_scale": (0.0, 100.0)},
-}  # fmt: skip
-TREATMENT_OTHER = {"chemotherapy": ("route",), "radiotherapy": ("weekdays_only",), "basal_bolus": ("meals",)}
-
-
-def _treatment_item(where: str, item: dict[str, Any]) -> None:
-    """Known keys and bounded numbers, so that building the plan cannot run away (``n_cycles: 1e9``)."""
-    kind = item["kind"]
-    bounds: dict[str, tuple[float, float]] = TREATMENT_KEYS[kind]
-    mapping(where, item, ("kind", *bounds, *TREATMENT_OTHER.get(kind, ())))
-    for key, (lo, hi) in bounds.items():
-        if key in item:
-            whole = isinstance(lo, int) and isinstance(hi, int)
-            item[key] = (
-                integer(where, key, item[key], int(lo), int(hi)) if whole else number(where, key, item[key], lo, hi)
-            )
-    if kind == "chemotherapy" and "route" in item:
-        text(where, "route", item["route"], ["iv", "oral"])
-    if kind == "radiotherapy" and "weekdays_only" in item and not isinstance(item["weekdays_only"], bool):
-        raise refuse(where, "weekdays_only", item["weekdays_only"], "true or false")
-    if kind == "basal_bolus":
-        meals = item.get("meals", [])
-        ok = isinstance(meals, list) and len(meals) <= 50
-        ok = ok and all(isinstance(m, list | tuple) and len(m) == 2 for m in meals)
-        if not ok:
-            raise refuse(where, "meals", meals, "a list of at most 50 [minute of the day, grams] pairs")
-        for j, (t, g) in enumerate(meals):
-            number(where, f"meals[{j}][0]", t, 0.0, 1440.0)
-            number(where, f"meals[{j}][1]", g, 0.0, 1000.0)
 
 
 def _seed(spec: dict[str, Any], where: str, key: str = "seed") -> None:
