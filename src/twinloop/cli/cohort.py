@@ -117,12 +117,13 @@ def summarize(path: Path) -> dict[str, Any]:
     patients = product.table("patients")
     outcomes = product.table("outcomes")
     observations = product.table("observations", columns=["variable"])
-    try:
-        return _summary(manifest, model, patients, outcomes, observations)
-    except (KeyError, TypeError, ValueError) as exc:
+    altered = product.verify()  # the tables are the ones written with the manifest, so any error below is a bug
+    if altered:
         raise InputError(
-            f"Product '{path}' has damaged tables or manifest fields ({type(exc).__name__}: {exc}); generate it again."
-        ) from None
+            f"Product '{path}': {', '.join(altered)} are missing or differ from its manifest (changed since the "
+            "product was written); generate it again."
+        )
+    return _summary(manifest, model, patients, outcomes, observations)
 
 
 def _summary(

@@ -471,8 +471,9 @@ class Product:
             ) from None
 
     def verify(self) -> list[str]:
-        """Files whose content hash differs from the manifest (empty when intact)."""
-        return [f for f, info in self.manifest["files"].items() if file_hash(self.path / f) != info["sha256"]]
+        """Files missing or whose content hash differs from the manifest (empty when intact)."""
+        files = self.manifest["files"].items()
+        return [f for f, info in files if not (self.path / f).is_file() or file_hash(self.path / f) != info["sha256"]]
 
     def iter_patients(self, batch_size: int = 65_536) -> Iterator[pd.DataFrame]:
         for batch in pq.ParquetFile(self.path / "patients.parquet").iter_batches(batch_size=batch_size):
