@@ -44,12 +44,12 @@ REPLAYBG_DEFAULT = ["adolescent#001", "adolescent#006", "adult#001", "adult#006"
 def run_twinloop(week: object, leave_one_out: bool, members: int) -> dict:
     import twinloop as tl
     from twinloop.cohort import Population
-    from twinloop.cohort.defaults import t1d_population
+    from twinloop.models.t1d_population import population_spec
     from twinloop.twin import TwinConfig
     from twinloop.twin.heldout import heldout_check
 
     model = tl.models.get("t1d-uva-padova")
-    prior = t1d_population((week.patient,)) if leave_one_out else Population.default(model)  # type: ignore[attr-defined]
+    prior = Population.from_dict(population_spec((week.patient,))) if leave_one_out else Population.default(model)  # type: ignore[attr-defined]
     check = heldout_check(
         model,
         week.observations,  # type: ignore[attr-defined]

@@ -137,7 +137,7 @@ GENERATE_CASES = [
         ["arms.a[0].fractions", "-3"],
         {"kind": "radiotherapy", "fractions": -3, "dose_gy": 2},
     ),
-    arm("arm-basal-bolus-on-tgi", ["arms.a[0]", "insulin"], {"kind": "basal_bolus"}),
+    arm("arm-basal-bolus-on-tgi", ["arms.a[0]", "basal_bolus", "chemotherapy"], {"kind": "basal_bolus"}),
     spec("condition-unknown-name", ["condition.height", "accepted names"], condition={"height": {"lower": 1}}),
     spec("condition-unknown-level", ["condition.group", "martian"], condition={"group": ["martian"]}),
     spec("condition-quantile-order", ["condition.KL.quantile", "0.5"], condition={"KL": {"quantile": [0.5, 0.1]}}),

@@ -14,10 +14,11 @@ from scipy.stats import ks_2samp, norm
 import twinloop as tl
 from twinloop.cohort import LowAcceptanceWarning, Population
 from twinloop.cohort import sensitivity as sa
-from twinloop.cohort.defaults import T1D_GROUPS, t1d_fit_table
 from twinloop.cohort.designs import design
 from twinloop.cohort.selection import select_vpop
 from twinloop.models import t1d_uva_padova as t1d
+from twinloop.models.t1d_population import GROUPS as T1D_GROUPS
+from twinloop.models.t1d_population import fit_table as t1d_fit_table
 
 
 def stein_pop(**extra: object) -> Population:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import twinloop as tl
-from twinloop.govern.validation import replay_record
+from twinloop.govern.validation import replay
 from twinloop.models import t1d_uva_padova as t1d_module
 
 DATA = Path(__file__).parent / "data"
@@ -37,7 +37,7 @@ def max_differences(traj: tl.Trajectories, table: pd.DataFrame) -> pd.DataFrame:
 def test_all_30_patients_match_simglucose_within_half_a_mg_dl(t1d):
     table = pd.read_csv(REFERENCE)
     assert table["patient"].nunique() == 30 and len(table) == 30 * 1440
-    traj = replay_record(t1d, table)
+    traj = replay(t1d, t1d_module.simglucose_cases(table))
     assert not traj.failures
     diffs = max_differences(traj, table)
     assert (diffs < TOLERANCE_MG_DL).all().all(), diffs.sort_values("plasma").tail()
@@ -58,7 +58,7 @@ def test_reference_file_is_what_simglucose_produces_today(t1d):
     cached = pd.read_csv(REFERENCE)
     cached = cached[cached["patient"] == "adolescent#007"].reset_index(drop=True)
     pd.testing.assert_frame_equal(live, cached, check_exact=False, rtol=1e-8, check_dtype=False)
-    assert max_differences(replay_record(t1d, live), live).max().max() < TOLERANCE_MG_DL
+    assert max_differences(replay(t1d, t1d_module.simglucose_cases(live)), live).max().max() < TOLERANCE_MG_DL
 
 
 def test_patients_are_addressable_by_name(t1d):

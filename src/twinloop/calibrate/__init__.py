@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from twinloop.calibrate.checks import c2st as c2st
     from twinloop.calibrate.checks import sbc as sbc
     from twinloop.calibrate.design import ObservationDesign as ObservationDesign
-    from twinloop.calibrate.noise import DEFAULT_NOISE as DEFAULT_NOISE
     from twinloop.calibrate.noise import NoiseModel as NoiseModel
     from twinloop.calibrate.posterior import CalibrationWarning as CalibrationWarning
     from twinloop.calibrate.posterior import Posterior as Posterior

@@ -245,6 +245,8 @@ class AmortizedPosterior:
                 f"ObservationDesign.observable {self.design.observable!r} is not an observable of "
                 f"'{self.model.id}' ({list(self.model.observable_names)})."
             )
+        if self.design.noise is None:  # the observable's declared noise (refused if it declares none)
+            self.design = self.design.for_model(self.model)
 
     @property
     def dim(self) -> int:

@@ -9,7 +9,7 @@ neural posterior estimator learns from.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,8 @@ class ObservationDesign:
         jitter: standard deviation of a visit's shift from its nominal time.
         missing: probability that a planned observation is missing (completely at random).
         resolution: the simulation grid step; jittered times are rounded to it.
-        noise: measurement noise (default: the observable's ``DEFAULT_NOISE``).
+        noise: measurement noise (default: the noise the model declares for the
+            observable, filled in by :meth:`for_model`).
         inputs: the treatment over the observation span.
     """
 
@@ -55,9 +56,18 @@ class ObservationDesign:
             )
         object.__setattr__(self, "times", times)
 
+    def for_model(self, model: Any) -> ObservationDesign:
+        """This design with the noise ``model`` declares for the observable when none is given."""
+        return self if self.noise is not None else replace(self, noise=noise_for(model, self.observable))
+
     @property
     def noise_model(self) -> NoiseModel:
-        return self.noise or noise_for(self.observable)
+        if self.noise is None:
+            raise InputError(
+                f"ObservationDesign of '{self.observable}' has no noise; give noise=NoiseModel(...) or call "
+                "design.for_model(model) to use the noise the model declares."
+            )
+        return self.noise
 
     @property
     def horizon(self) -> float:

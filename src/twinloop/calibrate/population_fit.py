@@ -244,11 +244,12 @@ def individual_map(
 
 
 def _noise_priors(data: ObservedCohort) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-observation observable index into the noise vectors, and their prior centres."""
+    """Per-observation observable index into the noise vectors, and their prior centres (the
+    noise the model declares; the fit estimates it)."""
     kinds = sorted(set(data.observables))
     which = np.array([kinds.index(o) for o in data.observables])
     typical = np.array([np.median(np.abs(data.values[which == i])) for i in range(len(kinds))])
-    models = [noise_for(o) for o in kinds]
+    models = [noise_for(data.model, o) for o in kinds]
     additive = np.array([m.additive if m.additive > 0 else 0.05 * t for m, t in zip(models, typical, strict=True)])
     proportional = np.array([m.proportional if m.proportional > 0 else 0.05 for m in models])
     return which, additive, proportional

@@ -157,7 +157,7 @@ class CalibrationProblem:
         observables: the observable of each observation (names of ``model.observables``).
         values: the observed values, in the observables' units.
         inputs: the inputs over the observation span, in model time.
-        noise: per-observable noise (defaults from ``calibrate.noise.DEFAULT_NOISE``).
+        noise: per-observable noise (default: each observable's declared noise).
         initial_state: the known state at time 0 (a restart); the model's rule if None.
         settings: solver settings (tolerances).
     """
@@ -218,7 +218,7 @@ class CalibrationProblem:
         return reverse_via_forward(predict)
 
     def noise_sd_fns(self) -> Sequence[NoiseModel]:
-        return [noise_for(o, dict(self.noise)) for o in self.observables]
+        return [noise_for(self.model, o, self.noise) for o in self.observables]
 
     def noise_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-observation (additive, proportional) noise coefficients."""

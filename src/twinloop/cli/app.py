@@ -67,7 +67,7 @@ def list_models(ctx: typer.Context) -> None:
 
 
 @models_app.command("show")
-def show_model(model_id: Annotated[str, typer.Argument(help="model id, e.g. t1d-uva-padova")]) -> None:
+def show_model(model_id: Annotated[str, typer.Argument(help="model id (see `twinloop models`)")]) -> None:
     """Print a model's states, parameters, inputs, observables, units and references."""
     import twinloop as tl
 
@@ -122,7 +122,10 @@ def column_name(name: str, unit: str) -> str:
 def simulate(
     inputs: Annotated[Path, typer.Option(help="CSV with columns minute,insulin_U_per_min,carbs_g")],
     out: Annotated[Path, typer.Option(help="output file, .csv or .parquet")],
-    model: Annotated[str, typer.Option(help="model id")] = "t1d-uva-padova",
+    model: Annotated[
+        str | None,
+        typer.Option(help="model id (default: the registered model with per-minute insulin and carbs inputs)"),
+    ] = None,
     patient: Annotated[str, typer.Option(help="virtual patient name (e.g. adult#001) or 'all'")] = "adult#001",
     rtol: Annotated[float, typer.Option(help="relative tolerance")] = 1e-6,
     atol: Annotated[float, typer.Option(help="absolute tolerance")] = 1e-6,
@@ -131,8 +134,7 @@ def simulate(
     import numpy as np
 
     import twinloop as tl
-    from twinloop.cli.replay import read_recorded_inputs
-    from twinloop.models.t1d_uva_padova import recorded_inputs
+    from twinloop.cli.replay import read_recorded_inputs, recorded_plan, replay_model
     from twinloop.products.dataset import check_out_dir
     from twinloop.simulate.trajectories import write_atomic
 
@@ -142,13 +144,11 @@ def simulate(
         if out.is_dir():
             raise tl.InputError(f"--out '{out}' is a directory; give a file path ending in .csv or .parquet.")
         check_out_dir(out.parent, "the folder of --out")
-        m = tl.models.get(model)
-        if model != "t1d-uva-padova":
-            raise tl.InputError(f"Replaying recorded insulin and carbohydrate needs a T1D model; '{model}' is not one.")
+        m = replay_model(model)
         names = list(m.presets) if patient == "all" else [patient]
         params = np.stack([m.preset(name) for name in names])
         table = read_recorded_inputs(inputs)
-        plan = recorded_inputs(table["minute"], table["insulin_U_per_min"], table["carbs_g"])
+        plan = recorded_plan(table)
         minutes = np.arange(float(table["minute"].iloc[0]), float(table["minute"].iloc[-1]) + 1.0)
         settings = tl.SolverSettings(rtol=rtol, atol=atol)
         traj = tl.simulate(m, params, plan, times=minutes, patient_ids=names, settings=settings, progress=False)

@@ -185,7 +185,7 @@ def parse_targets(raw: list[str] | None) -> dict[str, dict[str, float]]:
 @cohort_app.command("from-real")
 def from_real(
     data: Annotated[Path, typer.Argument(help="folder with patients.parquet, observations.parquet (, doses.parquet)")],
-    model: Annotated[str, typer.Option("--model", help="the mechanistic core, e.g. tgi-claret")],
+    model: Annotated[str, typer.Option("--model", help="the mechanistic core: a model id (see `twinloop models`)")],
     out: Annotated[Path, typer.Option("--out", help="new directory for fit/ and product/")],
     population: Annotated[str, typer.Option("--population", help="base population YAML, or 'default'")] = "default",
     parameters: Annotated[

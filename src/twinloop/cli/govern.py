@@ -51,11 +51,12 @@ def _records(product: Any) -> Any:
 def demo_inputs(root: Path) -> dict[str, Path | None]:
     """Where ``twinloop demo`` put the artifacts a report of its NSCLC product covers."""
     learn = root / "learn"
+    posteriors = sorted(p for p in learn.glob("npe-*") if (p / "npe").is_dir())  # the demo trains one
     found = {
         "product": root / "nsclc-product",
         "reference": learn / "nsclc-real-like",
         "predictor": learn / "responder",
-        "posterior": learn / "npe-tgi-stein",
+        "posterior": posteriors[0] if posteriors else learn / "npe",
         "registry": root / "twins.db",
     }
     return {k: (v if v.exists() else None) for k, v in found.items()}

@@ -1,4 +1,5 @@
-"""Reading a recorded per-minute inputs table for ``twinloop simulate``."""
+"""Reading a recorded per-minute inputs table for ``twinloop simulate``, and the model and
+plan that replay it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from twinloop.errors import InputError
+from twinloop.models.base import Model
+from twinloop.models.inputs import Inputs
 from twinloop.products.limits import size_text
 
 COLUMNS = ("minute", "insulin_U_per_min", "carbs_g")
@@ -82,3 +85,45 @@ def _check_rows(path: Path, table: pd.DataFrame) -> None:
         if np.isinf(values).any():
             row = int(np.argmax(np.isinf(values))) + 1
             raise InputError(f"Column {column} row {row} is {values[row - 1]}; give finite numbers.")
+
+
+REPLAY_INPUTS = ("insulin", "carbs")
+
+
+def _replays(model: Model) -> bool:
+    rates = [i.name for i in model.rate_inputs]
+    return model.time_unit == "min" and all(name in rates for name in REPLAY_INPUTS)
+
+
+def replay_model(model_id: str | None) -> Model:
+    """The model to replay a record through: ``model_id``, or the first registered model
+    with per-minute ``insulin`` and ``carbs`` rate inputs. Refused if it has none."""
+    from twinloop.models.registry import available, get
+
+    if model_id is None:
+        found = next((m for m in map(get, available()) if _replays(m)), None)
+        if found is None:
+            raise InputError(
+                "No registered model takes per-minute insulin and carbs rate inputs; name one with --model."
+            )
+        return found
+    model = get(model_id)
+    if not _replays(model):
+        raise InputError(
+            f"Replaying recorded insulin and carbohydrate needs a model with per-minute rate inputs "
+            f"{list(REPLAY_INPUTS)}; '{model_id}' is not one (inputs {[i.name for i in model.inputs]}, "
+            f"time unit {model.time_unit})."
+        )
+    return model
+
+
+def recorded_plan(table: pd.DataFrame, eat_rate_g_per_min: float = 5.0) -> Inputs:
+    """The plan of a record, as simglucose delivers it: ``insulin_U_per_min`` of row i holds
+    until row i+1; ``carbs_g`` of row i is announced at its minute, eaten at ``eat_rate_g_per_min``
+    (the last row only closes the record)."""
+    t = table["minute"].to_numpy(dtype=np.float64)
+    insulin = np.nan_to_num(table["insulin_U_per_min"].to_numpy(dtype=np.float64))
+    carbs = np.nan_to_num(table["carbs_g"].to_numpy(dtype=np.float64))
+    plan = Inputs.series("insulin", t[:-1], insulin[:-1], end=float(t[-1]))
+    meals = [(float(m), float(g)) for m, g in zip(t[:-1], carbs[:-1], strict=True) if g > 0]
+    return plan + Inputs.meals(meals, rate_g_per_min=eat_rate_g_per_min)

@@ -82,7 +82,7 @@ def _check_out(path: Path, option: str, folder: bool = False) -> None:
 
 @twin_app.command("create")
 def create(
-    model: Annotated[str, typer.Option("--model", help="model id, e.g. t1d-uva-padova")],
+    model: Annotated[str, typer.Option("--model", help="model id (see `twinloop models`)")],
     data: Annotated[Path, typer.Option("--data", help="FHIR bundle (.json), NDJSON folder or CSV")],
     name: Annotated[str, typer.Option("--name", help="the twin's id in the registry")],
     columns: Annotated[Path | None, typer.Option("--columns", help="column map (YAML) of a generic CSV")] = None,
@@ -185,7 +185,7 @@ def _measurable_ranges(items: list[str], model: Any) -> dict[str, dict[str, Any]
                 f"--range names {name.strip()!r}, not an observable of {model.id} "
                 f"({', '.join(model.observable_names)})."
             )
-        default = noise_for(name.strip())
+        default = noise_for(model, name.strip())
         out[name.strip()] = {"additive": default.additive, "proportional": default.proportional,
                              "lower": lower, "upper": upper}  # fmt: skip
     return out

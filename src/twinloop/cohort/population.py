@@ -183,7 +183,9 @@ class Population:
         if "extends" in raw:
             raw = _extend(raw)
         if not isinstance(raw.get("model"), str):
-            raise InputError(f"population.model must name a model (e.g. t1d-uva-padova); got {raw.get('model')!r}.")
+            raise InputError(
+                f"population.model must name a model (an id `twinloop models` shows); got {raw.get('model')!r}."
+            )
         model = get_model(raw["model"])
         covariates = tuple(Covariate.parse(k, v) for k, v in _mapping("covariates", raw.get("covariates", {})).items())
         typical = {str(k): _positive(f"typical.{k}", v) for k, v in _mapping("typical", raw.get("typical", {})).items()}
@@ -218,10 +220,11 @@ class Population:
 
     @classmethod
     def default(cls, model: Model | str) -> Population:
-        """The built-in population of a model (see :mod:`twinloop.cohort.defaults`)."""
+        """The model's default population: its profile's YAML, else one from its parameter
+        bounds (see :mod:`twinloop.cohort.defaults`)."""
         from twinloop.cohort.defaults import default_population
 
-        return default_population(model if isinstance(model, str) else model.id)
+        return default_population(model)
 
     def validate(self, model: Model) -> None:
         """Check every name refers to something that exists."""

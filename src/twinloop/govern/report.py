@@ -310,24 +310,26 @@ def _num(value: Any) -> float | None:
 
 
 # --- clinical workflow ------------------------------------------------------------
-DEFAULT_CONTEXTS = {
-    "oncology": credibility.ContextOfUse(
-        question="How will this patient's tumour burden evolve under the planned chemotherapy schedule?",
-        use="Research and tumour-board discussion support; the treating team decides. Not a device.",
-        model_influence="medium",
-        decision_consequence="medium",
-    ),
-    "t1d": credibility.ContextOfUse(
-        question="What glucose trajectory follows a proposed insulin dose change?",
-        use="Decision support reviewed by a clinician before any dose change.",
-        model_influence="medium",
-        decision_consequence="high",
-    ),
-}
+GENERIC_CONTEXT = credibility.ContextOfUse(
+    question="What does the model forecast for this patient under the planned inputs?",
+    use="Research use; a person reviews every result before it informs a decision. Not a device.",
+    model_influence="medium",
+    decision_consequence="medium",
+)
+
+
+def model_context(model: Model) -> credibility.ContextOfUse:
+    """The context of use the model's profile declares (a generic research context if none)."""
+    declared = model.profile.context
+    if declared is None:
+        return GENERIC_CONTEXT
+    return credibility.ContextOfUse(
+        declared.question, declared.use, declared.model_influence, declared.decision_consequence
+    )
 
 
 def clinical_section(model: Model, report: Mapping[str, Any], inputs: ReportInputs) -> dict[str, Any]:
-    context = inputs.context or DEFAULT_CONTEXTS["t1d" if model.id.startswith("t1d") else "oncology"]
+    context = inputs.context or model_context(model)
     assessment = credibility.assess(context, evidence(report, inputs.audit))
     return {**assessment, "audit_log": audit_rows(inputs.audit)}
 

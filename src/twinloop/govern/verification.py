@@ -1,6 +1,7 @@
 """Verification of the engine and a core: does the code solve the equations it states?
 
-* **Convergence order.** The Stein tumour model has a closed-form solution,
+* **Convergence order.** The Stein regrowth-decay equations (a regressing part
+  ``R' = -d R`` and a regrowing part ``G' = g (G + y0)``) have a closed-form solution,
   ``y(t) = y0 (exp(-d t) + exp(g t) - 1)``. Solved with fixed steps ``h, h/2, h/4...``
   each explicit solver's error must fall as ``h^p`` with its textbook order ``p``.
 * **Tolerance study.** The adaptive solver's error against the closed form, and the
@@ -8,19 +9,22 @@
 * **Positivity and conservation.** Non-negative states stay non-negative and a declared
   steady state holds (:mod:`twinloop.models.check`); a one-compartment IV bolus keeps
   its mass: drug in the body plus drug eliminated equals the dose.
+
+The two test problems are declared here, as fixtures of the engine (not registered models).
 """
 
 from __future__ import annotations
 
 import itertools
+from functools import cache
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
-from twinloop.models.base import Model
+from twinloop.models.base import Input, Model, Observable, Parameter, State
 from twinloop.models.check import check_model
 from twinloop.models.inputs import Inputs
-from twinloop.models.registry import get as get_model
 from twinloop.simulate import simulate
 from twinloop.simulate.engine import SolverSettings
 
@@ -29,12 +33,58 @@ HORIZON = 365.0
 ORDERS = {"heun": 2, "bosh3": 3, "tsit5": 5}
 
 
+@cache
+def stein_problem() -> Model:
+    """Regrowth-decay: ``[R, G]`` with ``R' = -d R``, ``G' = g (G + y0)``, observed ``R + G``."""
+    return Model(
+        id="verification-regrowth-decay",
+        version="1",
+        name="Regrowth-decay test problem",
+        description="Two linear ODEs with a closed-form sum.",
+        time_unit="d",
+        states=(State("regressing", "mm"), State("regrowing", "mm")),
+        parameters=(
+            Parameter("y0", "mm", 60.0, 1.0, 400.0),
+            Parameter("g", "1/d", 0.004, 1e-6, 0.05),
+            Parameter("d", "1/d", 0.02, 1e-6, 0.2),
+        ),
+        inputs=(),
+        observables=(Observable("size", "mm", lambda x, p: x[0] + x[1]),),
+        rhs=lambda t, x, u, p: jnp.stack([-p["d"] * x[0], p["g"] * (x[1] + p["y0"])]),
+        initial_state=lambda p: jnp.stack([p["y0"] * 1.0, p["y0"] * 0.0]),
+        standard_scenario=lambda p: (Inputs(), HORIZON),
+    )
+
+
+@cache
+def one_compartment_problem() -> Model:
+    """One-compartment PK: ``[depot, central]``, absorption ``ka``, elimination ``CL / V``."""
+    return Model(
+        id="verification-one-compartment",
+        version="1",
+        name="One-compartment test problem",
+        description="An IV bolus into central, eliminated at CL / V.",
+        time_unit="h",
+        states=(State("depot", "mg"), State("central", "mg")),
+        parameters=(
+            Parameter("CL", "L/h", 5.0, 0.01, 500.0),
+            Parameter("V", "L", 50.0, 0.1, 5000.0),
+            Parameter("ka", "1/h", 1.0, 0.01, 50.0),
+        ),
+        inputs=(Input("dose_iv", "mg", "bolus", target="central"),),
+        observables=(Observable("concentration", "mg/L", lambda x, p: x[1] / p["V"]),),
+        rhs=lambda t, x, u, p: jnp.stack([-p["ka"] * x[0], p["ka"] * x[0] - p["CL"] / p["V"] * x[1]]),
+        initial_state=lambda p: jnp.zeros((2, *jnp.shape(p["V"]))),
+        standard_scenario=lambda p: (Inputs.bolus("dose_iv", [(0.0, 100.0)]), 48.0),
+    )
+
+
 def stein_exact(t: np.ndarray, y0: float, g: float, d: float) -> np.ndarray:
     return y0 * (np.exp(-d * t) + np.exp(g * t) - 1.0)
 
 
 def _stein_error(settings: SolverSettings) -> float:
-    model = get_model("tgi-stein")
+    model = stein_problem()
     params = np.array([[STEIN.get(p.name, p.default) for p in model.parameters]])
     times = np.linspace(0.0, HORIZON, 6)
     traj = simulate(model, params, Inputs(), times=times, settings=settings, progress=False)
@@ -81,7 +131,7 @@ def tolerance_study(model: Model | None = None, rtols: tuple[float, ...] = (1e-3
 
 def mass_balance(dose: float = 100.0, horizon: float = 48.0) -> dict[str, Any]:
     """One-compartment IV bolus: central amount + cumulative elimination = dose."""
-    model = get_model("pk-one-compartment")
+    model = one_compartment_problem()
     params = model.default_parameters[None, :]
     p = dict(zip(model.parameter_names, model.default_parameters, strict=True))
     times = np.linspace(0.0, horizon, 4801)

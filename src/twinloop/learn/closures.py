@@ -1,66 +1,52 @@
-"""The explicit registry of built-in closure declarations: one entry per closure.
+"""The closures a saved hybrid model can name: each model's declared ones, plus registered ones.
 
-A saved hybrid model stores its network weights and the name of its closure; loading
-looks the declaration up here (user closures are added with :func:`register`).
+A model declares the learned terms it admits in its profile (``ModelProfile.closures``,
+plain data, since models cannot import ``learn``); they are named ``"<model id>:<closure
+name>"`` and built here as :class:`~twinloop.learn.closure.Closure`. A saved hybrid model
+stores its network weights and the name of its closure; loading looks the name up here
+(closures for a model that does not declare them are added with :func:`register`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import jax.numpy as jnp
 
 from twinloop.errors import ModelError
 from twinloop.learn.closure import Closure, Feature
-from twinloop.models.base import ParamMap
+from twinloop.models.profile import ClosureSpec
+from twinloop.models.registry import available as available_models
+from twinloop.models.registry import get as get_model
+
+_REGISTERED: dict[str, tuple[str, Callable[[], Closure]]] = {}
 
 
-def claret_resistance() -> Closure:
-    """For ``tgi-claret`` run without its resistance term (``lam`` at its floor): the fraction
-    of the drug kill that is lost over time on treatment, learned from tumour series.
-
-    Term on d(tumour_size)/dt: ``+ KD * E(t) * exp(-lam t) * y * f(t)``, ``f`` in [0, 1].
-    The true missing term under Claret's resistance is ``f(t) = 1 - exp(-lam t)``.
-    """
-
-    def gate(t: Any, x: Any, u: Any, p: ParamMap) -> Any:
-        exposure = p["CL"] / p["V"] * x[1]
-        return p["KD"] * exposure * jnp.exp(-p["lam"] * t) * x[2]
-
-    return Closure(
-        name="resistance",
-        target="tumour_size",
-        features=(Feature("time_on_treatment", "d", lambda t, x, u, p: t, scale=365.0, description="model time"),),
-        unit="1",
-        lower=0.0,
-        upper=1.0,
-        gate=gate,
-        gate_description="the core's drug kill KD * E(t) * exp(-lam t) * y (mm/d)",
-        width=16,
-        depth=2,
-        description="fraction of the drug kill lost to acquired resistance",
-    )
-
-
-_CLOSURES: dict[str, tuple[str, Callable[[], Closure]]] = {
-    "tgi-claret:resistance": ("tgi-claret", claret_resistance),
-}
+def from_spec(spec: ClosureSpec) -> Closure:
+    """The closure a model's declaration describes."""
+    features = tuple(Feature(f.name, f.unit, f.fn, f.scale, f.description) for f in spec.features)
+    return Closure(spec.name, spec.target, features, spec.unit, spec.lower, spec.upper, spec.gate,
+                   spec.gate_description, spec.width, spec.depth, spec.description)  # fmt: skip
 
 
 def available() -> list[str]:
-    return sorted(_CLOSURES)
+    """Every closure name: the registered models' declared ones and the registered ones."""
+    declared = [f"{m}:{c.name}" for m in available_models() for c in get_model(m).profile.closures]
+    return sorted({*declared, *_REGISTERED})
 
 
 def get(key: str) -> tuple[str, Closure]:
-    """``(core model id, closure)`` registered under ``key`` (``"<model>:<closure>"``)."""
-    if key not in _CLOSURES:
+    """``(core model id, closure)`` named ``key`` (``"<model>:<closure>"``)."""
+    if key in _REGISTERED:
+        core_id, build = _REGISTERED[key]
+        return core_id, build()
+    core_id, _, name = key.rpartition(":")
+    spec = get_model(core_id).profile.closure(name) if core_id in available_models() else None
+    if spec is None:
         raise ModelError(f"Unknown closure '{key}'; available closures: {', '.join(available())}.")
-    core_id, build = _CLOSURES[key]
-    return core_id, build()
+    return core_id, from_spec(spec)
 
 
 def register(key: str, core_id: str, build: Callable[[], Closure]) -> None:
-    if key in _CLOSURES:
+    """Add a closure for ``core_id`` under ``key``."""
+    if key in available():
         raise ModelError(f"A closure named '{key}' is already registered; choose another name.")
-    _CLOSURES[key] = (core_id, build)
+    _REGISTERED[key] = (core_id, build)

@@ -206,7 +206,7 @@ def _treatment(spec: dict[str, Any], where: str, model: Any) -> None:
     spec["treatment"] = items
     columns = model.param_map(model.default_parameters.copy()[:, None])
     try:
-        build_plan(items, columns, pd.DataFrame(index=[0]), spec["duration"])
+        build_plan(items, columns, pd.DataFrame(index=[0]), spec["duration"], model)
     except TwinloopError:
         raise
     except (KeyError, TypeError, ValueError, OverflowError) as err:

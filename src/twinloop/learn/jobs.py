@@ -80,7 +80,7 @@ def _core(spec: Mapping[str, Any], where: str) -> tuple[Model, GaussianPrior, Pa
     if spec.get("treatment"):
         items = validate_treatment(f"{where}.treatment", spec["treatment"], model)
         columns = model.param_map(base[:, None])
-        plan = build_plan(items, columns, pd.DataFrame(index=[0]), float(spec.get("duration", 365.0)))
+        plan = build_plan(items, columns, pd.DataFrame(index=[0]), float(spec.get("duration", 365.0)), model)
     return model, prior, ParameterMap(model, names, base), plan
 
 

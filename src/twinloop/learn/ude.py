@@ -164,7 +164,7 @@ class ClosureTrainer:
     def loss_function(self, series: SeriesSet) -> tuple[Any, Any]:
         """``(loss(trainable, static), (network, log_theta))``: the objective and its starting point."""
         core, closure = self.core, self.closure
-        noise = self.noise or noise_for(series.observable)
+        noise = self.noise or noise_for(core, series.observable)
         objective = series_objective(core, self.parameters, self.prior, series, noise, self.settings)
         n = series.values.shape[0]
 
@@ -228,7 +228,7 @@ def map_estimates(
     """Maximum-a-posteriori log-parameters ``(n_patients, k)`` of many patients at once (Adam
     through the solver in reverse mode); works for any model, hybrid or not."""
     settings = settings or SolverSettings(backend="diffrax", rtol=1e-5, atol=1e-6)
-    noise = noise or noise_for(series.observable)
+    noise = noise or noise_for(model, series.observable)
     objective = series_objective(model, parameters, prior, series, noise, settings)
 
     def loss(log_theta: Any) -> Any:

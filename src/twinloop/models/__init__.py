@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from twinloop.models import tgi_claret as tgi_claret
     from twinloop.models import tgi_simeoni as tgi_simeoni
     from twinloop.models import tgi_stein as tgi_stein
+    from twinloop.models import treatments as treatments
     from twinloop.models.base import Input as Input
     from twinloop.models.base import Model as Model
     from twinloop.models.base import Observable as Observable
@@ -24,6 +25,16 @@ if TYPE_CHECKING:
     from twinloop.models.check import CheckResult as CheckResult
     from twinloop.models.check import check_model as check_model
     from twinloop.models.inputs import Inputs as Inputs
+    from twinloop.models.noise import NoiseModel as NoiseModel
+    from twinloop.models.noise import noise_for as noise_for
+    from twinloop.models.profile import ClosureFeature as ClosureFeature
+    from twinloop.models.profile import ClosureSpec as ClosureSpec
+    from twinloop.models.profile import ContextOfUse as ContextOfUse
+    from twinloop.models.profile import ModelProfile as ModelProfile
+    from twinloop.models.profile import ReferenceCase as ReferenceCase
+    from twinloop.models.profile import Treatment as Treatment
+    from twinloop.models.profile import ValidationReference as ValidationReference
+    from twinloop.models.profile import closed_form as closed_form
     from twinloop.models.registry import available as available
     from twinloop.models.registry import get as get
     from twinloop.models.registry import register as register

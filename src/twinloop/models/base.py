@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from twinloop.errors import InputError, ModelError
+from twinloop.models.noise import NoiseModel
+from twinloop.models.profile import ModelProfile
 
 if TYPE_CHECKING:
     from twinloop.models.inputs import Inputs
@@ -105,13 +107,15 @@ class Input:
 @dataclass(frozen=True)
 class Observable:
     """A quantity computed from the state, e.g. a concentration or a glucose level.
-    ``nonnegative`` quantities (the default) never get a negative predictive value."""
+    ``nonnegative`` quantities (the default) never get a negative predictive value;
+    ``noise`` is how a measurement of it scatters (None: the user must give one)."""
 
     name: str
     unit: str
     fn: ObservableFn
     description: str = ""
     nonnegative: bool = True
+    noise: NoiseModel | None = None
 
 
 def names_of(items: tuple[Any, ...]) -> list[str]:
@@ -152,6 +156,9 @@ class Model:
             usual data (the rest come from the population or from what the user knows);
             the model's documentation says why these.
         references: literature the equations and defaults come from.
+        profile: what else belongs to the model (default population, treatments,
+            validation references, closures, context of use); see
+            :class:`~twinloop.models.profile.ModelProfile`.
     """
 
     id: str
@@ -176,6 +183,7 @@ class Model:
     presets: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     identifiable: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
+    profile: ModelProfile = field(default_factory=ModelProfile)
 
     def __post_init__(self) -> None:
         _check_unit("model time", self.id, self.time_unit)
@@ -207,6 +215,7 @@ class Model:
                     f"Bolus input '{inp.name}' of model '{self.id}' targets unknown state "
                     f"'{inp.target}'; expected one of {list(self.state_names)}."
                 )
+        self.profile.check(self)
 
     # --- names and lookups -------------------------------------------------
     @property

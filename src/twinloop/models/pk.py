@@ -18,6 +18,8 @@ import jax.numpy as jnp
 
 from twinloop.errors import ModelError
 from twinloop.models.base import Input, Parameter, ParamMap, State
+from twinloop.models.noise import NoiseModel
+from twinloop.models.profile import ContextOfUse
 
 Compartments = Literal[1, 2]
 DEPOT, CENTRAL, PERIPHERAL = 0, 1, 2
@@ -25,6 +27,15 @@ DEPOT, CENTRAL, PERIPHERAL = 0, 1, 2
 REFERENCE = (
     "Gabrielsson J, Weiner D. Pharmacokinetic and Pharmacodynamic Data Analysis: "
     "Concepts and Applications. 5th ed. Swedish Pharmaceutical Press; 2016."
+)
+
+ASSAY = NoiseModel(additive=0.01, proportional=0.1)
+"""Measurement noise of a drug concentration (mg/L): an assay's CV and quantification floor."""
+CONTEXT = ContextOfUse(
+    question="What drug exposure follows this dosing regimen?",
+    use="Research and dose-regimen exploration; a pharmacist or physician decides. Not a device.",
+    model_influence="medium",
+    decision_consequence="medium",
 )
 
 

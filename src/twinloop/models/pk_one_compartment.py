@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from twinloop.models.base import Input, Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
+from twinloop.models.pk import ASSAY, CONTEXT
+from twinloop.models.profile import ModelProfile, closed_form
+from twinloop.models.treatments import CHEMOTHERAPY
 
 ID = "pk-one-compartment"
 VERSION = "1.0.0"
@@ -44,6 +48,26 @@ def standard_scenario(p: Mapping[str, float]) -> tuple[Inputs, float]:
     return plan, 72.0
 
 
+def after_iv_bolus(p: Mapping[str, float], t: np.ndarray, dose: float = 100.0) -> np.ndarray:
+    """The closed form ``D / V exp(-CL / V t)`` after an IV bolus of ``dose`` mg at t = 0."""
+    return np.asarray(dose / p["V"] * np.exp(-p["CL"] / p["V"] * t))
+
+
+PROFILE = ModelProfile(
+    treatments=(CHEMOTHERAPY,),
+    validation=(
+        closed_form(
+            "closed form D/V exp(-CL/V t) after an IV bolus",
+            "concentration",
+            np.linspace(0.0, 48.0, 97),
+            after_iv_bolus,
+            scenario=lambda p: Inputs.bolus("dose_iv", [(0.0, 100.0)]),
+        ),
+    ),
+    context=CONTEXT,
+)
+
+
 def build() -> Model:
     """Construct the model specification (called once by the registry)."""
     return Model(
@@ -66,7 +90,7 @@ def build() -> Model:
             Input("dose_iv", "mg", "bolus", "IV bolus dose", target="central"),
             Input("dose_oral", "mg", "bolus", "oral dose (bioavailability 1)", target="depot"),
         ),
-        observables=(Observable("concentration", "mg/L", lambda x, p: x[1] / p["V"], "central / V"),),
+        observables=(Observable("concentration", "mg/L", lambda x, p: x[1] / p["V"], "central / V", noise=ASSAY),),
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
@@ -75,4 +99,5 @@ def build() -> Model:
             "Gabrielsson J, Weiner D. Pharmacokinetic and Pharmacodynamic Data Analysis: "
             "Concepts and Applications. 5th ed. Swedish Pharmaceutical Press; 2016.",
         ),
+        profile=PROFILE,
     )

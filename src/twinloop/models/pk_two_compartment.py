@@ -13,7 +13,9 @@ from collections.abc import Mapping
 
 from twinloop.models.base import Model, Observable
 from twinloop.models.inputs import Inputs
-from twinloop.models.pk import REFERENCE, PKComponent, PKDefaults
+from twinloop.models.pk import ASSAY, CONTEXT, REFERENCE, PKComponent, PKDefaults
+from twinloop.models.profile import ModelProfile
+from twinloop.models.treatments import CHEMOTHERAPY
 
 ID = "pk-two-compartment"
 VERSION = "1.0.0"
@@ -41,10 +43,11 @@ def build() -> Model:
         states=PK.states(),
         parameters=PK.parameters(),
         inputs=PK.inputs(),
-        observables=(Observable("concentration", "mg/L", PK.concentration, "central / V"),),
+        observables=(Observable("concentration", "mg/L", PK.concentration, "central / V", noise=ASSAY),),
         rhs=lambda t, x, u, p: PK.rhs(x, u[0], p),
         initial_state=PK.initial_state,
         standard_scenario=standard_scenario,
         steady_state_inputs=lambda p: PK.initial_state(p)[:1],
         references=(REFERENCE,),
+        profile=ModelProfile(treatments=(CHEMOTHERAPY,), context=CONTEXT),
     )

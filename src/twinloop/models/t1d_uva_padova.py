@@ -20,17 +20,24 @@ published parameter sets, MIT licence (see ``data/LICENSE-simglucose.txt``).
 from __future__ import annotations
 
 import csv
+import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
+from twinloop.errors import InputError
 from twinloop.models.base import Input, Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
+from twinloop.models.noise import NoiseModel
+from twinloop.models.profile import ContextOfUse, ModelProfile, ReferenceCase, Treatment, ValidationReference
+from twinloop.models.treatments import check_events, number
 
 ID = "t1d-uva-padova"
 VERSION = "1.0.0"
@@ -113,6 +120,12 @@ _FIXED_BOUNDS = {"f": (0.5, 1.0), "Fsnc": (0.5, 2.0), "ke1": (0.0, 0.005), "ke2"
 # 30 published patients (log-sd 0.29-1.0) and that shape the glucose response to meals and
 # insulin. Volumes, renal and hepatic constants vary little (log-sd < 0.23) or are shared.
 IDENTIFIABLE = ("Gpb", "Ib", "Vmx", "kp2", "kp3", "ki", "k1", "k2", "kabs", "kmax", "kmin", "p2u", "ka1", "ka2")
+
+# Measurement noise: a CGM (readings below 40 or above 400 mg/dL are shown as the limit,
+# "LOW" / "HIGH"), a laboratory glucose analyser and an insulin immunoassay.
+CGM = NoiseModel(additive=8.0, proportional=0.05, lower=40.0, upper=400.0)
+LAB_GLUCOSE = NoiseModel(additive=5.0, proportional=0.05)
+INSULIN_ASSAY = NoiseModel(additive=5.0, proportional=0.1)
 
 REFERENCES = (
     "Dalla Man C, Rizza RA, Cobelli C. Meal simulation model of the glucose-insulin system. "
@@ -330,6 +343,100 @@ def standard_scenario(p: Mapping[str, float]) -> tuple[Inputs, float]:
     return basal_bolus(p, STANDARD_MEALS), 1440.0
 
 
+def _check_basal_bolus(at: str, item: Mapping[str, Any], duration: float | None) -> None:
+    meals = item.get("meals", [])
+    if not isinstance(meals, list) or len(meals) > 48:
+        raise InputError(f"{at}.meals must be a list of at most 48 [minute of the day, grams]; got {meals!r}.")
+    for j, meal in enumerate(meals):
+        if not (isinstance(meal, list | tuple) and len(meal) == 2):
+            raise InputError(f"{at}.meals[{j}] must be [minute of the day, grams], e.g. [420, 50]; got {meal!r}.")
+        minute = number(f"{at}.meals[{j}]", {"minute": meal[0]}, "minute", None)
+        number(f"{at}.meals[{j}]", {"grams": meal[1]}, "grams", None)
+        if minute >= 1440:
+            raise InputError(f"{at}.meals[{j}]: the minute of the day must be below 1440; got {meal[0]!r}.")
+    number(at, item, "carb_ratio_scale", 1.0, positive=True)
+    if duration is not None:
+        check_events(f"{at}.meals over 'duration'", len(meals) * math.ceil(duration / 1440.0))
+
+
+def _build_basal_bolus(item: Mapping[str, Any], params: Mapping[str, Any], latent: Any, duration: float) -> Inputs:
+    """Daily meals with open-loop basal and meal boluses of grams / carbohydrate ratio (the
+    patient's own ratio when the population samples one, as the latent ``carb_ratio``)."""
+    days = max(1, math.ceil(duration / 1440.0))
+    meals = [(day * 1440.0 + float(t), float(g)) for day in range(days) for t, g in item.get("meals", [])]
+    ratio = latent["carb_ratio"].to_numpy() if "carb_ratio" in getattr(latent, "columns", ()) else None
+    if ratio is not None:
+        ratio = ratio * float(item.get("carb_ratio_scale", 1.0))
+    return basal_bolus(params, meals, carb_ratio_g_per_U=ratio, t_end=days * 1440.0)
+
+
+BASAL_BOLUS = Treatment(
+    kind="basal_bolus",
+    keys=("meals", "carb_ratio_scale"),
+    check=_check_basal_bolus,
+    build=_build_basal_bolus,
+    channels=lambda item: ("insulin",),
+    description="daily meals [[minute, grams], ...] with basal insulin and meal boluses (carb_ratio_scale x ratio)",
+)
+
+
+def simglucose_reference() -> Path | None:
+    """The stored simglucose trajectories (``TWINLOOP_SIMGLUCOSE_REFERENCE``, or
+    ``tests/data/simglucose_reference.csv.gz`` in a checkout), None when absent."""
+    configured = os.environ.get("TWINLOOP_SIMGLUCOSE_REFERENCE")
+    for candidate in (configured, "tests/data/simglucose_reference.csv.gz"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    return None
+
+
+def simglucose_cases(table: Any, first: int | None = None, observable: str = "plasma_glucose") -> list[ReferenceCase]:
+    """Each patient of a simglucose record (minutes 0..1439) replayed open-loop: its recorded
+    insulin and meals, and the peer's glucose (``<observable>_mg_dl``) as the expected values."""
+    names = list(dict.fromkeys(table["patient"]))[:first]
+    published = patients()
+    out = []
+    for name in names:
+        rows = table[table["patient"] == name]
+        minutes = np.append(rows["minute"].to_numpy(float), 1440.0)  # add the closing minute 1440
+        insulin = np.append(rows["insulin_U_per_min"].to_numpy(), np.nan)
+        carbs = np.append(rows["carbs_g"].to_numpy(), np.nan)
+        plan = recorded_inputs(minutes, insulin, carbs)
+        expected = rows[f"{observable}_mg_dl"].to_numpy(float)
+        out.append(ReferenceCase(name, published[name], plan, np.arange(0.0, 1440.0), expected))
+    return out
+
+
+def _simglucose_validation(model: Model) -> list[ReferenceCase]:
+    import pandas as pd
+
+    path = simglucose_reference()
+    return [] if path is None else simglucose_cases(pd.read_csv(path), first=5)
+
+
+def profile() -> ModelProfile:
+    """The default population, treatments, peer reference and context of use."""
+    return ModelProfile(
+        population=Path(__file__).with_name("t1d_uva_padova.population.yaml"),
+        treatments=(BASAL_BOLUS,),
+        validation=(
+            ValidationReference(
+                "simglucose 0.2.11, 5 patients over 24 h with meals (mg/dL)",
+                "plasma_glucose",
+                _simglucose_validation,
+                tolerance=0.5,
+                error="absolute",
+            ),
+        ),
+        context=ContextOfUse(
+            question="What glucose trajectory follows a proposed insulin dose change?",
+            use="Decision support reviewed by a clinician before any dose change.",
+            model_influence="medium",
+            decision_consequence="high",
+        ),
+    )
+
+
 def _bounds(name: str, values: list[float]) -> tuple[float, float]:
     if name in _FIXED_BOUNDS:
         return _FIXED_BOUNDS[name]
@@ -357,9 +464,11 @@ def build() -> Model:
             Input("carbs", "g/min", "rate", "carbohydrate eaten per minute"),
         ),
         observables=(
-            Observable("plasma_glucose", "mg/dL", lambda x, p: x[3] / p["Vg"], "Gp / Vg"),
-            Observable("subcutaneous_glucose", "mg/dL", lambda x, p: x[12] / p["Vg"], "Gs / Vg (simglucose's BG)"),
-            Observable("plasma_insulin", "pmol/L", lambda x, p: x[5] / p["Vi"], "Ip / Vi"),
+            Observable("plasma_glucose", "mg/dL", lambda x, p: x[3] / p["Vg"], "Gp / Vg", noise=LAB_GLUCOSE),
+            Observable(
+                "subcutaneous_glucose", "mg/dL", lambda x, p: x[12] / p["Vg"], "Gs / Vg (simglucose's BG)", noise=CGM
+            ),
+            Observable("plasma_insulin", "pmol/L", lambda x, p: x[5] / p["Vi"], "Ip / Vi", noise=INSULIN_ASSAY),
         ),
         rhs=rhs,
         initial_state=initial_state,
@@ -374,4 +483,5 @@ def build() -> Model:
         presets=table,
         identifiable=IDENTIFIABLE,
         references=REFERENCES,
+        profile=profile(),
     )

@@ -25,15 +25,21 @@ with the drug's own population PK. Radiotherapy fractions multiply the diameter 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from twinloop.models import radiotherapy
 from twinloop.models.base import Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
+from twinloop.models.noise import NoiseModel
+from twinloop.models.pk import ASSAY, PKComponent, PKDefaults
 from twinloop.models.pk import REFERENCE as PK_REFERENCE
-from twinloop.models.pk import PKComponent, PKDefaults
+from twinloop.models.profile import ClosureFeature, ClosureSpec, ContextOfUse, ModelProfile, closed_form
+from twinloop.models.treatments import CHEMOTHERAPY, RADIOTHERAPY
+from twinloop.models.treatments import chemotherapy as chemotherapy
 
 ID = "tgi-claret"
 VERSION = "1.0.0"
@@ -53,6 +59,73 @@ REFERENCES = (
     PK_REFERENCE,
     radiotherapy.REFERENCE,
 )
+
+
+# Measurement noise of RECIST (CT) readings of the sum of diameters.
+CT_DIAMETERS = NoiseModel(additive=1.0, proportional=0.1)
+ONCOLOGY_CONTEXT = ContextOfUse(
+    question="How will this patient's tumour burden evolve under the planned chemotherapy schedule?",
+    use="Research and tumour-board discussion support; the treating team decides. Not a device.",
+    model_influence="medium",
+    decision_consequence="medium",
+)
+
+
+def _after_iv_bolus(p: Mapping[str, float], t: np.ndarray, dose: float = 2000.0) -> np.ndarray:
+    """The closed form after one IV bolus of ``dose`` mg at t = 0 (one-compartment PK):
+    the exposure ``CL C(t)`` decays at ``k = CL / V`` and its kill is integrated analytically."""
+    k = p["CL"] / p["V"]
+    kill = p["KD"] * k * dose * (1 - np.exp(-(k + p["lam"]) * t)) / (k + p["lam"])
+    return np.asarray(p["y0"] * np.exp(p["KL"] * t - kill))
+
+
+def resistance_closure() -> ClosureSpec:
+    """For the model run without its resistance term (``lam`` at its floor): the fraction of the
+    drug kill that is lost over time on treatment, learned from tumour series.
+
+    Term on d(tumour_size)/dt: ``+ KD * E(t) * exp(-lam t) * y * f(t)``, ``f`` in [0, 1].
+    The true missing term under Claret's resistance is ``f(t) = 1 - exp(-lam t)``.
+    """
+
+    def gate(t: Any, x: Any, u: Any, p: ParamMap) -> Any:
+        exposure = p["CL"] / p["V"] * x[1]
+        return p["KD"] * exposure * jnp.exp(-p["lam"] * t) * x[2]
+
+    return ClosureSpec(
+        name="resistance",
+        target="tumour_size",
+        features=(
+            ClosureFeature("time_on_treatment", "d", lambda t, x, u, p: t, scale=365.0, description="model time"),
+        ),
+        unit="1",
+        lower=0.0,
+        upper=1.0,
+        gate=gate,
+        gate_description="the core's drug kill KD * E(t) * exp(-lam t) * y (mm/d)",
+        width=16,
+        depth=2,
+        description="fraction of the drug kill lost to acquired resistance",
+    )
+
+
+def profile(compartments: int) -> ModelProfile:
+    """Population, treatments, closed form and resistance closure (the last two for one
+    PK compartment, where the exposure has the closed form they use)."""
+    one = compartments == 1
+    reference = closed_form(
+        "closed form after an IV bolus (exposure integrated analytically)",
+        "sum_of_diameters",
+        np.linspace(0.0, 200.0, 101),
+        _after_iv_bolus,
+        scenario=lambda p: Inputs.bolus("dose_iv", [(0.0, 2000.0)]),
+    )
+    return ModelProfile(
+        population=Path(__file__).with_name("tgi_claret.population.yaml"),
+        treatments=(CHEMOTHERAPY, RADIOTHERAPY),
+        validation=(reference,) if one else (),
+        closures=(resistance_closure(),) if one else (),
+        context=ONCOLOGY_CONTEXT,
+    )
 
 
 def build(compartments: int = 1) -> Model:
@@ -86,30 +159,16 @@ def build(compartments: int = 1) -> Model:
         ),
         inputs=(*pk.inputs(), radiotherapy.fraction_input([tumour], exponent=1.0 / 3.0)),
         observables=(
-            Observable("sum_of_diameters", "mm", lambda x, p: x[tumour], "tumour size"),
-            Observable("concentration", "mg/L", pk.concentration, "central drug concentration"),
+            Observable("sum_of_diameters", "mm", lambda x, p: x[tumour], "tumour size", noise=CT_DIAMETERS),
+            Observable("concentration", "mg/L", pk.concentration, "central drug concentration", noise=ASSAY),
         ),
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
         identifiable=("y0", "KL", "KD", "lam"),
         references=REFERENCES,
+        profile=profile(compartments),
     )
-
-
-def chemotherapy(
-    dose_mg: float,
-    *,
-    cycle_days: float = 28.0,
-    days_on: int = 5,
-    n_cycles: int = 6,
-    route: str = "iv",
-    start: float = 0,
-) -> Inputs:
-    """A cyclic regimen: ``dose_mg`` on each of the first ``days_on`` days of every cycle."""
-    channel = "dose_iv" if route == "iv" else "dose_oral"
-    doses = [(start + c * cycle_days + d, dose_mg) for c in range(n_cycles) for d in range(days_on)]
-    return Inputs.bolus(channel, doses)
 
 
 def standard_scenario(p: Mapping[str, float]) -> tuple[Inputs, float]:

@@ -21,6 +21,7 @@ that of a sphere of the tumour's volume (1 g ~ 1 cm3).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
@@ -28,8 +29,12 @@ import jax.numpy as jnp
 from twinloop.models import radiotherapy
 from twinloop.models.base import Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
+from twinloop.models.noise import NoiseModel
+from twinloop.models.pk import ASSAY, PKComponent, PKDefaults
 from twinloop.models.pk import REFERENCE as PK_REFERENCE
-from twinloop.models.pk import PKComponent, PKDefaults
+from twinloop.models.profile import ModelProfile
+from twinloop.models.tgi_claret import CT_DIAMETERS, ONCOLOGY_CONTEXT
+from twinloop.models.treatments import CHEMOTHERAPY, RADIOTHERAPY
 
 ID = "tgi-simeoni"
 VERSION = "1.0.0"
@@ -41,6 +46,15 @@ REFERENCES = (
     "kinetics in xenograft models after administration of anticancer agents. Cancer Res. 2004;64(3):1094-1101.",
     PK_REFERENCE,
     radiotherapy.REFERENCE,
+)
+
+
+# A xenograft weighed from calliper volume, and the sphere diameter derived from it.
+WEIGHT_NOISE = NoiseModel(additive=0.01, proportional=0.1)
+PROFILE = ModelProfile(
+    population=Path(__file__).with_name("tgi_simeoni.population.yaml"),
+    treatments=(CHEMOTHERAPY, RADIOTHERAPY),
+    context=ONCOLOGY_CONTEXT,
 )
 
 
@@ -107,15 +121,22 @@ def build() -> Model:
         ),
         inputs=(*pk.inputs(), radiotherapy.fraction_input([x1], exponent=1.0)),
         observables=(
-            Observable("tumour_weight", "g", weight, "x1 + x2 + x3 + x4"),
-            Observable("sum_of_diameters", "mm", lambda x, p: sphere_diameter_mm(weight(x, p)), "sphere diameter"),
-            Observable("concentration", "mg/L", pk.concentration, "central drug concentration"),
+            Observable("tumour_weight", "g", weight, "x1 + x2 + x3 + x4", noise=WEIGHT_NOISE),
+            Observable(
+                "sum_of_diameters",
+                "mm",
+                lambda x, p: sphere_diameter_mm(weight(x, p)),
+                "sphere diameter",
+                noise=CT_DIAMETERS,
+            ),
+            Observable("concentration", "mg/L", pk.concentration, "central drug concentration", noise=ASSAY),
         ),
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
         identifiable=("w0", "lambda0", "lambda1", "k2"),
         references=REFERENCES,
+        profile=PROFILE,
     )
 
 

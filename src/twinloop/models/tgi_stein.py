@@ -19,12 +19,16 @@ population at hand. Baseline sum of diameters 90 mm.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax.numpy as jnp
+import numpy as np
 
 from twinloop.models.base import Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
+from twinloop.models.profile import ModelProfile, closed_form
+from twinloop.models.tgi_claret import CT_DIAMETERS, ONCOLOGY_CONTEXT
 
 ID = "tgi-stein"
 VERSION = "1.0.0"
@@ -60,6 +64,22 @@ def standard_scenario(p: Mapping[str, float]) -> tuple[Inputs, float]:
     return Inputs(), 730.0
 
 
+def exact(p: Mapping[str, float], t: np.ndarray) -> np.ndarray:
+    """The closed form ``y0 (exp(-d t) + exp(g t) - 1)``."""
+    return np.asarray(p["y0"] * (np.exp(-p["d"] * t) + np.exp(p["g"] * t) - 1.0))
+
+
+PROFILE = ModelProfile(
+    population=Path(__file__).with_name("tgi_stein.population.yaml"),
+    validation=(
+        closed_form(
+            "closed form y0 (exp(-d t) + exp(g t) - 1)", "sum_of_diameters", np.linspace(0.0, 730.0, 74), exact
+        ),
+    ),
+    context=ONCOLOGY_CONTEXT,
+)
+
+
 def build() -> Model:
     return Model(
         id=ID,
@@ -77,10 +97,15 @@ def build() -> Model:
             Parameter("d", "1/d", 0.004, 1e-6, 0.2, "regression (decay) rate"),
         ),
         inputs=(),
-        observables=(Observable("sum_of_diameters", "mm", lambda x, p: x[0] + x[1], "regressing + regrowing"),),
+        observables=(
+            Observable(
+                "sum_of_diameters", "mm", lambda x, p: x[0] + x[1], "regressing + regrowing", noise=CT_DIAMETERS
+            ),
+        ),
         rhs=rhs,
         initial_state=initial_state,
         standard_scenario=standard_scenario,
         identifiable=("y0", "g", "d"),
         references=REFERENCES,
+        profile=PROFILE,
     )

@@ -185,7 +185,7 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
         if rows.size == 0:
             continue
         sub = cohort[rows]
-        plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration)
+        plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration, model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traj = simulate(

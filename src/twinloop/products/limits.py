@@ -14,6 +14,8 @@ import math
 from typing import Any
 
 from twinloop.errors import InputError
+from twinloop.models.treatments import MAX_EVENTS as MAX_EVENTS  # a treatment's limit, declared with treatments
+from twinloop.models.treatments import check_events as check_events
 
 MAX_PATIENTS = 10_000_000
 """The most patients of one product: written in chunks, so memory is bounded by a chunk;
@@ -24,8 +26,6 @@ MAX_DURATION_DAYS = 36_525.0
 """The longest simulated span: 100 years (timestamps stay far from pandas' year-2262 end)."""
 MAX_CHUNK_BYTES = 2 << 30
 """The most memory of one chunk's simulated outputs (``chunk_size x points x observables x 8``)."""
-MAX_EVENTS = 100_000
-"""The most doses, meals or visits one treatment or schedule may list or generate."""
 MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
 
 
@@ -117,11 +117,3 @@ def chunk_size_for(requested: int | None, n: int, points: int, observables: int)
             f"{size_text(MAX_CHUNK_BYTES)}, i.e. chunk_size {fits} for this spec. Lower 'chunk_size'."
         )
     return min(requested, n)
-
-
-def check_events(field: str, count: float) -> None:
-    """Refuse a plan or schedule with more than :data:`MAX_EVENTS` events."""
-    if count > MAX_EVENTS:
-        raise InputError(
-            f"{field} gives {count:g} events; the largest accepted is {MAX_EVENTS}. Use fewer cycles, days or visits."
-        )

@@ -1,14 +1,13 @@
 """Treatment plans of a product, built per cohort from a declarative spec.
 
-Kinds: ``basal_bolus`` (T1D: daily meals, open-loop basal insulin and meal boluses
-of grams / carbohydrate ratio, the patient's own ratio when the population samples
-one), ``chemotherapy`` (cyclic doses), ``radiotherapy`` (LQ fractions) and ``none``.
-A list combines several. Every plan is one cohort plan with per-patient doses.
+The kinds a model takes are its profile's treatments (``model.profile.treatments``,
+e.g. ``basal_bolus``, ``chemotherapy``, ``radiotherapy``), each with its accepted keys,
+its checks and its builder; ``none`` is always accepted. A list combines several.
+Every plan is one cohort plan with per-patient doses.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,12 +15,10 @@ import numpy as np
 import pandas as pd
 
 from twinloop.errors import InputError
-from twinloop.models import radiotherapy, t1d_uva_padova, tgi_claret
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
-from twinloop.products.limits import check_events
+from twinloop.models.profile import Treatment
 
-KINDS = ("basal_bolus", "chemotherapy", "radiotherapy", "none")
 DOSE_COLUMNS = {"subject_id": str, "time": float, "input": str, "kind": str, "amount": float, "duration": float,
                 "unit": str}  # fmt: skip
 
@@ -31,13 +28,9 @@ def empty_table(columns: Mapping[str, type]) -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
-KEYS = {
-    "none": {"kind"},
-    "basal_bolus": {"kind", "meals", "carb_ratio_scale"},
-    "chemotherapy": {"kind", "dose_mg", "cycle_days", "days_on", "n_cycles", "route", "start"},
-    "radiotherapy": {"kind", "start", "fractions", "dose_gy", "weekdays_only"},
-}
-CHANNELS = {"basal_bolus": "insulin", "chemotherapy": "dose_iv", "radiotherapy": radiotherapy.CHANNEL}
+def kinds(model: Model) -> tuple[str, ...]:
+    """The treatment kinds ``model`` takes, ``none`` first."""
+    return ("none", *(t.kind for t in model.profile.treatments))
 
 
 def validate_treatment(where: str, raw: Any, model: Model, duration: float | None = None) -> list[dict[str, Any]]:
@@ -49,109 +42,45 @@ def validate_treatment(where: str, raw: Any, model: Model, duration: float | Non
     out = []
     for i, item in enumerate(items):
         at = f"{where}[{i}]"
-        if not isinstance(item, Mapping) or item.get("kind") not in KINDS:
-            raise InputError(f"{at}.kind must be one of {', '.join(KINDS)}; got {item!r}.")
-        kind = item["kind"]
-        unknown = sorted(str(k) for k in set(item) - KEYS[kind])
+        if not isinstance(item, Mapping) or item.get("kind") not in kinds(model):
+            raise InputError(
+                f"{at}.kind must be one of {', '.join(kinds(model))} (the treatments model '{model.id}' takes); "
+                f"got {item!r}."
+            )
+        treatment = model.profile.treatment(str(item["kind"]))
+        accepted = {"kind", *(treatment.keys if treatment else ())}
+        unknown = sorted(str(k) for k in set(item) - accepted)
         if unknown:
-            raise InputError(f"{at} has unknown keys {unknown}; a {kind} treatment accepts {sorted(KEYS[kind])}.")
-        channel = CHANNELS.get(kind)
-        if kind == "chemotherapy" and item.get("route", "iv") == "oral":
-            channel = "dose_oral"
-        if channel and channel not in [inp.name for inp in model.inputs]:
-            raise InputError(f"{at}: model '{model.id}' has no '{channel}' input for {kind}.")
-        _check_values(at, item, duration)
+            raise InputError(f"{at} has unknown keys {unknown}; a {item['kind']} treatment accepts {sorted(accepted)}.")
+        if treatment is not None:
+            _check_channels(at, item, treatment, model)
+            treatment.check(at, item, duration)
         out.append(dict(item))
     return out
 
 
-def _number(at: str, item: Mapping[str, Any], key: str, default: float | None, *, positive: bool = False) -> float:
-    value = item.get(key, default)
-    if value is None:
-        raise InputError(f"{at} needs '{key}'.")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InputError(f"{at}.{key} must be a finite number; got {value!r}.")
-    if value < 0 or (positive and value == 0):
-        raise InputError(f"{at}.{key} must be {'> 0' if positive else '>= 0'}; got {value!r}.")
-    return float(value)
-
-
-def _count(at: str, item: Mapping[str, Any], key: str, default: int | None) -> int:
-    value = _number(at, item, key, default, positive=True)
-    if value != int(value):
-        raise InputError(f"{at}.{key} must be a whole number >= 1; got {item.get(key)!r}.")
-    check_events(f"{at}.{key}", value)
-    return int(value)
-
-
-def _check_values(at: str, item: Mapping[str, Any], duration: float | None) -> None:
-    """Types, ranges and the number of events of one treatment item."""
-    kind = item["kind"]
-    if kind == "basal_bolus":
-        meals = item.get("meals", [])
-        if not isinstance(meals, list) or len(meals) > 48:
-            raise InputError(f"{at}.meals must be a list of at most 48 [minute of the day, grams]; got {meals!r}.")
-        for j, meal in enumerate(meals):
-            if not (isinstance(meal, list | tuple) and len(meal) == 2):
-                raise InputError(f"{at}.meals[{j}] must be [minute of the day, grams], e.g. [420, 50]; got {meal!r}.")
-            minute = _number(f"{at}.meals[{j}]", {"minute": meal[0]}, "minute", None)
-            _number(f"{at}.meals[{j}]", {"grams": meal[1]}, "grams", None)
-            if minute >= 1440:
-                raise InputError(f"{at}.meals[{j}]: the minute of the day must be below 1440; got {meal[0]!r}.")
-        _number(at, item, "carb_ratio_scale", 1.0, positive=True)
-        if duration is not None:
-            check_events(f"{at}.meals over 'duration'", len(meals) * math.ceil(duration / 1440.0))
-    elif kind == "chemotherapy":
-        _number(at, item, "dose_mg", None, positive=True)
-        _number(at, item, "cycle_days", 21.0, positive=True)
-        _number(at, item, "start", 0.0)
-        if item.get("route", "iv") not in ("iv", "oral"):
-            raise InputError(f"{at}.route must be 'iv' or 'oral'; got {item.get('route')!r}.")
-        check_events(f"{at}.n_cycles x days_on", _count(at, item, "n_cycles", 6) * _count(at, item, "days_on", 1))
-    elif kind == "radiotherapy":
-        _number(at, item, "start", 0.0)
-        _number(at, item, "dose_gy", None, positive=True)
-        _count(at, item, "fractions", None)
-        if not isinstance(item.get("weekdays_only", True), bool):
-            raise InputError(f"{at}.weekdays_only must be true or false; got {item.get('weekdays_only')!r}.")
+def _check_channels(at: str, item: Mapping[str, Any], treatment: Treatment, model: Model) -> None:
+    names = [inp.name for inp in model.inputs]
+    for channel in treatment.channels(item):
+        if channel not in names:
+            raise InputError(f"{at}: model '{model.id}' has no '{channel}' input for {treatment.kind}.")
 
 
 def build_plan(
-    items: Sequence[Mapping[str, Any]], params: Mapping[str, np.ndarray], latent: pd.DataFrame, duration: float
+    items: Sequence[Mapping[str, Any]],
+    params: Mapping[str, np.ndarray],
+    latent: pd.DataFrame,
+    duration: float,
+    model: Model,
 ) -> Inputs:
-    """The cohort plan of ``items`` for patients with parameter columns ``params``."""
+    """The cohort plan of ``items`` (checked by :func:`validate_treatment`) for patients with
+    parameter columns ``params`` and covariate/latent table ``latent``."""
     plan = Inputs()
     for item in items:
-        plan = plan + _one(item, params, latent, duration)
+        treatment = model.profile.treatment(str(item["kind"]))
+        if treatment is not None:
+            plan = plan + treatment.build(item, params, latent, duration)
     return plan
-
-
-def _one(item: Mapping[str, Any], params: Mapping[str, np.ndarray], latent: pd.DataFrame, duration: float) -> Inputs:
-    kind = item["kind"]
-    if kind == "none":
-        return Inputs()
-    if kind == "basal_bolus":
-        days = max(1, math.ceil(duration / 1440.0))
-        meals = [(day * 1440.0 + float(t), float(g)) for day in range(days) for t, g in item.get("meals", [])]
-        ratio = latent["carb_ratio"].to_numpy() if "carb_ratio" in latent.columns else None
-        if ratio is not None:
-            ratio = ratio * float(item.get("carb_ratio_scale", 1.0))
-        return t1d_uva_padova.basal_bolus(params, meals, carb_ratio_g_per_U=ratio, t_end=days * 1440.0)
-    if kind == "chemotherapy":
-        return tgi_claret.chemotherapy(
-            float(item["dose_mg"]),
-            cycle_days=float(item.get("cycle_days", 21.0)),
-            days_on=int(item.get("days_on", 1)),
-            n_cycles=int(item.get("n_cycles", 6)),
-            route=str(item.get("route", "iv")),
-            start=float(item.get("start", 0.0)),
-        )
-    return radiotherapy.schedule(
-        float(item.get("start", 0.0)),
-        int(item["fractions"]),
-        float(item["dose_gy"]),
-        weekdays_only=bool(item.get("weekdays_only", True)),
-    )
 
 
 def dose_table(model: Model, plan: Inputs, ids: Sequence[str]) -> pd.DataFrame:

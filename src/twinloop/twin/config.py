@@ -11,6 +11,7 @@ from typing import Any, Literal
 from twinloop.calibrate.model_error import DEFAULT_SCALE
 from twinloop.calibrate.noise import NoiseModel, noise_for
 from twinloop.errors import InputError
+from twinloop.models.base import Model
 from twinloop.simulate.engine import SolverSettings
 
 ASSIMILATION = ("enkf", "etkf", "pf")
@@ -89,14 +90,15 @@ class TwinConfig:
                     f"TwinConfig.noise[{name!r}] must be {{'additive': ..., 'proportional': ...}}; got {spec!r}."
                 ) from e
 
-    def noise_model(self, observable: str) -> NoiseModel:
-        """The declared noise of ``observable`` (or its default); a declaration without
-        ``lower``/``upper`` keeps the default's measurable range (``None`` removes it)."""
-        default = noise_for(observable)
+    def noise_model(self, observable: str, model: Model) -> NoiseModel:
+        """The declared noise of ``observable``, else the model's (refused if neither
+        declares one); a declaration without ``lower``/``upper`` keeps the model's
+        measurable range (``None`` removes it)."""
         if observable not in self.noise:
-            return default
-        spec: dict[str, Any] = {"lower": default.lower, "upper": default.upper, **self.noise[observable]}
-        return NoiseModel(**spec)
+            return noise_for(model, observable)
+        own = next((o.noise for o in model.observables if o.name == observable), None)
+        limits: dict[str, Any] = {"lower": own.lower, "upper": own.upper} if own is not None else {}
+        return NoiseModel(**{**limits, **self.noise[observable]})
 
     @property
     def settings(self) -> SolverSettings:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from twinloop.calibrate.noise import kalman_readings
+from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.twin.assimilation import innovation
 from twinloop.twin.config import TwinConfig
@@ -37,12 +38,12 @@ class TwinConsistencyWarning(UserWarning):
     """The data disagree with the twin more than its noise model allows."""
 
 
-def adopt_model_error(config: TwinConfig, scale: Mapping[str, float]) -> TwinConfig:
+def adopt_model_error(config: TwinConfig, scale: Mapping[str, float], model: Model) -> TwinConfig:
     """``config`` with each observable's noise widened by its model-error scale (never below
     the sensor's)."""
     noise = dict(config.noise)
     for name, factor in scale.items():
-        declared = config.noise_model(name)
+        declared = config.noise_model(name, model)
         noise[name] = declared.widened(max(float(factor), 1.0)).to_dict()
     return replace(config, noise=noise)
 
@@ -58,7 +59,7 @@ def fit_innovation(twin: Any, obs: pd.DataFrame, inputs: Inputs, times: np.ndarr
     predicted = members[:, np.searchsorted(grid, times), cols]
     predicted = predicted[np.all(np.isfinite(predicted), axis=1)]
     centre = predicted.mean(axis=0)
-    models = [twin.config.noise_model(v) for v in obs["variable"]]
+    models = [twin.config.noise_model(v, twin.model) for v in obs["variable"]]
     used, y = kalman_readings(models, obs["value"].to_numpy(dtype=float), centre)  # censored: as a sync would
     r = np.array([m.sd(float(c)) ** 2 for m, c in zip(models, centre, strict=True)])
     return innovation(predicted[:, used], y[used], r[used]).to_dict()

@@ -145,7 +145,7 @@ def heldout_check(
         grid = fc.times.as_unit("ns").asi8.astype(np.float64)
         when = pd.to_datetime(held["time"], utc=True).astype("datetime64[ns, UTC]").astype("int64").to_numpy(np.float64)
         central = np.interp(when, grid, np.median(fc.members[:, :, o], axis=0))
-        sensor = twin.config.noise_model(variable)
+        sensor = twin.config.noise_model(variable, twin.model)
         shown = sensor.read(y)  # every forecaster is scored on the instrument's scale: a "LOW" is its limit
         scores[name] = _ensemble_score(predictive, central, shown, true, wall)
         if name == "twin":

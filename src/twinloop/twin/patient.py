@@ -289,7 +289,7 @@ class PatientTwin:
             tuple(obs["variable"]),
             obs["value"].to_numpy(),
             inputs,
-            noise={k: self.config.noise_model(k) for k in set(obs["variable"])},
+            noise={k: self.config.noise_model(k, self.model) for k in set(obs["variable"])},
             settings=self.config.settings,
         )
         if method == "prior":
@@ -297,7 +297,7 @@ class PatientTwin:
             return
         if method == "laplace":
             found = identify(problem, self.prior, identify_settings, progress)
-            self.config = adopt_model_error(self.config, found.error_scale)
+            self.config = adopt_model_error(self.config, found.error_scale, self.model)
             diagnostics = found.diagnostics()
             self._start_from(found.draws(n, self.rng), diagnostics, obs, doses, inputs, times, found)
             check_fit(self, self.calibration)
@@ -308,7 +308,7 @@ class PatientTwin:
         if amortized is not None and method == "nuts":
             start = amortized.posterior(times, obs["value"].to_numpy(), n=calibrator.num_chains, seed=1).draws()
         posterior = calibrator.fit(problem, init=start).posterior
-        self.config = adopt_model_error(self.config, posterior.error_scale())
+        self.config = adopt_model_error(self.config, posterior.error_scale(), self.model)
         self._start_from(posterior.draws(), posterior.diagnostics(), obs, doses, inputs, times)
         self.calibration["fit_innovation"] = fit_innovation(self, obs, inputs, times)
         check_fit(self, self.calibration)
@@ -489,13 +489,16 @@ class PatientTwin:
         times = self.horizon(hours, every)
         members = self.run_members(self.future_inputs(inputs), times)
         noise = np.stack(
-            [self.config.noise_model(o).sd(members[:, :, i]) for i, o in enumerate(self.model.observable_names)],
+            [
+                self.config.noise_model(o, self.model).sd(members[:, :, i])
+                for i, o in enumerate(self.model.observable_names)
+            ],
             axis=-1,
         )
         lower = {o.name: 0.0 for o in self.model.observables if o.nonnegative}
         bounds = np.array([lower.get(o, -np.inf) for o in self.model.observable_names])
         predictive = predictive_draws(members, noise, bounds, self._rng_for(1000 + len(self.forecasts)))
-        ranges = {o: self.config.noise_model(o).range for o in self.model.observable_names}
+        ranges = {o: self.config.noise_model(o, self.model).range for o in self.model.observable_names}
         for i, o in enumerate(self.model.observable_names):
             predictive[:, :, i] = np.clip(predictive[:, :, i], *ranges[o])
         fc = Forecast(
@@ -508,7 +511,10 @@ class PatientTwin:
             predictive,
             id=f"{self.id}-v{self.version}-f{len(self.forecasts) + 1}",
             noise={
-                o: (self.config.noise_model(o).additive, self.config.noise_model(o).proportional)
+                o: (
+                    self.config.noise_model(o, self.model).additive,
+                    self.config.noise_model(o, self.model).proportional,
+                )
                 for o in self.model.observable_names
             },
             lower=lower,

@@ -46,7 +46,7 @@ def patient_records(
     for variable, n in obs.loc[~obs["variable"].isin(units), "variable"].value_counts().items():
         ignored[f"observations of {variable} (not an observable of {model.id})"] += int(n)
     obs = obs[obs["variable"].isin(units)]
-    check_ranges(obs, units, path, config)
+    check_ranges(obs, units, path, model, config)
     notes = [f"merged {data.duplicates} identical duplicate rows"] if data.duplicates else []
     notes += [f"ignored {n} {reason}" for reason, n in sorted(ignored.items()) if n]
     return obs.reset_index(drop=True), doses.reset_index(drop=True), "; ".join(notes)
@@ -58,7 +58,7 @@ def ignored_note(ignored: Any) -> str:
     )
 
 
-def check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, config: Any = None) -> None:
+def check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, model: Any, config: Any = None) -> None:
     """Refuse readings outside the range the instrument of an observable can read
     (the CGM's 40-400 mg/dL); readings at a limit are kept (they are fitted as censored)."""
     import numpy as np
@@ -69,7 +69,7 @@ def check_ranges(obs: pd.DataFrame, units: dict[str, str], path: Path, config: A
 
     config = config or TwinConfig()
     for variable, rows in obs.groupby("variable"):
-        low, high = config.noise_model(str(variable)).range
+        low, high = config.noise_model(str(variable), model).range
         if not (np.isfinite(low) or np.isfinite(high)):
             continue
         target = units[str(variable)]

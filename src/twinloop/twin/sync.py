@@ -123,7 +123,7 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
         donors = twin.rng.choice(np.flatnonzero(good), size=int((~good).sum()))
         predicted[~good] = predicted[donors]
         forecast_ens = replace_members(forecast_ens, ~good, donors)
-    noise = {v: twin.config.noise_model(v) for v in dict.fromkeys(obs.variable)}
+    noise = {v: twin.config.noise_model(v, twin.model) for v in dict.fromkeys(obs.variable)}
     models = [noise[v] for v in obs.variable]
     mean = predicted.mean(axis=0)
     used, y = kalman_readings(models, np.asarray(obs.value, dtype=float), mean)
