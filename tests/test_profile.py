@@ -136,7 +136,7 @@ def test_profile_declarations_are_checked() -> None:
         ModelProfile(treatments=(CHEMOTHERAPY, CHEMOTHERAPY))
     with pytest.raises(tl.ModelError, match="check_horizon must be > 0"):
         ModelProfile(check_horizon=0.0)
-    with pytest.raises(tl.ModelError, match="population file '.*nowhere.yaml' does not exist"):
+    with pytest.raises(tl.ModelError, match=r"population file '.*nowhere\.yaml' does not exist"):
         ModelProfile(population=Path("nowhere.yaml"))
     spec = ClosureSpec("c", "y", (ClosureFeature("t", "h", lambda t, x, u, p: t),), "1", 0.0, 1.0)
     with pytest.raises(tl.ModelError, match="Closure 'c' of model 'profile-test-decay' targets state 'y'"):
