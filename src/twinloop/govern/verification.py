@@ -19,7 +19,6 @@ import itertools
 from functools import cache
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from twinloop.models.base import Input, Model, Observable, Parameter, State
@@ -36,6 +35,8 @@ ORDERS = {"heun": 2, "bosh3": 3, "tsit5": 5}
 @cache
 def stein_problem() -> Model:
     """Regrowth-decay: ``[R, G]`` with ``R' = -d R``, ``G' = g (G + y0)``, observed ``R + G``."""
+    import jax.numpy as jnp
+
     return Model(
         id="verification-regrowth-decay",
         version="1",
@@ -59,6 +60,8 @@ def stein_problem() -> Model:
 @cache
 def one_compartment_problem() -> Model:
     """One-compartment PK: ``[depot, central]``, absorption ``ka``, elimination ``CL / V``."""
+    import jax.numpy as jnp
+
     return Model(
         id="verification-one-compartment",
         version="1",
