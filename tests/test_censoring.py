@@ -87,12 +87,14 @@ def test_concentrations_below_the_limit_of_quantification_do_not_bias_clearance(
 def test_a_declared_cgm_noise_keeps_the_sensor_range_unless_removed() -> None:
     from twinloop.twin import TwinConfig
 
+    t1d = tl.models.get("t1d-uva-padova")
+
     declared = TwinConfig(noise={"subcutaneous_glucose": {"additive": 10.0, "proportional": 0.05}})
-    assert declared.noise_model("subcutaneous_glucose").range == (40.0, 400.0)
-    assert TwinConfig().noise_model("subcutaneous_glucose").range == (40.0, 400.0)
+    assert declared.noise_model("subcutaneous_glucose", t1d).range == (40.0, 400.0)
+    assert TwinConfig().noise_model("subcutaneous_glucose", t1d).range == (40.0, 400.0)
     removed = TwinConfig(noise={"subcutaneous_glucose": {"additive": 10.0, "lower": None, "upper": None}})
-    assert removed.noise_model("subcutaneous_glucose").range == (-np.inf, np.inf)
-    assert TwinConfig.from_dict(declared.to_dict()).noise_model("subcutaneous_glucose") == NoiseModel(
+    assert removed.noise_model("subcutaneous_glucose", t1d).range == (-np.inf, np.inf)
+    assert TwinConfig.from_dict(declared.to_dict()).noise_model("subcutaneous_glucose", t1d) == NoiseModel(
         10.0, 0.05, lower=40.0, upper=400.0
     )
 

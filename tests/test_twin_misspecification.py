@@ -86,7 +86,7 @@ def test_the_sparse_model_error_reaches_forecasts_syncs_and_storage() -> None:
     scale = twin.calibration["error_scale"]["sum_of_diameters"]
     model_error = twin.calibration["model_error"]["sum_of_diameters"]
     assert scale >= 1.0 and model_error["q05"] <= model_error["median"] <= model_error["q95"]
-    widened = twin.config.noise_model("sum_of_diameters")
+    widened = twin.config.noise_model("sum_of_diameters", twin.model)
     assert widened.proportional == pytest.approx(0.1 * scale) and widened.additive == pytest.approx(1.0 * scale)
     assert twin.calibration["fit_innovation"]["m"] == 4
     fc = twin.forecast(hours=24 * 14.0, store=False)
@@ -94,7 +94,7 @@ def test_the_sparse_model_error_reaches_forecasts_syncs_and_storage() -> None:
     report = twin.sync(obs.iloc[4:])
     assert report.assimilated == 2
     again = PatientTwin.from_state_dict(twin.state_dict())
-    assert again.config.noise_model("sum_of_diameters") == widened
+    assert again.config.noise_model("sum_of_diameters", again.model) == widened
     assert again.calibration["error_scale"] == twin.calibration["error_scale"]
 
 
