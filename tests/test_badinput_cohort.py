@@ -303,7 +303,7 @@ OTHER_CASES = [
     Case("simulate-missing-file", SIMULATE, ["in.csv", "does not exist"]),
     replay("simulate-unknown-patient", GOOD, ["adult#999", "patient"], ["--patient", "adult#999"]),
     replay("simulate-unknown-model", GOOD, ["nope"], ["--model", "nope"]),
-    replay("simulate-non-t1d-model", GOOD, ["tgi-claret", "T1D"], ["--model", "tgi-claret"]),
+    replay("simulate-non-t1d-model", GOOD, ["tgi-claret", "insulin", "carbs"], ["--model", "tgi-claret"]),
     Case("simulate-out-suffix", [*SIMULATE[:4], "{tmp}/out.txt"], ["--out", ".csv"], files={"in.csv": INPUTS + GOOD}),
     Case("simulate-out-under-a-file", [*SIMULATE[:4], "{tmp}/f/out.csv"], ["--out", "is a file"],
          files={"in.csv": INPUTS + GOOD, "f": "x"}),
