@@ -6,7 +6,7 @@
 * **Tolerance study.** The adaptive solver's error against the closed form, and the
   artifact's own model against a run at rtol 1e-10, as the tolerance tightens.
 * **Positivity and conservation.** Non-negative states stay non-negative and a declared
-  steady state holds (:mod:`twinloop.models.check`); a one-compartment IV bolus keeps
+  steady state holds (:mod:`twinloop.testing`); a one-compartment IV bolus keeps
   its mass: drug in the body plus drug eliminated equals the dose.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from twinloop.models.base import Model
-from twinloop.models.check import check_model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
 from twinloop.simulate import simulate
 from twinloop.simulate.engine import SolverSettings
+from twinloop.testing import check_model
 
 STEIN = {"y0": 60.0, "g": 0.004, "d": 0.02}
 HORIZON = 365.0
