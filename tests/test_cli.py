@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from twinloop.cli.app import app
 from twinloop.govern.lineage import walk, walk_document
 from twinloop.store import TwinRegistry
+from twinloop.twin.registered import RegisteredTwins
 
 runner = CliRunner()
 
@@ -287,7 +288,7 @@ def test_twin_commands_create_sync_forecast_compare_show(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "created twin ada" in result.output
     assert "identified parameters" in result.output and "kabs" in result.output and "last NIS" in result.output
-    assert TwinRegistry(db[1]).load("ada").pmap.base[0] == 78.0  # BW, known, not fitted
+    assert RegisteredTwins(TwinRegistry(db[1])).load("ada").pmap.base[0] == 78.0  # BW, known, not fitted
     for bad, message in ((["--set", "BW"], "NAME=VALUE"), (["--set", "BW=900"], r"outside its bounds"),
                          (["--set", "Vm0=3"], "not a free parameter"), (["--fit", "BW", "--set", "BW=70"],
                                                                          "both known and fitted")):  # fmt: skip

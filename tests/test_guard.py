@@ -73,3 +73,31 @@ def test_a_system_refusal_names_the_file_and_is_not_called_a_bug(monkeypatch, tm
         result.output.strip()
         == f"error: Permission denied: {tmp_path / 'p' / 'manifest.json'}; check the path and its permissions."
     )
+
+
+def test_one_mapper_turns_exceptions_into_exit_codes(tmp_path):
+    from twinloop.cli._errors import EXIT_BUG, EXIT_REFUSED, refusal
+
+    assert (EXIT_REFUSED, EXIT_BUG) == (2, 1)
+    assert refusal(InputError("--n must be >= 1; got 0.")) == "--n must be >= 1; got 0."
+    denied = PermissionError(13, "Permission denied", str(tmp_path / "out.csv"))
+    assert refusal(denied) == f"Permission denied: {tmp_path / 'out.csv'}; check the path and its permissions."
+    assert refusal(KeyError("x")) is None and refusal(OSError("no file named")) is None
+
+
+def test_no_command_maps_domain_errors_itself():
+    """Commands raise; only the root guard turns a TwinloopError into a message and an exit code."""
+    import ast
+
+    import twinloop.cli as cli
+
+    folder = Path(cli.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        if path.name in ("_errors.py", "_guard.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None:
+                caught = ast.unparse(node.type)
+                assert "TwinloopError" not in caught, f"{path.name}:{node.lineno} catches {caught}"
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "fail":
+                raise AssertionError(f"{path.name}:{node.lineno} calls fail(); raise an InputError instead")

@@ -50,3 +50,20 @@ def test_inconsistent_specs_are_refused(pk, change, message):
 def test_parameter_default_must_lie_in_bounds():
     with pytest.raises(tl.ModelError, match="default 5 outside its bounds"):
         Parameter("k", "1/h", 5, 0, 1)
+
+
+def test_content_hash_covers_the_source_and_the_declarations(pk):
+    """The hash recorded in manifests and twin registries: the algorithm is pinned, so the
+    hashes of artifacts written before stay valid."""
+    import hashlib
+    import inspect
+    import json
+    import sys
+
+    source = inspect.getsource(sys.modules[pk.rhs.__module__])
+    declared = [[p.name, p.unit, p.default, p.lower, p.upper] for p in pk.parameters]
+    declared += [[s.name, s.unit] for s in pk.states] + [pk.id, pk.version]
+    assert pk.content_hash() == hashlib.sha256((source + json.dumps(declared)).encode()).hexdigest()
+    first = pk.parameters[0]
+    moved = dataclasses.replace(first, default=(first.default + first.upper) / 2)
+    assert dataclasses.replace(pk, parameters=(moved, *pk.parameters[1:])).content_hash() != pk.content_hash()

@@ -486,6 +486,9 @@ def test_markup_in_user_text_is_printed_as_plain_text(tmp_path: Path) -> None:
 def test_every_cli_module_reports_errors_through_one_plain_text_printer() -> None:
     import importlib
 
+    from twinloop.cli import _errors, _guard
+
+    assert _guard.fail is _errors.fail  # the root guard prints every refusal
     for name in ("app", "cohort", "govern", "learn", "twin"):
         module = importlib.import_module(f"twinloop.cli.{name}")
-        assert not hasattr(module, "_fail") and module.fail.__module__ == "twinloop.cli._errors"
+        assert not hasattr(module, "_fail") and getattr(module, "fail", _errors.fail) is _errors.fail

@@ -1,5 +1,6 @@
 """The twin registry on SQLite and on a real PostgreSQL server: persistence, idempotent
-ingest, versions, forecasts referencing versions, audit, and 8 concurrent syncs."""
+ingest, versions, forecasts referencing versions, audit, and 8 concurrent syncs, with the
+twin orchestrating load -> sync -> save through the registry (never the reverse)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from twinloop._provenance import TL
 from twinloop.calibrate import GaussianPrior, NoiseModel
 from twinloop.cohort import Population
 from twinloop.govern.lineage import uses_of, walk_document
-from twinloop.products.dataset import model_hash
 from twinloop.store import TwinRegistry
 from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
+from twinloop.twin.registered import RegisteredTwins
 from twinloop.twin.synthetic import ORIGIN
 
 SCANS = np.arange(1, 26) * 7.0  # weekly for 25 weeks
@@ -65,44 +66,46 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_registry_round_trip_versions_forecasts_and_audit(url: str) -> None:
     name = f"onc-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url, actor="test-suite")
+    twins = RegisteredTwins(reg)
     twin = _twin(name)
-    reg.add(twin)
+    twins.add(twin)
     with pytest.raises(tl.errors.RegistryError, match="already exists"):
-        reg.add(twin)
+        twins.add(twin)
     obs = _record()
     new = obs.iloc[5:8]
-    report = reg.sync(name, new)
+    report = twins.sync(name, new)
     assert report.version == 2 and report.assimilated == 3
-    again = reg.sync(name, pd.concat([new, obs.iloc[8:9]]))  # the same three plus one new
+    again = twins.sync(name, pd.concat([new, obs.iloc[8:9]]))  # the same three plus one new
     assert again.version == 3 and again.assimilated == 1
     logged = reg.table("observations", name)
     assert len(logged) == 9 and logged["obs_key"].is_unique
-    fc = reg.save_forecast(name, hours=24 * 21)
+    fc = twins.forecast(name, hours=24 * 21)
     forecasts = reg.table("forecasts", name)
     assert forecasts["version"].tolist() == [3] and forecasts["id"].tolist() == [fc.id]
-    reg.sync(name, obs.iloc[9:12])
-    loaded = reg.load(name)
+    twins.sync(name, obs.iloc[9:12])
+    loaded = twins.load(name)
     assert loaded.version == 4 and loaded.forecasts[0].scores["n"] == 3
-    np.testing.assert_array_equal(reg.load(name, version=2).ensemble.theta.shape, (64, 3))
+    np.testing.assert_array_equal(twins.load(name, version=2).ensemble.theta.shape, (64, 3))
     versions = reg.table("versions", name).sort_values("version")
     assert versions["version"].tolist() == [1, 2, 3, 4] and versions["parent"].tolist()[1:] == [1, 2, 3]
     audit = reg.table("audit", name)
     assert audit["action"].tolist() == ["create", "sync", "sync", "forecast", "sync", "score"]
     assert set(audit["actor"]) == {"test-suite"}
     with pytest.raises(tl.errors.RegistryError, match="No twin 'nobody'"):
-        reg.sync("nobody", new)
+        twins.sync("nobody", new)
 
 
 def test_the_registry_path_draws_the_same_numbers_as_the_python_api(tmp_path: Path) -> None:
     # an in-memory twin and one reloaded from the registry before every sync end identical
     reg = TwinRegistry(f"sqlite:///{tmp_path / 'rng.db'}")
+    twins = RegisteredTwins(reg)
     memory = _twin("same")
-    reg.add(memory)
+    twins.add(memory)
     obs = _record()
     for part in (obs.iloc[5:8], obs.iloc[8:12]):
         memory.sync(part)
-        reg.sync("same", part)
-    stored = reg.load("same")
+        twins.sync("same", part)
+    stored = twins.load("same")
     assert stored.version == memory.version == 3
     np.testing.assert_array_equal(stored.ensemble.theta, memory.ensemble.theta)
     np.testing.assert_array_equal(stored.ensemble.states, memory.ensemble.states)
@@ -128,10 +131,11 @@ def test_late_observations_are_assimilated_by_rewinding() -> None:
 def test_a_failed_sync_changes_nothing(url: str) -> None:
     name = f"fail-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url)
-    reg.add(_twin(name))
+    twins = RegisteredTwins(reg)
+    twins.add(_twin(name))
     bad = _record().iloc[5:7].assign(unit="mg/dL")  # a concentration cannot become a length in mm
     with pytest.raises(tl.InputError, match="rejected"):
-        reg.sync(name, bad)
+        twins.sync(name, bad)
     assert len(reg.table("versions", name)) == 1 and len(reg.table("observations", name)) == 5
 
 
@@ -151,13 +155,14 @@ def _chain(node: Any) -> list[str]:
 def test_a_twins_history_is_a_prov_graph_from_each_forecast_back_to_its_data(url: str) -> None:
     name = f"prov-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url, actor="dr-lovelace")
+    twins = RegisteredTwins(reg)
     twin = _twin(name)
-    reg.add(twin)
+    twins.add(twin)
     obs = _record()
-    reg.sync(name, obs.iloc[5:8])
-    fc = reg.save_forecast(name, hours=24 * 21)
-    reg.sync(name, obs.iloc[8:12])  # scores the forecast
-    reg.record(name, "compare", {"endpoint": "final:sum_of_diameters", "ensemble_size": 64})
+    twins.sync(name, obs.iloc[5:8])
+    fc = twins.forecast(name, hours=24 * 21)
+    twins.sync(name, obs.iloc[8:12])  # scores the forecast
+    twins.record(name, "compare", {"endpoint": "final:sum_of_diameters", "ensemble_size": 64})
     doc = reg.provenance(name)
 
     # PROV-JSON round-trips, and the document is rebuilt identically from the same rows
@@ -175,7 +180,7 @@ def test_a_twins_history_is_a_prov_graph_from_each_forecast_back_to_its_data(url
                if leaf.kind == "observations"]  # fmt: skip
     assert sorted(counted) == [3, 5]  # the batches logged with versions 2 and 1
     model = next(leaf for leaf in leaves if leaf.kind == "model")
-    assert model.id == f"urn:sha256:{model_hash(tl.models.get('tgi-stein'))}"
+    assert model.id == f"urn:sha256:{tl.models.get('tgi-stein').content_hash()}"
     assert tree.activity["agent"] == tl.__version__ and tree.inputs[0].activity["settings"]["assimilated"] == 3
 
     # the current version names its parent, the new data, and is named by the same hash everywhere
@@ -200,7 +205,7 @@ def test_a_twins_history_is_a_prov_graph_from_each_forecast_back_to_its_data(url
 
 def _sync_worker(url: str, name: str, rows: list[int]) -> int:
     obs = _record().iloc[rows]
-    return TwinRegistry(url, actor=f"worker-{rows[0]}").sync(name, obs).version
+    return RegisteredTwins(TwinRegistry(url, actor=f"worker-{rows[0]}")).sync(name, obs).version
 
 
 @pytest.mark.parametrize("workers", [3, pytest.param(8, marks=pytest.mark.slow)])
@@ -209,7 +214,8 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     8 in the slow run: each process pays for its own start-up and compilation)."""
     name = f"busy-{workers}-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url)
-    reg.add(_twin(name))
+    twins = RegisteredTwins(reg)
+    twins.add(_twin(name))
     # overlapping batches of 5: every observation from 5 on is sent by two workers
     span = 5 * workers // 2
     batches = [[5 + (2 * i + j) % span for j in range(5)] for i in range(workers)]
@@ -225,7 +231,7 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     table = reg.table("versions", name).sort_values("version")
     assert table["version"].tolist() == list(range(1, last + 1))
     assert table["parent"].tolist()[1:] == list(range(1, last))
-    twin = reg.load(name)
+    twin = twins.load(name)
     assert twin.version == last and len(twin.observations) == len(expected)
     # batches that arrived out of order were assimilated by rewinding, none left unassimilated
     summaries = [json.loads(s) for s in table["summary"].iloc[1:]]
@@ -240,3 +246,25 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
         str(a.get_attribute("prov:label").pop()) for a in doc.get_records(ProvAgent) if "user-" in str(a.identifier)
     }
     assert len(people & {f"worker-{b[0]}" for b in batches}) == last - 1  # each worker that made a version
+
+
+def test_the_registry_imports_nothing_of_the_twin() -> None:
+    """Persistence stores rows and state blobs; the twin drives it (the arrow points down)."""
+    import subprocess
+    import sys
+
+    code = "import sys, twinloop.store.registry; print(sorted(m for m in sys.modules if m.startswith('twinloop.twin')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_failed_create_keeps_no_row(tmp_path: Path) -> None:
+    """The twin's row and its first version are written in one transaction."""
+    reg = TwinRegistry(f"sqlite:///{tmp_path / 'atomic.db'}")
+    created = reg.create("half", subject_id="p1", model_id="tgi-stein", model_version="1")
+    with pytest.raises(RuntimeError, match="disk on fire"), created as change:
+        change.audit("create", None, {})
+        raise RuntimeError("disk on fire")
+    assert not reg.exists("half") and reg.table("audit", "half").empty
+    with pytest.raises(tl.errors.RegistryError, match="No twin 'half'"):
+        reg.state("half")

@@ -13,7 +13,6 @@ import getpass
 import hashlib
 import json
 import os
-import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 from prov.model import PROV, Namespace, ProvDocument
 
+from twinloop._atomic import write_atomic
 from twinloop._secrets import mask_secrets
 
 TL = Namespace("tl", "https://twinloop.dev/ns/prov#")
@@ -102,15 +102,7 @@ class Activity:
         folder = Path(folder)
         doc = document(self, folder, kind, datetime.now(UTC))
         target = folder / PROV_FILE
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".prov-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(str(doc.serialize(format="json", indent=2)))
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(target, lambda tmp: Path(tmp).write_text(str(doc.serialize(format="json", indent=2))))
 
 
 def _files(folder: Path, skip: Path) -> dict[str, str]:

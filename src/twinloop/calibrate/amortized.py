@@ -35,6 +35,7 @@ from flowjax.distributions import Normal
 from flowjax.flows import masked_autoregressive_flow
 from rich.progress import track
 
+from twinloop._atomic import write_atomic
 from twinloop._config import progress_shown
 from twinloop.calibrate.design import ObservationDesign, SimulatedSeries, simulate_observations
 from twinloop.calibrate.posterior import Posterior
@@ -42,7 +43,6 @@ from twinloop.calibrate.prior import GaussianPrior
 from twinloop.calibrate.problem import ParameterMap
 from twinloop.errors import InputError, NotFittedError
 from twinloop.models.inputs import Inputs
-from twinloop.simulate.trajectories import write_atomic
 
 FORMAT_VERSION = 1
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from twinloop._atomic import write_atomic
 from twinloop._provenance import Activity, Source
 from twinloop.calibrate.observed import ObservedCohort, read_observed
 from twinloop.calibrate.population_fit import FitSettings, PopulationFit, fit_population, single_group
@@ -31,7 +32,6 @@ from twinloop.models.registry import get as get_model
 from twinloop.products.dataset import generate
 from twinloop.products.spec import ProductSpec
 from twinloop.simulate import simulate
-from twinloop.simulate.trajectories import write_atomic
 
 DATA_FILES = ("patients.parquet", "observations.parquet", "doses.parquet")
 

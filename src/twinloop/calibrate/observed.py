@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from twinloop._schema import DOSE_COLUMNS, OBSERVATION_COLUMNS
 from twinloop.connect.timebase import inputs_from_doses, unit_seconds
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 
-OBSERVATION_COLUMNS = ("subject_id", "time", "variable", "value")
-DOSE_COLUMNS = ("subject_id", "time", "input", "kind", "amount", "duration", "unit")
+FITTED_COLUMNS = OBSERVATION_COLUMNS[:4]  # subject_id, time, variable, value: what a fit reads
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def observed_from_tables(
 ) -> ObservedCohort:
     """Build the cohort from the canonical tables (see the module docstring)."""
     _require(patients, ["subject_id", *covariates], "patients.parquet")
-    _require(observations, OBSERVATION_COLUMNS, "observations.parquet")
+    _require(observations, FITTED_COLUMNS, "observations.parquet")
     obs = observations.assign(
         subject_id=observations["subject_id"].astype(str), variable=observations["variable"].astype(str)
     )

@@ -2,7 +2,8 @@
 
 A refusal the code meant (any :class:`~twinloop.errors.TwinloopError` that escaped its
 command) or the system's (an ``OSError`` on a named file: permission denied, disk full)
-is printed as one ``error:`` line with exit code 2. Anything else is a bug in
+is printed as one ``error:`` line with exit code 2 (the mapping is
+:func:`twinloop.cli._errors.refusal`, the only one). Anything else is a bug in
 twinloop: one line says so and where its traceback was written, and the exit code is 1.
 ``twinloop --debug ...`` (or ``TWINLOOP_DEBUG=1``) lets the exception through instead.
 """
@@ -21,7 +22,7 @@ import typer
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
-from twinloop.cli._errors import fail, print_error
+from twinloop.cli._errors import EXIT_BUG, fail, print_error, refusal
 
 # Typer's own exits, aborts and usage errors (it carries its own copy of click) keep their meaning
 _PASSED_THROUGH = (TyperException, typer.Exit, typer.Abort, KeyboardInterrupt)
@@ -64,17 +65,12 @@ class GuardedGroup(TyperGroup):
         except Exception as exc:
             if debugging(ctx):
                 raise
-            from twinloop.errors import TwinloopError
-
-            if isinstance(exc, TwinloopError):
-                raise fail(str(exc)) from None
-            if isinstance(exc, OSError) and exc.filename is not None:  # the system refused: permissions, disk full
-                raise fail(
-                    f"{exc.strerror or type(exc).__name__}: {exc.filename}; check the path and its permissions."
-                ) from None
+            message = refusal(exc)
+            if message is not None:
+                raise fail(message) from None
             report = write_crash_report(exc, argv)
             print_error(
                 f"twinloop failed unexpectedly; this is a bug, please report it ({type(exc).__name__}: "
                 f"{one_line(str(exc))}). The traceback is in {report}; rerun with --debug to see it here."
             )
-            raise typer.Exit(code=1) from None
+            raise typer.Exit(code=EXIT_BUG) from None

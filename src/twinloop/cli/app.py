@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twinloop.cli._errors import fail
+from twinloop.cli._errors import EXIT_CHECK_FAILED
 from twinloop.cli._guard import GuardedGroup
 from twinloop.cli.cohort import cohort_app, lineage_command
 from twinloop.cli.govern import govern_app
@@ -71,10 +71,7 @@ def show_model(model_id: Annotated[str, typer.Argument(help="model id (see `twin
     """Print a model's states, parameters, inputs, observables, units and references."""
     import twinloop as tl
 
-    try:
-        m = tl.models.get(model_id)
-    except tl.TwinloopError as exc:
-        raise fail(str(exc)) from None
+    m = tl.models.get(model_id)
     console.print(f"[bold]{m.name}[/]  ({m.id} {m.version}, time in {m.time_unit})")
     states = _table("States", "state", "unit", "description")
     for s in m.states:
@@ -102,15 +99,12 @@ def check(model_id: Annotated[str, typer.Argument(help="model id")]) -> None:
     """Run the model contract (units, jit/vmap, gradients, positivity, steady state)."""
     import twinloop as tl
 
-    try:
-        results = tl.models.check_model(tl.models.get(model_id), raise_on_failure=False)
-    except tl.TwinloopError as exc:
-        raise fail(str(exc)) from None
+    results = tl.models.check_model(tl.models.get(model_id), raise_on_failure=False)
     for r in results:
         mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
         console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
     if not all(r.passed for r in results):
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_CHECK_FAILED)
 
 
 def column_name(name: str, unit: str) -> str:
@@ -134,28 +128,25 @@ def simulate(
     import numpy as np
 
     import twinloop as tl
+    from twinloop._atomic import write_atomic
     from twinloop.cli.replay import read_recorded_inputs, recorded_plan, replay_model
     from twinloop.products.dataset import check_out_dir
-    from twinloop.simulate.trajectories import write_atomic
 
-    try:
-        if out.suffix not in (".csv", ".parquet"):
-            raise tl.InputError(f"--out must end in .csv or .parquet; got '{out.name}'.")
-        if out.is_dir():
-            raise tl.InputError(f"--out '{out}' is a directory; give a file path ending in .csv or .parquet.")
-        check_out_dir(out.parent, "the folder of --out")
-        m = replay_model(model)
-        names = list(m.presets) if patient == "all" else [patient]
-        params = np.stack([m.preset(name) for name in names])
-        table = read_recorded_inputs(inputs)
-        plan = recorded_plan(table)
-        minutes = np.arange(float(table["minute"].iloc[0]), float(table["minute"].iloc[-1]) + 1.0)
-        settings = tl.SolverSettings(rtol=rtol, atol=atol)
-        traj = tl.simulate(m, params, plan, times=minutes, patient_ids=names, settings=settings, progress=False)
-        if traj.failures:
-            raise tl.SimulationError(f"Integration failed for {traj.failures}.")
-    except tl.TwinloopError as exc:
-        raise fail(str(exc)) from None
+    if out.suffix not in (".csv", ".parquet"):
+        raise tl.InputError(f"--out must end in .csv or .parquet; got '{out.name}'.")
+    if out.is_dir():
+        raise tl.InputError(f"--out '{out}' is a directory; give a file path ending in .csv or .parquet.")
+    check_out_dir(out.parent, "the folder of --out")
+    m = replay_model(model)
+    names = list(m.presets) if patient == "all" else [patient]
+    params = np.stack([m.preset(name) for name in names])
+    table = read_recorded_inputs(inputs)
+    plan = recorded_plan(table)
+    minutes = np.arange(float(table["minute"].iloc[0]), float(table["minute"].iloc[-1]) + 1.0)
+    settings = tl.SolverSettings(rtol=rtol, atol=atol)
+    traj = tl.simulate(m, params, plan, times=minutes, patient_ids=names, settings=settings, progress=False)
+    if traj.failures:
+        raise tl.SimulationError(f"Integration failed for {traj.failures}.")
     frame = traj.to_dataframe("wide").rename(columns={"time": "minute"})
     frame = frame.rename(columns={n: column_name(n, u) for n, u in traj.units.items()})
     if out.suffix == ".csv" and patient != "all":
@@ -179,18 +170,15 @@ def demo(
     from twinloop.products.limits import size_text
 
     if cohort < 1:
-        raise fail(f"--cohort must be >= 1; got {cohort}.")
+        raise InputError(f"--cohort must be >= 1; got {cohort}.")
     if cohort > DEMO_MAX_COHORT:
         need = size_text(cohort * 289 * 2 * 8.0)
-        raise fail(
+        raise InputError(
             f"--cohort is {cohort}; the largest accepted is {DEMO_MAX_COHORT}: the demo holds the whole "
             f"cohort's day in memory ({cohort} patients x 289 output points x 2 observables x 8 bytes = {need})."
             " For larger cohorts write a product with `twinloop cohort generate`, which works in chunks."
         )
-    try:
-        check_out_dir(out, "--out")
-    except InputError as exc:
-        raise fail(str(exc)) from None
+    check_out_dir(out, "--out")
     from twinloop.cli.demo import run_demo
 
     run_demo(out, cohort_size=cohort, seed=seed, console=console)

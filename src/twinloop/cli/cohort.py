@@ -12,8 +12,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from twinloop.cli._errors import fail
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -32,26 +30,23 @@ def generate(
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
 ) -> None:
     """Generate a product (patients, observations, outcomes, doses, manifest) from a spec."""
-    from twinloop.errors import InputError, TwinloopError
+    from twinloop.errors import InputError
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
 
-    try:
-        if max_chunks is not None and max_chunks < 1:
-            raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
-        if n is not None and n < 1:
-            raise InputError(f"--n must be >= 1 (the number of patients); got {n}.")
-        if seed is not None and seed < 0:
-            raise InputError(f"--seed must be >= 0; got {seed}.")
-        parsed = ProductSpec.from_yaml(spec)
-        overrides = {k: v for k, v in {"n": n, "seed": seed}.items() if v is not None}
-        if overrides:
-            parsed = ProductSpec.from_dict(
-                {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
-            )
-        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    if max_chunks is not None and max_chunks < 1:
+        raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
+    if n is not None and n < 1:
+        raise InputError(f"--n must be >= 1 (the number of patients); got {n}.")
+    if seed is not None and seed < 0:
+        raise InputError(f"--seed must be >= 0; got {seed}.")
+    parsed = ProductSpec.from_yaml(spec)
+    overrides = {k: v for k, v in {"n": n, "seed": seed}.items() if v is not None}
+    if overrides:
+        parsed = ProductSpec.from_dict(
+            {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
+        )
+    result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
     if result.complete:
         console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
     else:
@@ -65,12 +60,8 @@ def generate(
 @cohort_app.command("describe")
 def describe(product: Annotated[Path, typer.Argument(help="a product directory")]) -> None:
     """Summarise a product: counts, acceptance, covariate and outcome distributions."""
-    from twinloop.errors import TwinloopError
 
-    try:
-        summary = summarize(product)
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    summary = summarize(product)
     console.print(
         Text.assemble((str(summary["name"]), "bold"), f"  model {summary['model']}, population {summary['population']}")
     )
@@ -154,13 +145,9 @@ def fhir(
     limit: Annotated[int | None, typer.Option("--limit", help="only the first N patients")] = None,
 ) -> None:
     """Export FHIR R4 bundles (validated with fhir.resources)."""
-    from twinloop.errors import TwinloopError
     from twinloop.products.fhir import export
 
-    try:
-        written = export(product, out, limit=limit)
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    written = export(product, out, limit=limit)
     console.print(f"wrote {len(written)} FHIR bundles to {out}", markup=False, highlight=False)
 
 
@@ -208,26 +195,22 @@ def from_real(
     from twinloop._config import progress_shown
     from twinloop.calibrate.from_real import synthesize_from_real
     from twinloop.calibrate.population_fit import FitSettings
-    from twinloop.errors import TwinloopError
 
-    try:
-        _check_from_real(data, out, n, steps, draws, seed)
-        result = synthesize_from_real(
-            data,
-            out,
-            model=model,
-            population=population,
-            parameters=[p.strip() for p in parameters.split(",")] if parameters else None,
-            spec=spec,
-            n=n,
-            seed=seed,
-            targets=parse_targets(target),
-            population_draws=draws,
-            settings=FitSettings(steps=steps, seed=seed),
-            progress=progress_shown(),
-        )
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    _check_from_real(data, out, n, steps, draws, seed)
+    result = synthesize_from_real(
+        data,
+        out,
+        model=model,
+        population=population,
+        parameters=[p.strip() for p in parameters.split(",")] if parameters else None,
+        spec=spec,
+        n=n,
+        seed=seed,
+        targets=parse_targets(target),
+        population_draws=draws,
+        settings=FitSettings(steps=steps, seed=seed),
+        progress=progress_shown(),
+    )
     table = Table(title=f"Fitted population ({result.summary['data']['patients']} patients)")
     for col in ("parameter", "typical (90 % CI)", "omega variance (90 % CI)"):
         table.add_column(col)
@@ -276,18 +259,14 @@ def lineage_command(
     prov_json: Annotated[bool, typer.Option("--prov-json", help="print the artifact's PROV-JSON document")] = False,
 ) -> None:
     """Walk an artifact's PROV graph back to its sources, or trace one patient of a product."""
-    from twinloop.errors import TwinloopError
     from twinloop.govern.lineage import walk
     from twinloop.products.lineage import lineage
 
-    try:
-        if patient is not None:
-            console.print_json(json.dumps(lineage(artifact, patient), default=str))
-        elif prov_json:
-            walk(artifact, search or ())
-            console.print((artifact / "prov.json").read_text(), highlight=False, soft_wrap=True, markup=False)
-        else:
-            for line in walk(artifact, search or ()).lines():
-                console.print(line, highlight=False, soft_wrap=True, markup=False)
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    if patient is not None:
+        console.print_json(json.dumps(lineage(artifact, patient), default=str))
+    elif prov_json:
+        walk(artifact, search or ())
+        console.print((artifact / "prov.json").read_text(), highlight=False, soft_wrap=True, markup=False)
+    else:
+        for line in walk(artifact, search or ()).lines():
+            console.print(line, highlight=False, soft_wrap=True, markup=False)

@@ -18,12 +18,13 @@ from plotly.subplots import make_subplots
 from rich.console import Console
 
 import twinloop as tl
+from twinloop._atomic import write_atomic
 from twinloop.cli.demo_learn import run_learn_demo
 from twinloop.cli.demo_products import make_products, section
 from twinloop.cli.demo_twin import run_twin_demo
 from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
-from twinloop.simulate.trajectories import Trajectories, write_atomic
+from twinloop.simulate.trajectories import Trajectories
 
 MEALS = t1d.STANDARD_MEALS
 # Parameters that leave the basal steady state unchanged (meal absorption, insulin

@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 
 import twinloop as tl
+from twinloop._atomic import write_atomic
 from twinloop.calibrate import NoiseModel
 from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
-from twinloop.simulate.trajectories import write_atomic
 from twinloop.store import TwinRegistry
 from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
 from twinloop.twin.figures import comparison_chart, fan_chart
+from twinloop.twin.registered import RegisteredTwins
 from twinloop.twin.synthetic import ORIGIN, window
 
 DAYS = 8  # three days to identify the twin, then daily syncs; the last day is held out
@@ -71,6 +72,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     db = out / "twins.db"
     db.unlink(missing_ok=True)
     registry = TwinRegistry(f"sqlite:///{db}", actor="twinloop demo")
+    twins = RegisteredTwins(registry)
     day = pd.Timedelta("1D")
     twin = PatientTwin.create(
         model,
@@ -81,14 +83,14 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         config=TwinConfig(members=members, seed=1),
         twin_id="demo-t1d",
     )
-    registry.add(twin)
+    twins.add(twin)
     for k in range(CREATE_DAYS, DAYS):
         if k == DAYS - 1:
-            held_out = registry.save_forecast(twin.id, 24.0)  # judged against the last day's data
-        registry.sync(twin.id, window(obs, ORIGIN + k * day, ORIGIN + (k + 1) * day))
+            held_out = twins.forecast(twin.id, 24.0)  # judged against the last day's data
+        twins.sync(twin.id, window(obs, ORIGIN + k * day, ORIGIN + (k + 1) * day))
     check = day_ahead_check(held_out, obs, pd.Series(truth, index=obs["time"]))
-    twin = registry.load(twin.id)
-    forecast = registry.save_forecast(twin.id, 24.0)
+    twin = twins.load(twin.id)
+    forecast = twins.forecast(twin.id, 24.0)
     pm = model.param_map(p)
     next_meals = [(t - 0.0, g) for t, g in [(420.0, 55.0), (720.0, 70.0), (1140.0, 80.0)]]
     ratio = float(t1d.default_carb_ratio(pm))
@@ -97,7 +99,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
         "usual": t1d.basal_bolus(pm, next_meals, carb_ratio_g_per_U=ratio, t_end=1440.0),
     }
     result = twin.compare(arms, "time_in_range", hours=24.0)
-    registry.record(twin.id, "compare", result.to_dict())
+    twins.record(twin.id, "compare", result.to_dict())
     prov = out / "twin-prov.json"
     write_atomic(prov, lambda tmp: Path(tmp).write_text(str(registry.provenance(twin.id).serialize(format="json"))))
     scores = twin.scores()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,21 +10,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twinloop.cli._errors import fail
-
 govern_app = typer.Typer(help="Governance: four-layer report, privacy, drift, RO-Crate.", no_args_is_help=True)
 console = Console()
 
 Product = Annotated[Path, typer.Argument(help="a product directory")]
-
-
-def _guarded(job: Callable[[], Any]) -> Any:
-    from twinloop.errors import TwinloopError
-
-    try:
-        return job()
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
 
 
 def _opened(path: Path, field: str, same_as: Any = None) -> Any:
@@ -80,7 +68,7 @@ def report(
     given = {"reference": reference, "predictor": predictor, "posterior": posterior}
     paths = {k: v if v is not None else found.get(k) for k, v in given.items()}
     registry = registry or (str(found["registry"]) if found.get("registry") else None)
-    summary = _guarded(lambda: write_report(product, out, paths, registry, n_attacks, progress_shown()))
+    summary = write_report(product, out, paths, registry, n_attacks, progress_shown())
     table = Table(title=f"governance report -> {out}")
     table.add_column("section")
     table.add_column("headline")
@@ -93,11 +81,11 @@ def write_report(
     product: Path, out: Path, paths: dict[str, Path | None], registry: str | None, n_attacks: int, progress: bool
 ) -> list[tuple[str, str]]:
     """Build the report, write ``out`` (HTML), its JSON and PROV graph; return headline rows."""
+    from twinloop._atomic import write_atomic
     from twinloop._provenance import Activity, Source
     from twinloop._secrets import mask_url
     from twinloop.govern.html_report import render
     from twinloop.govern.report import ReportInputs, build_report, write_json
-    from twinloop.simulate.trajectories import write_atomic
 
     registry = _check_report_inputs(product, out, paths, registry, n_attacks)
     audit, twin_versions = _registry_inputs(registry) if registry else (None, [])
@@ -225,7 +213,7 @@ def privacy_command(
         return privacy_report(r, s, quasi_identifiers=quasi_ids, secrets=chosen, train=train, holdout=hold,
                               n_attacks=n_attacks)  # fmt: skip
 
-    result = _guarded(run)
+    result = run()
     table = Table(title="privacy risks (anonymeter: excess success on training over holdout patients)")
     for column in ("attack", "risk", "95 % interval"):
         table.add_column(column)
@@ -259,7 +247,7 @@ def drift_command(
         r, c = _records(opened), _records(_opened(current, "CURRENT", opened))
         return drift(r, c, common_columns(r, c))
 
-    result = _guarded(run)
+    result = run()
     table = Table(title=f"drift of {current} against {reference}")
     for column in ("feature", "PSI", "level", "KS", "KS p"):
         table.add_column(column)
@@ -289,5 +277,5 @@ def crate(
         with artifact_folder(out):
             return package(product, out)
 
-    target = _guarded(run)
+    target = run()
     console.print(f"wrote RO-Crate {target}/ro-crate-metadata.json")

@@ -11,8 +11,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twinloop.cli._errors import fail
-
 learn_app = typer.Typer(help="Train amortized posteriors, surrogates, closures and predictors.", no_args_is_help=True)
 console = Console()
 
@@ -21,16 +19,12 @@ Out = Annotated[Path, typer.Option("--out", help="directory for the artifact, it
 
 
 def _guarded(out: Path, job: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run a training job into a new ``out``: a bad spec or input becomes one line on stderr
-    and exit code 2, and a failed job leaves no half-written ``out`` behind."""
-    from twinloop.errors import TwinloopError
+    """Run a training job into a new ``out``; a failed job (a bad spec or input is reported
+    by the root guard as one line and exit code 2) leaves no half-written ``out`` behind."""
     from twinloop.learn.outdir import artifact_folder
 
-    try:
-        with artifact_folder(out):
-            return job()
-    except TwinloopError as exc:
-        raise fail(str(exc)) from None
+    with artifact_folder(out):
+        return job()
 
 
 def _given(**options: Any) -> dict[str, Any]:

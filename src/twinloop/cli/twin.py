@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from twinloop.cli._errors import fail
+from twinloop.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,9 +30,17 @@ MIN_MEMBERS = 8  # TwinConfig's smallest ensemble
 
 
 def _registry(db: str | None) -> Any:
+    """The registry at ``--db`` (or ``$TWINLOOP_DB``): its tables, audit trail and history."""
     from twinloop.store import TwinRegistry
 
     return TwinRegistry(db or os.environ.get("TWINLOOP_DB", "sqlite:///twins.db"))
+
+
+def _twins(registry: Any) -> Any:
+    """The twins kept in ``registry``: the twin loads, syncs and saves itself through it."""
+    from twinloop.twin.registered import RegisteredTwins
+
+    return RegisteredTwins(registry)
 
 
 def _data(
@@ -112,45 +120,39 @@ def create(
     """Identify a twin on a patient's data and store it (version 1)."""
     from twinloop._paths import check_name
     from twinloop.cohort import Population
-    from twinloop.errors import TwinloopError
     from twinloop.models import get
     from twinloop.twin import PatientTwin, TwinConfig
 
-    try:
-        check_name("--name", name)
-        if members < MIN_MEMBERS:
-            raise typer.BadParameter(
-                f"--members must be >= {MIN_MEMBERS} (the smallest ensemble a twin keeps); got {members}."
-            )
-        registry = _registry(db)
-        if registry.exists(name):
-            raise fail(f"A twin named {name!r} already exists; choose another --name.")
-        values = _assignments(known or [])
-        m = get(model)
-        config = TwinConfig(members=members, seed=seed, noise=_measurable_ranges(ranges or [], m))
-        obs, doses, note = _data(data, columns, subject, m, config)
-        if obs.empty:
-            raise typer.BadParameter(
-                f"--data {data} holds no observation of {[o.name for o in m.observables]}"
-                + (f" ({note})" if note else "")
-                + "; a twin is identified on them."
-            )
-        with console.status("identifying the twin", spinner="dots") as status:
-            twin = PatientTwin.create(
-                m,
-                obs,
-                doses,
-                prior=Population.default(m),
-                fit=tuple(f.strip() for f in fit.split(",") if f.strip()) if fit else None,
-                known=values,
-                method=method,  # type: ignore[arg-type]
-                config=config,
-                twin_id=name,
-                progress=lambda line: status.update(Text(f"identifying the twin: {line}")),
-            )
-        registry.add(twin)
-    except (TwinloopError, typer.BadParameter) as e:
-        raise fail(str(e)) from None
+    check_name("--name", name)
+    if members < MIN_MEMBERS:
+        raise InputError(f"--members must be >= {MIN_MEMBERS} (the smallest ensemble a twin keeps); got {members}.")
+    registry = _registry(db)
+    if registry.exists(name):
+        raise InputError(f"A twin named {name!r} already exists; choose another --name.")
+    values = _assignments(known or [])
+    m = get(model)
+    config = TwinConfig(members=members, seed=seed, noise=_measurable_ranges(ranges or [], m))
+    obs, doses, note = _data(data, columns, subject, m, config)
+    if obs.empty:
+        raise InputError(
+            f"--data {data} holds no observation of {[o.name for o in m.observables]}"
+            + (f" ({note})" if note else "")
+            + "; a twin is identified on them."
+        )
+    with console.status("identifying the twin", spinner="dots") as status:
+        twin = PatientTwin.create(
+            m,
+            obs,
+            doses,
+            prior=Population.default(m),
+            fit=tuple(f.strip() for f in fit.split(",") if f.strip()) if fit else None,
+            known=values,
+            method=method,  # type: ignore[arg-type]
+            config=config,
+            twin_id=name,
+            progress=lambda line: status.update(Text(f"identifying the twin: {line}")),
+        )
+    _twins(registry).add(twin)
     console.print(
         Text(
             f"created twin {name} ({model}, {len(obs)} observations, {twin.calibration.get('method', method)}, "
@@ -178,10 +180,11 @@ def _measurable_ranges(items: list[str], model: Any) -> dict[str, dict[str, Any]
         except ValueError:
             lower = upper = math.nan
         if not sep or not (math.isfinite(lower) and math.isfinite(upper) and lower < upper):
-            raise typer.BadParameter(f"--range expects OBSERVABLE=LOW:HIGH with LOW < HIGH (e.g. subcutaneous_glucose="
-                                     f"40:500); got {item!r}.")  # fmt: skip
+            raise InputError(
+                f"--range expects OBSERVABLE=LOW:HIGH with LOW < HIGH (e.g. subcutaneous_glucose=40:500); got {item!r}."
+            )
         if name.strip() not in model.observable_names:
-            raise typer.BadParameter(
+            raise InputError(
                 f"--range names {name.strip()!r}, not an observable of {model.id} "
                 f"({', '.join(model.observable_names)})."
             )
@@ -197,7 +200,7 @@ def _assignments(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip() or not raw.strip():
-            raise typer.BadParameter(f"--set expects NAME=VALUE (e.g. BW=62); got {item!r}.")
+            raise InputError(f"--set expects NAME=VALUE (e.g. BW=62); got {item!r}.")
         try:
             out[key.strip()] = float(raw)
         except ValueError:
@@ -237,19 +240,15 @@ def sync(
 
     Data already in the twin make no new version (the command says so and exits 0);
     data that hold nothing for the twin (another patient, no rows) are an error."""
-    from twinloop.errors import TwinloopError
 
-    try:
-        registry = _registry(db)
-        twin = registry.load(twin_id)
-        subject = twin.subject_id if data.suffix.lower() != ".csv" or columns else None
-        obs, doses, note = _data(data, columns, subject, twin.model, twin.config)
-        if obs.empty and doses.empty:
-            raise typer.BadParameter(f"--data {data} holds nothing twin {twin_id} can use ({note}).")
-        obs, doses = obs.assign(subject_id=twin.subject_id), doses.assign(subject_id=twin.subject_id)
-        report = registry.sync(twin_id, obs, doses)
-    except (TwinloopError, typer.BadParameter) as e:
-        raise fail(str(e)) from None
+    registry = _registry(db)
+    twin = _twins(registry).load(twin_id)
+    subject = twin.subject_id if data.suffix.lower() != ".csv" or columns else None
+    obs, doses, note = _data(data, columns, subject, twin.model, twin.config)
+    if obs.empty and doses.empty:
+        raise InputError(f"--data {data} holds nothing twin {twin_id} can use ({note}).")
+    obs, doses = obs.assign(subject_id=twin.subject_id), doses.assign(subject_id=twin.subject_id)
+    report = _twins(registry).sync(twin_id, obs, doses)
     if note:
         console.print(Text(note))
     if report.unchanged:
@@ -277,18 +276,14 @@ def forecast(
     db: Db = None,
 ) -> None:
     """Ensemble forecast from the current version (stored, scored as data arrive)."""
-    from twinloop.errors import TwinloopError
-    from twinloop.simulate.trajectories import write_atomic
+    from twinloop._atomic import write_atomic
 
-    try:
-        if out:
-            _check_out(out, "--out")
-            _check_out(out.with_suffix(".prov.json"), "--out (its PROV-JSON beside it)")
-        plan = _doses(inputs) if inputs else None
-        registry = _registry(db)
-        fc = registry.save_forecast(twin_id, hours, plan)  # a horizon beyond the limit is refused before any write
-    except TwinloopError as e:
-        raise fail(str(e)) from None
+    if out:
+        _check_out(out, "--out")
+        _check_out(out.with_suffix(".prov.json"), "--out (its PROV-JSON beside it)")
+    plan = _doses(inputs) if inputs else None
+    registry = _registry(db)
+    fc = _twins(registry).forecast(twin_id, hours, plan)  # a horizon beyond the limit is refused before any write
     q = fc.quantiles()
     if out:
         write_atomic(out, lambda tmp: q.to_csv(tmp, index=False))
@@ -315,24 +310,20 @@ def compare(
     db: Db = None,
 ) -> None:
     """What-if comparison of dose plans on the twin's ensemble (paired members)."""
-    from twinloop.errors import TwinloopError
 
-    try:
-        arms = {}
-        for item in inputs:
-            if "=" not in item:
-                raise typer.BadParameter(f"--inputs must be NAME=FILE; got {item!r}.")
-            key, path = item.split("=", 1)
-            if not key.strip() or key in arms:
-                raise typer.BadParameter(f"--inputs needs a distinct NAME per arm (NAME=FILE); got {item!r}.")
-            arms[key] = _doses(Path(path), f"--inputs {key}")
-        if len(arms) < 2:
-            raise typer.BadParameter(f"--inputs: give two or more arms to compare (NAME=FILE each); got {len(arms)}.")
-        registry = _registry(db)
-        result = registry.load(twin_id).compare(arms, endpoint, hours=hours)
-        registry.record(twin_id, "compare", result.to_dict())
-    except (TwinloopError, typer.BadParameter) as e:
-        raise fail(str(e)) from None
+    arms = {}
+    for item in inputs:
+        if "=" not in item:
+            raise InputError(f"--inputs must be NAME=FILE; got {item!r}.")
+        key, path = item.split("=", 1)
+        if not key.strip() or key in arms:
+            raise InputError(f"--inputs needs a distinct NAME per arm (NAME=FILE); got {item!r}.")
+        arms[key] = _doses(Path(path), f"--inputs {key}")
+    if len(arms) < 2:
+        raise InputError(f"--inputs: give two or more arms to compare (NAME=FILE each); got {len(arms)}.")
+    registry = _registry(db)
+    result = _twins(registry).load(twin_id).compare(arms, endpoint, hours=hours)
+    _twins(registry).record(twin_id, "compare", result.to_dict())
     table = Table(
         title=Text(
             f"{twin_id}: {result.endpoint} ({result.unit}, {result.better} is better) "
@@ -356,20 +347,16 @@ def show(
     db: Db = None,
 ) -> None:
     """History (versions), drift events, forecast scores and a fan chart."""
+    from twinloop._atomic import write_atomic
     from twinloop._paths import check_name
-    from twinloop.errors import TwinloopError
-    from twinloop.simulate.trajectories import write_atomic
     from twinloop.twin.figures import fan_chart
 
-    try:
-        if out:
-            check_name("the twin's id (it names the fan chart file)", twin_id)
-            _check_out(out, "--out", folder=True)
-        registry = _registry(db)
-        twin = registry.load(twin_id)
-        versions = registry.table("versions", twin_id)
-    except TwinloopError as e:
-        raise fail(str(e)) from None
+    if out:
+        check_name("the twin's id (it names the fan chart file)", twin_id)
+        _check_out(out, "--out", folder=True)
+    registry = _registry(db)
+    twin = _twins(registry).load(twin_id)
+    versions = registry.table("versions", twin_id)
     table = Table(title=f"twin {twin_id} ({twin.model.id}, patient {twin.subject_id})")
     for col in ("version", "kind", "created", "state time", "summary"):
         table.add_column(col)
@@ -409,20 +396,16 @@ def lineage(
     db: Db = None,
 ) -> None:
     """Walk a twin version or forecast back to the data, model and prior it came from."""
-    from twinloop.errors import TwinloopError
     from twinloop.govern.lineage import uses_of, walk_document
 
-    try:
-        if version is not None and version < 1:
-            raise typer.BadParameter(f"--version must be >= 1 (versions count from 1); got {version}.")
-        if prov_json:
-            _check_out(prov_json, "--prov-json")
-        registry = _registry(db)
-        doc = registry.provenance(twin_id)
-        target = _forecast_entity(doc, forecast_id) if forecast_id else _version_entity(registry, twin_id, version)
-        tree = walk_document(doc, target)
-    except (TwinloopError, typer.BadParameter) as e:
-        raise fail(str(e)) from None
+    if version is not None and version < 1:
+        raise InputError(f"--version must be >= 1 (versions count from 1); got {version}.")
+    if prov_json:
+        _check_out(prov_json, "--prov-json")
+    registry = _registry(db)
+    doc = registry.provenance(twin_id)
+    target = _forecast_entity(doc, forecast_id) if forecast_id else _version_entity(registry, twin_id, version)
+    tree = walk_document(doc, target)
     for line in tree.lines():
         console.print(line, highlight=False, soft_wrap=True, markup=False)
     for use in uses_of(doc, target):
@@ -449,7 +432,7 @@ def _forecast_entity(doc: Any, forecast_id: str) -> str:
 
 
 def _write_prov(registry: Any, twin_id: str, path: Path) -> None:
-    from twinloop.simulate.trajectories import write_atomic
+    from twinloop._atomic import write_atomic
 
     text = str(registry.provenance(twin_id).serialize(format="json", indent=2))
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))

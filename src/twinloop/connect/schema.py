@@ -1,11 +1,7 @@
-"""The canonical tables every patient record passes through, and their validation.
+"""Validation of the canonical tables every patient record passes through.
 
-Observations (long format, one row per measurement):
-``subject_id, time, variable, value, unit, code, source`` with ``time`` an absolute
-UTC timestamp. Doses (one row per administration or rate segment):
-``subject_id, time, input, kind, amount, duration, unit`` where ``kind`` is
-``"bolus"`` (an amount, given over ``duration`` minutes, 0 for instantaneous) or
-``"rate"`` (an amount per minute held for ``duration`` minutes).
+The tables themselves (columns, dtypes, empty tables) are defined once in
+:mod:`twinloop._schema`; they are re-exported here. ``time`` is an absolute UTC timestamp.
 
 Validation never repairs silently: a row that breaks a rule is moved to the list of
 rejected records with the rule it broke; the caller decides whether any rejection
@@ -22,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop._schema import DOSE_COLUMNS as DOSE_COLUMNS
+from twinloop._schema import DOSE_KINDS as DOSE_KINDS
+from twinloop._schema import OBSERVATION_COLUMNS as OBSERVATION_COLUMNS
+from twinloop._schema import empty_doses as empty_doses
+from twinloop._schema import empty_observations as empty_observations
 from twinloop.errors import DataError
 
-OBSERVATION_COLUMNS = ("subject_id", "time", "variable", "value", "unit", "code", "source")
-DOSE_COLUMNS = ("subject_id", "time", "input", "kind", "amount", "duration", "unit")
-DOSE_KINDS = ("bolus", "rate")
 # The timestamps pandas can hold (nanoseconds since 1970 in 64 bits).
 TIME_RANGE = ("1677-09-22", "2262-04-11")
 TIME_RULE = (
@@ -45,21 +43,6 @@ class Rejected:
 
     def as_dict(self) -> dict[str, object]:
         return {"source": self.source, "record": self.record, "reason": self.reason}
-
-
-def empty_observations() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in OBSERVATION_COLUMNS})
-    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
-    frame["value"] = pd.Series(dtype=np.float64)
-    return frame
-
-
-def empty_doses() -> pd.DataFrame:
-    frame = pd.DataFrame({c: pd.Series(dtype=object) for c in DOSE_COLUMNS})
-    frame["time"] = pd.Series(dtype="datetime64[ns, UTC]")
-    frame["amount"] = pd.Series(dtype=np.float64)
-    frame["duration"] = pd.Series(dtype=np.float64)
-    return frame
 
 
 # a number with no date in it (``12345``, ``1.7e9``): a count from an unstated epoch, never read as a time

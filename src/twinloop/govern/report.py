@@ -399,7 +399,7 @@ def _uncertainty(detail: Mapping[str, Any]) -> str:
 
 
 def write_json(report: Mapping[str, Any], path: Path) -> Path:
-    from twinloop.simulate.trajectories import write_atomic
+    from twinloop._atomic import write_atomic
 
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2, default=_jsonable)))
     return path

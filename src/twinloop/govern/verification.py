@@ -7,7 +7,7 @@
 * **Tolerance study.** The adaptive solver's error against the closed form, and the
   artifact's own model against a run at rtol 1e-10, as the tolerance tightens.
 * **Positivity and conservation.** Non-negative states stay non-negative and a declared
-  steady state holds (:mod:`twinloop.models.check`); a one-compartment IV bolus keeps
+  steady state holds (:mod:`twinloop.testing`); a one-compartment IV bolus keeps
   its mass: drug in the body plus drug eliminated equals the dose.
 
 The two test problems are declared here, as fixtures of the engine (not registered models).
@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from twinloop.models.base import Input, Model, Observable, Parameter, State
-from twinloop.models.check import check_model
 from twinloop.models.inputs import Inputs
 from twinloop.simulate import simulate
 from twinloop.simulate.engine import SolverSettings
+from twinloop.testing import check_model
 
 STEIN = {"y0": 60.0, "g": 0.004, "d": 0.02}
 HORIZON = 365.0

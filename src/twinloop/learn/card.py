@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twinloop.simulate.trajectories import write_atomic
+from twinloop._atomic import write_atomic
 
 REFERENCE = "Mitchell M, Wu S, Zaldivar A, et al. Model cards for model reporting. FAT* 2019:220-229."
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop._atomic import write_atomic
 from twinloop._paths import spec_path
 from twinloop._provenance import Activity, Source, sha256_file
 from twinloop.calibrate.amortized import AmortizedPosterior, NPESettings
@@ -40,7 +41,6 @@ from twinloop.models.registry import get as get_model
 from twinloop.products.spec import population_from
 from twinloop.products.treatments import build_plan, validate_treatment
 from twinloop.simulate import simulate
-from twinloop.simulate.trajectories import write_atomic
 
 
 # --- spec helpers ----------------------------------------------------------

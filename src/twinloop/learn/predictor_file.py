@@ -65,7 +65,7 @@ ALLOWED = frozenset([*_NUMPY, *_SKLEARN, ("twinloop.learn.predictor", "Predictor
 
 def save_predictor(predictor: Any, folder: Path) -> str:
     """Write ``folder/predictor.pkl`` atomically; return its SHA-256 for the manifest."""
-    from twinloop.simulate.trajectories import write_atomic
+    from twinloop._atomic import write_atomic
 
     blob = pickle.dumps(predictor, protocol=5)
     write_atomic(folder / FILE, lambda tmp: Path(tmp).write_bytes(blob))

@@ -24,8 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from twinloop._atomic import write_atomic
 from twinloop.errors import InputError, NotFittedError
-from twinloop.simulate.trajectories import write_atomic
 
 FORMAT_VERSION = 1
 

@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     from twinloop.models.base import Observable as Observable
     from twinloop.models.base import Parameter as Parameter
     from twinloop.models.base import State as State
-    from twinloop.models.check import CheckResult as CheckResult
-    from twinloop.models.check import check_model as check_model
     from twinloop.models.inputs import Inputs as Inputs
     from twinloop.models.noise import NoiseModel as NoiseModel
     from twinloop.models.noise import noise_for as noise_for
@@ -39,5 +37,7 @@ if TYPE_CHECKING:
     from twinloop.models.registry import get as get
     from twinloop.models.registry import register as register
     from twinloop.models.t1d_cgm import CGMSensor as CGMSensor
+    from twinloop.testing import CheckResult as CheckResult  # kept here as a lazy alias
+    from twinloop.testing import check_model as check_model
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)

@@ -18,8 +18,6 @@ parts in chunk order, then ``manifest.json`` is written and ``.parts/`` removed.
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import math
 import shutil
@@ -35,7 +33,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from twinloop._atomic import write_atomic
 from twinloop._provenance import Activity, Source, sha256_file
+from twinloop._schema import OBSERVATION_COLUMNS, empty_observations
 from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
 from twinloop.models.base import Model
@@ -43,15 +43,12 @@ from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
 from twinloop.products import outcomes as outcome_fns
 from twinloop.products.spec import ProductSpec
-from twinloop.products.treatments import build_plan, dose_table, empty_table
+from twinloop.products.treatments import build_plan, dose_table
 from twinloop.simulate import simulate
-from twinloop.simulate.trajectories import write_atomic
 
 FILES = ("patients", "observations", "outcomes", "doses")
 PARTS = ".parts"
 MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
-OBSERVATION_COLUMNS = {"subject_id": str, "time": float, "variable": str, "value": float, "unit": str, "code": str,
-                       "source": str}  # fmt: skip
 
 
 def model_timedelta(model_time: Any, time_unit: str) -> pd.TimedeltaIndex:
@@ -60,17 +57,6 @@ def model_timedelta(model_time: Any, time_unit: str) -> pd.TimedeltaIndex:
         raise InputError(f"Model time unit '{time_unit}' cannot be mapped to timestamps.")
     ms = np.atleast_1d(np.asarray(model_time, dtype=np.float64)) * MINUTES_PER_UNIT[time_unit] * 60_000.0
     return pd.to_timedelta(ms, unit="ms").round("ms")
-
-
-def model_hash(model: Model) -> str:
-    """SHA-256 of the model's source file and its declarations (a change to either changes it)."""
-    source = inspect.getsource(inspect.getmodule(model.rhs) or model.rhs)
-    declared = json.dumps(
-        [[p.name, p.unit, p.default, p.lower, p.upper] for p in model.parameters]
-        + [[s.name, s.unit] for s in model.states]
-        + [model.id, model.version]
-    )
-    return hashlib.sha256((source + declared).encode()).hexdigest()
 
 
 def file_hash(path: Path) -> str:
@@ -127,7 +113,7 @@ def generate(
         settings={"spec": spec.to_dict()},
         seeds={"seed": spec.seed, "chunk_size": spec.chunk_size},
         used=[
-            Source("model", "model", f"{model.id} {model.version}", model_hash(model)),
+            Source("model", "model", f"{model.id} {model.version}", model.content_hash()),
             Source("population", "population", spec.population.name, spec.population.content_hash()),
             Source("specification", "product-spec", spec.name, spec_hash),
             *sources,
@@ -232,7 +218,7 @@ def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.S
 def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, model: Model) -> pd.DataFrame:
     """One table sorted by patient, time and variable; text columns dictionary-encoded."""
     if not frames:
-        frame = empty_table(OBSERVATION_COLUMNS)
+        frame = empty_observations(time="model")
     elif len(frames) == 1:
         frame = frames[0]
     else:
@@ -242,7 +228,7 @@ def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, mo
         frame = frame.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
         frame = frame.astype({c: "category" for c in text})
     frame["time"] = _timestamps(frame["time"].to_numpy(), spec, model).array
-    return frame[["subject_id", "time", "variable", "value", "unit", "code", "source"]]
+    return frame[list(OBSERVATION_COLUMNS)]
 
 
 def _outcomes(
@@ -311,7 +297,7 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
     manifest = {
         "kind": "twinloop.product",
         "name": spec.name,
-        "model": {"id": model.id, "version": model.version, "content_hash": model_hash(model)},
+        "model": {"id": model.id, "version": model.version, "content_hash": model.content_hash()},
         "population": {"name": spec.population.name, "content_hash": spec.population.content_hash()},
         "spec": spec.to_dict(),
         "spec_hash": spec.content_hash(),

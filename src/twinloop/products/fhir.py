@@ -21,10 +21,10 @@ from typing import Any
 import pandas as pd
 from fhir.resources.R4B.bundle import Bundle
 
+from twinloop._atomic import write_atomic
 from twinloop._paths import check_name
 from twinloop.errors import InputError
 from twinloop.products.dataset import Product, check_out_dir, model_timedelta
-from twinloop.simulate.trajectories import write_atomic
 
 TAG = {
     "system": "https://twinloop.dev/fhir/CodeSystem/data-origin",

@@ -14,18 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from twinloop._schema import empty_doses
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.profile import Treatment
-
-DOSE_COLUMNS = {"subject_id": str, "time": float, "input": str, "kind": str, "amount": float, "duration": float,
-                "unit": str}  # fmt: skip
-
-
-def empty_table(columns: Mapping[str, type]) -> pd.DataFrame:
-    """A table with these columns and dtypes and no rows."""
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
 
 
 def kinds(model: Model) -> tuple[str, ...]:
@@ -118,7 +111,7 @@ def dose_table(model: Model, plan: Inputs, ids: Sequence[str]) -> pd.DataFrame:
             )
         )
     if not frames:
-        return empty_table(DOSE_COLUMNS)
+        return empty_doses(time="model")
     out = pd.concat(frames, ignore_index=True)
     out = out[out["amount"] > 0]
     return out.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)

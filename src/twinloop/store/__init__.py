@@ -1,4 +1,6 @@
-"""Persistence: the twin registry (SQLAlchemy; SQLite by default, PostgreSQL by URL)."""
+"""Persistence: the twin registry (SQLAlchemy; SQLite by default, PostgreSQL by URL), a
+repository of rows and state blobs the twin loads, syncs and saves itself through
+(:class:`twinloop.twin.RegisteredTwins`)."""
 
 from typing import TYPE_CHECKING
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,15 +30,6 @@ from twinloop._provenance import TL, content_sha256, hash_id
 from twinloop.errors import RegistryError
 
 UNRECORDED = "unrecorded"
-
-
-def plan_sha256(inputs: Any) -> str | None:
-    """Content hash of a forecast's treatment plan (a dose table or ``Inputs``); None without one."""
-    if inputs is None:
-        return None
-    if isinstance(inputs, pd.DataFrame):
-        return content_sha256(inputs.reset_index(drop=True).to_dict("list"))
-    return content_sha256(asdict(inputs) if is_dataclass(inputs) and not isinstance(inputs, type) else repr(inputs))
 
 
 def utc(value: Any) -> pd.Timestamp:

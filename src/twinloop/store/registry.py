@@ -1,6 +1,11 @@
 """The twin registry: twins, their versions, observation and dose logs, forecasts and
 an audit log in a SQL database (SQLAlchemy; a SQLite file by default, PostgreSQL by URL).
 
+It stores rows and state blobs and implements the twin's repository interface
+(:class:`twinloop.twin.repository.TwinRepository`); the twin orchestrates load -> sync
+-> save through it (:class:`twinloop.twin.registered.RegisteredTwins`), never the
+reverse, so this module imports nothing from ``twin/``.
+
 - Every change runs in one transaction that first locks the twin (``SELECT ... FOR
   UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite), so concurrent syncs of one
   twin are serialized: each sees the version the previous one wrote.
@@ -15,9 +20,8 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +50,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 
 from twinloop._paths import check_name
-from twinloop._provenance import content_sha256
 from twinloop._secrets import mask_secrets
 from twinloop.errors import RegistryError
-from twinloop.store.provenance import TwinProvenance, plan_sha256, version_sha256
-from twinloop.twin.patient import PatientTwin, SyncReport
+from twinloop.store.provenance import TwinProvenance, version_sha256
 
 metadata = MetaData()
 twins = Table(
@@ -138,8 +140,12 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:40]
 
 
-def _pack(state: dict[str, Any]) -> bytes:
-    """A twin's state dict as one binary blob (JSON header + length-prefixed blobs)."""
+def _iso(time: Any) -> str:
+    return pd.Timestamp(time).isoformat()
+
+
+def _pack(state: Mapping[str, Any]) -> bytes:
+    """A twin's state (its ``state_dict``) as one binary blob (JSON header + length-prefixed blobs)."""
     blobs = [state["ensemble"], state["observations"], state["doses"], *state["snapshots"], *state["forecasts"]]
     header = json.dumps(
         {
@@ -179,34 +185,6 @@ def _ensemble_sha256(state: bytes) -> str:
     return _sha256(_unpack(state)["ensemble"])
 
 
-def _blob(blob: bytes | None, twin_id: str) -> bytes:
-    if blob is None:
-        raise RegistryError(f"Twin {twin_id!r} has no stored state for its current version.")
-    return blob
-
-
-def _code_version() -> str:
-    from twinloop import __version__
-
-    return __version__
-
-
-def _recorded(twin: PatientTwin, kind: str) -> dict[str, Any]:
-    """What a version's PROV activity needs beyond its row: code version, and at creation
-    the model, the prior and the seed."""
-    recorded: dict[str, Any] = {"code_version": _code_version()}
-    if kind == "create":
-        from twinloop.products.dataset import model_hash
-
-        recorded |= {
-            "model_sha256": model_hash(twin.model),
-            "prior_sha256": content_sha256(twin.prior.to_dict()),
-            "fit": list(twin.pmap.names),
-            "seeds": {"seed": twin.config.seed},
-        }
-    return recorded
-
-
 def _sqlite_engine(url: str) -> Engine:
     engine = create_engine(url, connect_args={"timeout": 120})
 
@@ -221,12 +199,148 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
+class _Change:
+    """One locked change of one twin in an open transaction (see ``TwinChange``)."""
+
+    def __init__(self, registry: TwinRegistry, conn: Connection, twin_id: str, current_version: int) -> None:
+        self._registry, self._conn, self._twin_id = registry, conn, twin_id
+        self._current = current_version
+
+    @property
+    def current_version(self) -> int:
+        return self._current
+
+    def state(self) -> dict[str, Any]:
+        return self._registry._read_state(self._conn, self._twin_id, self._current)
+
+    def log(self, observations: pd.DataFrame, doses: pd.DataFrame, version: int) -> tuple[int, int]:
+        return _log(self._conn, self._twin_id, observations, doses, version)
+
+    def add_version(
+        self,
+        version: int,
+        *,
+        parent: int | None,
+        kind: str,
+        state_time: float,
+        summary: Mapping[str, Any],
+        state: Mapping[str, Any],
+    ) -> None:
+        self._conn.execute(
+            insert(versions).values(
+                twin_id=self._twin_id,
+                version=version,
+                parent=parent,
+                created_at=_now(),
+                kind=kind,
+                state_time=float(state_time),
+                summary=json.dumps(dict(summary), default=str),
+                state=_pack(state),
+            )
+        )
+        self._conn.execute(twins.update().where(twins.c.id == self._twin_id).values(current_version=version))
+        self._current = version
+
+    def replace_state(self, version: int, state: Mapping[str, Any]) -> None:
+        self._conn.execute(
+            versions.update()
+            .where(versions.c.twin_id == self._twin_id, versions.c.version == version)
+            .values(state=_pack(state))
+        )
+
+    def add_forecast(self, forecast_id: str, version: int, hours: float, quantiles: bytes) -> None:
+        self._conn.execute(
+            insert(forecasts).values(
+                id=forecast_id,
+                twin_id=self._twin_id,
+                version=version,
+                created_at=_now(),
+                hours=hours,
+                quantiles=quantiles,
+            )
+        )
+
+    def audit(self, action: str, version: int | None, detail: Mapping[str, Any]) -> None:
+        self._conn.execute(
+            insert(audit).values(
+                twin_id=self._twin_id,
+                at=_now(),
+                actor=self._registry.actor,
+                action=action,
+                version=version,
+                detail=json.dumps(dict(detail), default=str),
+            )
+        )
+
+
+def _log(conn: Connection, twin_id: str, obs: pd.DataFrame, dose: pd.DataFrame, version: int) -> tuple[int, int]:
+    """Append observations and doses not already logged; returns how many were new."""
+    existing = {r[0] for r in conn.execute(select(observations.c.obs_key).where(observations.c.twin_id == twin_id))}
+    rows = []
+    for r in obs.to_dict("records"):
+        key = _key(
+            r["subject_id"], pd.Timestamp(r["time"]).isoformat(), r["variable"], repr(float(r["value"])), r["unit"]
+        )
+        if key not in existing:
+            existing.add(key)
+            rows.append(
+                {
+                    "twin_id": twin_id,
+                    "obs_key": key,
+                    "subject_id": r["subject_id"],
+                    "time": r["time"],
+                    "variable": r["variable"],
+                    "value": float(r["value"]),
+                    "unit": r["unit"],
+                    "code": r["code"],
+                    "source": r["source"],
+                    "version": version,
+                }
+            )
+    if rows:
+        conn.execute(insert(observations), rows)
+    dkeys = {r[0] for r in conn.execute(select(doses.c.dose_key).where(doses.c.twin_id == twin_id))}
+    drows = []
+    for d in dose.to_dict("records"):
+        key = _key(
+            pd.Timestamp(d["time"]).isoformat(),
+            d["input"],
+            d["kind"],
+            repr(float(d["amount"])),
+            d["duration"],
+            d["unit"],
+        )
+        if key not in dkeys:
+            dkeys.add(key)
+            drows.append(
+                {
+                    "twin_id": twin_id,
+                    "dose_key": key,
+                    "time": d["time"],
+                    "input": d["input"],
+                    "kind": d["kind"],
+                    "amount": float(d["amount"]),
+                    "duration": float(d["duration"]),
+                    "unit": d["unit"],
+                    "version": version,
+                }
+            )
+    if drows:
+        conn.execute(insert(doses), drows)
+    return len(rows), len(drows)
+
+
 class TwinRegistry:
-    """Persist twins. ``TwinRegistry("sqlite:///twins.db")`` or a PostgreSQL URL.
+    """Keep twins in a SQL database: ``TwinRegistry("sqlite:///twins.db")`` or a PostgreSQL URL.
+
+    A :class:`~twinloop.twin.repository.TwinRepository`: load, sync and forecast twins
+    through :class:`~twinloop.twin.registered.RegisteredTwins`; read the logs, the audit
+    trail and the PROV history here.
 
     Example:
-        >>> reg = TwinRegistry("sqlite:///twins.db")  # doctest: +SKIP
-        >>> reg.add(twin); reg.sync(twin.id, new_obs); reg.load(twin.id).forecast(24)  # doctest: +SKIP
+        >>> from twinloop.twin.registered import RegisteredTwins  # doctest: +SKIP
+        >>> registry = TwinRegistry("sqlite:///twins.db")  # doctest: +SKIP
+        >>> RegisteredTwins(registry).add(twin); registry.table("audit", twin.id)  # doctest: +SKIP
     """
 
     def __init__(self, url: str = "sqlite:///twins.db", actor: str | None = None) -> None:
@@ -246,242 +360,71 @@ class TwinRegistry:
     def __repr__(self) -> str:
         return f"TwinRegistry({self.where!r})"
 
+    def _read_state(self, conn: Connection, twin_id: str, version: int) -> dict[str, Any]:
+        blob = conn.execute(
+            select(versions.c.state).where(versions.c.twin_id == twin_id, versions.c.version == version)
+        ).scalar()
+        if blob is None:
+            raise RegistryError(f"Twin {twin_id!r} has no version {version}.")
+        return _unpack(blob)
+
     @contextmanager
-    def _locked(self, twin_id: str) -> Iterator[tuple[Connection, Any]]:
-        """A transaction holding the twin's row lock; yields (connection, twin row)."""
+    def _transaction(self) -> Iterator[Connection]:
+        """A transaction; a failure of the database itself becomes a ``RegistryError``."""
         try:
             with self.engine.begin() as conn:
-                query = select(twins).where(twins.c.id == twin_id)
-                if self.engine.dialect.name != "sqlite":
-                    query = query.with_for_update()
-                row = conn.execute(query).mappings().first()
-                if row is None:
-                    raise RegistryError(f"No twin {twin_id!r} in {self.where}; create it first (twinloop twin create).")
-                yield conn, row
+                yield conn
         except OperationalError as e:
             reason = mask_secrets(str(e.orig))
             raise RegistryError(f"The registry at {self.where} could not complete the change: {reason}") from None
 
-    def _audit(self, conn: Connection, twin_id: str, action: str, version: int | None, detail: dict[str, Any]) -> None:
-        conn.execute(
-            insert(audit).values(
-                twin_id=twin_id,
-                at=_now(),
-                actor=self.actor,
-                action=action,
-                version=version,
-                detail=json.dumps(detail, default=str),
-            )
-        )
-
-    def _log(
-        self, conn: Connection, twin_id: str, obs: pd.DataFrame, dose: pd.DataFrame, version: int
-    ) -> tuple[int, int]:
-        """Append observations and doses not already logged; returns how many were new."""
-        existing = {r[0] for r in conn.execute(select(observations.c.obs_key).where(observations.c.twin_id == twin_id))}
-        rows = []
-        for r in obs.to_dict("records"):
-            key = _key(
-                r["subject_id"], pd.Timestamp(r["time"]).isoformat(), r["variable"], repr(float(r["value"])), r["unit"]
-            )
-            if key not in existing:
-                existing.add(key)
-                rows.append(
-                    {
-                        "twin_id": twin_id,
-                        "obs_key": key,
-                        "subject_id": r["subject_id"],
-                        "time": r["time"],
-                        "variable": r["variable"],
-                        "value": float(r["value"]),
-                        "unit": r["unit"],
-                        "code": r["code"],
-                        "source": r["source"],
-                        "version": version,
-                    }
-                )
-        if rows:
-            conn.execute(insert(observations), rows)
-        dkeys = {r[0] for r in conn.execute(select(doses.c.dose_key).where(doses.c.twin_id == twin_id))}
-        drows = []
-        for d in dose.to_dict("records"):
-            key = _key(
-                pd.Timestamp(d["time"]).isoformat(),
-                d["input"],
-                d["kind"],
-                repr(float(d["amount"])),
-                d["duration"],
-                d["unit"],
-            )
-            if key not in dkeys:
-                dkeys.add(key)
-                drows.append(
-                    {
-                        "twin_id": twin_id,
-                        "dose_key": key,
-                        "time": d["time"],
-                        "input": d["input"],
-                        "kind": d["kind"],
-                        "amount": float(d["amount"]),
-                        "duration": float(d["duration"]),
-                        "unit": d["unit"],
-                        "version": version,
-                    }
-                )
-        if drows:
-            conn.execute(insert(doses), drows)
-        return len(rows), len(drows)
-
-    def _write_version(
-        self, conn: Connection, twin: PatientTwin, kind: str, parent: int | None, summary: dict[str, Any]
-    ) -> None:
-        summary = {**summary, "provenance": _recorded(twin, kind)}
-        conn.execute(
-            insert(versions).values(
-                twin_id=twin.id,
-                version=twin.version,
-                parent=parent,
-                created_at=_now(),
-                kind=kind,
-                state_time=float(twin.ensemble.time),
-                summary=json.dumps(summary, default=str),
-                state=_pack(twin.state_dict()),
-            )
-        )
-        conn.execute(twins.update().where(twins.c.id == twin.id).values(current_version=twin.version))
-
-    # --- public API -------------------------------------------------------------
-    def add(self, twin: PatientTwin) -> None:
-        """Store a newly created twin (version 1) with the data it was calibrated on."""
-        check_name("twin id", twin.id)
+    # --- the repository interface (twinloop.twin.repository) -------------------
+    @contextmanager
+    def create(self, twin_id: str, *, subject_id: str, model_id: str, model_version: str) -> Iterator[_Change]:
+        """A change that first adds the twin's row (current version 0 until one is added)."""
+        check_name("twin id", twin_id)
         try:
-            with self.engine.begin() as conn:
+            with self._transaction() as conn:
                 conn.execute(
                     insert(twins).values(
-                        id=twin.id,
-                        subject_id=twin.subject_id,
-                        model_id=twin.model.id,
-                        model_version=twin.model.version,
+                        id=twin_id,
+                        subject_id=subject_id,
+                        model_id=model_id,
+                        model_version=model_version,
                         created_at=_now(),
-                        current_version=twin.version,
+                        current_version=0,
                     )
                 )
-                self._log(conn, twin.id, twin.observations, twin.doses, twin.version)
-                self._write_version(
-                    conn,
-                    twin,
-                    "create",
-                    None,
-                    {"calibration": {k: v for k, v in twin.calibration.items() if k != "summary"}},
-                )
-                self._audit(
-                    conn,
-                    twin.id,
-                    "create",
-                    twin.version,
-                    {"observations": len(twin.observations), "method": twin.calibration.get("method")},
-                )
+                yield _Change(self, conn, twin_id, 0)
         except IntegrityError as e:
-            raise RegistryError(f"A twin named {twin.id!r} already exists in {self.where}; choose another name.") from e
+            raise RegistryError(f"A twin named {twin_id!r} already exists in {self.where}; choose another name.") from e
 
-    def load(self, twin_id: str, version: int | None = None) -> PatientTwin:
-        """The twin at its current (or a given) version."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(twins).where(twins.c.id == twin_id)).mappings().first()
+    @contextmanager
+    def change(self, twin_id: str) -> Iterator[_Change]:
+        """A change of an existing twin holding its row lock (``SELECT ... FOR UPDATE`` on
+        PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._transaction() as conn:
+            query = select(twins).where(twins.c.id == twin_id)
+            if self.engine.dialect.name != "sqlite":
+                query = query.with_for_update()
+            row = conn.execute(query).mappings().first()
             if row is None:
+                raise RegistryError(f"No twin {twin_id!r} in {self.where}; create it first (twinloop twin create).")
+            yield _Change(self, conn, twin_id, int(row["current_version"]))
+
+    def state(self, twin_id: str, version: int | None = None) -> dict[str, Any]:
+        """The stored state of the twin's current (or a given) version."""
+        with self.engine.connect() as conn:
+            current = conn.execute(select(twins.c.current_version).where(twins.c.id == twin_id)).scalar()
+            if current is None:
                 raise RegistryError(f"No twin {twin_id!r} in {self.where}.")
-            v = version or row["current_version"]
-            blob = conn.execute(
-                select(versions.c.state).where(versions.c.twin_id == twin_id, versions.c.version == v)
-            ).scalar()
-        if blob is None:
-            raise RegistryError(f"Twin {twin_id!r} has no version {v}.")
-        return PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
+            return self._read_state(conn, twin_id, version or current)
 
     def exists(self, twin_id: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(twins.c.id).where(twins.c.id == twin_id)).first() is not None
 
-    def sync(self, twin_id: str, new_observations: pd.DataFrame, new_doses: pd.DataFrame | None = None) -> SyncReport:
-        """Log the data (idempotently) and assimilate what is new: one new version, atomically."""
-        with self._locked(twin_id) as (conn, row):
-            blob = conn.execute(
-                select(versions.c.state).where(
-                    versions.c.twin_id == twin_id, versions.c.version == row["current_version"]
-                )
-            ).scalar()
-            twin = PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
-            parent = twin.version
-            report = twin.sync(new_observations, new_doses)
-            if report.unchanged:  # nothing new: no version, no log, no audit entry
-                return report
-            new_obs, new_doses_n = self._log(conn, twin_id, twin.observations, twin.doses, twin.version)
-            summary = {
-                "assimilated": report.assimilated,
-                "late": report.late,
-                "replayed": report.replayed,
-                "innovation": report.innovation,
-                "drift": report.drift,
-                "recalibrated": report.recalibrated,
-                "new_observations": new_obs,
-                "new_doses": new_doses_n,
-                "scored_forecasts": report.scored_forecasts,
-            }
-            self._write_version(conn, twin, "sync", parent, summary)
-            self._audit(conn, twin_id, "sync", twin.version, summary)
-            if report.drift:
-                self._audit(conn, twin_id, "drift", twin.version, {"event": twin.drift_events[-1]})
-            for fc_id in report.scored_forecasts:
-                self._audit(conn, twin_id, "score", twin.version, {"forecast": fc_id})
-        return report
-
-    def save_forecast(self, twin_id: str, hours: float, inputs: Any = None) -> Any:
-        """Forecast from the current version, store it with the twin and in the forecast table."""
-        with self._locked(twin_id) as (conn, row):
-            blob = conn.execute(
-                select(versions.c.state).where(
-                    versions.c.twin_id == twin_id, versions.c.version == row["current_version"]
-                )
-            ).scalar()
-            twin = PatientTwin.from_state_dict(_unpack(_blob(blob, twin_id)))
-            fc = twin.forecast(hours, inputs)
-            buffer = io.BytesIO()
-            fc.quantiles().to_parquet(buffer)
-            conn.execute(
-                insert(forecasts).values(
-                    id=fc.id,
-                    twin_id=twin_id,
-                    version=twin.version,
-                    created_at=_now(),
-                    hours=hours,
-                    quantiles=buffer.getvalue(),
-                )
-            )
-            conn.execute(
-                versions.update()
-                .where(versions.c.twin_id == twin_id, versions.c.version == twin.version)
-                .values(state=_pack(twin.state_dict()))
-            )
-            self._audit(
-                conn,
-                twin_id,
-                "forecast",
-                twin.version,
-                {
-                    "forecast": fc.id,
-                    "hours": hours,
-                    "ensemble_size": fc.ensemble_size,
-                    "inputs_sha256": plan_sha256(inputs),
-                    "provenance": {"code_version": _code_version()},
-                },
-            )
-        return fc
-
-    def record(self, twin_id: str, action: str, detail: dict[str, Any]) -> None:
-        """Add an audit entry (e.g. a what-if comparison shown to a clinician)."""
-        with self._locked(twin_id) as (conn, row):
-            self._audit(conn, twin_id, action, row["current_version"], detail)
-
+    # --- reading the logs and the history ----------------------------------------
     def table(self, name: str, twin_id: str) -> pd.DataFrame:
         """One of ``observations``, ``doses``, ``versions``, ``forecasts``, ``audit`` for a twin."""
         tables = {

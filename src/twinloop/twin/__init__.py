@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from twinloop.twin.identify import IdentifySettings as IdentifySettings
     from twinloop.twin.patient import PatientTwin as PatientTwin
     from twinloop.twin.patient import SyncReport as SyncReport
+    from twinloop.twin.registered import RegisteredTwins as RegisteredTwins
+    from twinloop.twin.repository import TwinChange as TwinChange
+    from twinloop.twin.repository import TwinRepository as TwinRepository
     from twinloop.twin.synthetic import synthetic_record as synthetic_record
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
