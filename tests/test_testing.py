@@ -7,14 +7,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from types import SimpleNamespace
-from typing import Any
 
 import jax.numpy as jnp
 import pytest
 
 import twinloop as tl
 from twinloop.models.base import Model, Observable, Parameter, State
+from twinloop.models.profile import ModelProfile
 from twinloop.testing import check_model, comparison_horizon, perturbation_growth
 
 LORENZ_LYAPUNOV = (
@@ -77,21 +76,13 @@ def test_perturbation_growth_is_bounded_for_a_stable_model(pk) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Profiled(Model):
-    """A model with a profile that declares its check horizon (as ``ModelProfile`` does)."""
-
-    profile: Any = None
-
-
 def test_a_declared_horizon_is_used_and_checked(pk) -> None:
-    fields = {f.name: getattr(pk, f.name) for f in dataclasses.fields(pk)}
-    declared = _Profiled(**{**fields, "profile": SimpleNamespace(check_horizon=2.0)})
+    declared = dataclasses.replace(pk, profile=ModelProfile(check_horizon=2.0))
     assert comparison_horizon(declared) == (2.0, "declared by the model")
     result = check_model(declared, checks=["jit_and_vmap"])[0]
     assert result.passed and "over 0 to 2 h (declared by the model)" in result.detail
-    wrong = dataclasses.replace(declared, profile=SimpleNamespace(check_horizon=-1))
-    with pytest.raises(tl.ModelError, match=r"check_horizon=-1; expected a number of h > 0"):
-        comparison_horizon(wrong)
+    with pytest.raises(tl.ModelError, match=r"check_horizon must be > 0"):
+        ModelProfile(check_horizon=-1)
 
 
 def test_unknown_check_names_are_refused(pk) -> None:
