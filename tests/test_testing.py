@@ -75,7 +75,6 @@ def test_perturbation_growth_is_bounded_for_a_stable_model(pk) -> None:
     assert growth.max() < 1.0  # a linear, dissipative model forgets its initial state: the whole scenario is compared
 
 
-@dataclasses.dataclass(frozen=True)
 def test_a_declared_horizon_is_used_and_checked(pk) -> None:
     declared = dataclasses.replace(pk, profile=ModelProfile(check_horizon=2.0))
     assert comparison_horizon(declared) == (2.0, "declared by the model")
