@@ -1,4 +1,4 @@
-"""Model specification, the registry of built-in cores, and the model contract."""
+"""Model specification, the registry (built-in cores, the user's model directory, plugins), and the model contract."""
 
 from typing import TYPE_CHECKING
 
@@ -24,9 +24,12 @@ if TYPE_CHECKING:
     from twinloop.models.check import CheckResult as CheckResult
     from twinloop.models.check import check_model as check_model
     from twinloop.models.inputs import Inputs as Inputs
+    from twinloop.models.registry import ModelSource as ModelSource
     from twinloop.models.registry import available as available
     from twinloop.models.registry import get as get
     from twinloop.models.registry import register as register
+    from twinloop.models.registry import source as source
     from twinloop.models.t1d_cgm import CGMSensor as CGMSensor
+    from twinloop.models.user import models_dir as models_dir
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
