@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,12 @@ def directory_files(directory: Path | None = None) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     if not folder.is_dir():
         return found
-    for path in sorted(folder.iterdir()):
+    try:
+        paths = sorted(folder.iterdir())
+    except OSError as exc:  # unreadable: its models are missing, the built-ins still work
+        warnings.warn(f"The model directory '{folder}' cannot be read ({exc}); its models are left out.", stacklevel=2)
+        return found
+    for path in paths:
         if path.suffix in SUFFIXES and MODEL_ID_PATTERN.fullmatch(path.stem) and path.is_file():
             found.setdefault(path.stem, []).append(path)
     return found
