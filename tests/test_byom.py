@@ -202,9 +202,12 @@ def generate(tmp: Path, spec: dict, name: str) -> Any:
 
 
 def twin_through(
-    model_id: str, product: Any, subject: str, prior: Any, noise: dict | None, fit: tuple[str, ...]
+    model_id: str, product: Any, subject: str, prior: Any, noise: dict | None, fit: tuple[str, ...], **kwargs: Any
 ) -> Any:
-    """A twin on the first half of ``subject``'s observations, synced with the second half, forecast."""
+    """A twin on the first half of ``subject``'s observations, synced with the second half.
+
+    Model time 0 is the product's time origin; ``kwargs`` go to ``PatientTwin.create``
+    (``y0``: the members' initial states, ``base``: the values of what is not fitted)."""
     from twinloop.twin import PatientTwin, TwinConfig
 
     obs = product.table("observations")
@@ -213,8 +216,10 @@ def twin_through(
     doses = doses[doses["subject_id"] == subject]
     half = obs["time"] <= obs["time"].iloc[len(obs) // 2]
     config = TwinConfig(members=64, seed=3, **({"noise": noise} if noise else {}))
+    origin = pd.Timestamp(product.manifest["time_origin"])
     twin = PatientTwin.create(
         model_id, obs[half], doses, prior=prior, fit=fit, method="enkf", config=config, twin_id=f"{model_id}-twin",
+        origin=origin, **kwargs,
     )  # fmt: skip
     report = twin.sync(obs[~half], doses)
     assert report.assimilated == int((~half).sum())
@@ -282,8 +287,16 @@ def test_lorenz63_twin_syncs_and_forecasts_the_true_trajectory(lorenz, fit):
     truth_p = product.table("patients").iloc[0]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TWINLOOP_MODELS_DIR", str(tmp / "models"))
-        prior = tl.cohort.Population.from_dict(LORENZ_POPULATION)
-        twin = twin_through("lorenz63", product, str(truth_p["subject_id"]), prior, None, fit=fit)
+        model = tl.models.get("lorenz63")
+        # the members start from a spread of initial states around the model's (the truth's z0 differs)
+        y0 = np.array([1.509, -1.531, 25.46]) + 2.0 * np.random.default_rng(7).standard_normal((64, 3))
+        if fit:  # joint: rho from the population, the states from the spread
+            prior = tl.cohort.Population.from_dict(LORENZ_POPULATION)
+            twin = twin_through("lorenz63", product, str(truth_p["subject_id"]), prior, None, fit=fit, y0=y0)
+        else:  # state-only: the patient's parameters are known, its states are not
+            known = truth_p[list(model.parameter_names)].to_numpy(dtype=float)
+            twin = twin_through("lorenz63", product, str(truth_p["subject_id"]), None, None, fit=fit, y0=y0,
+                                base=known)  # fmt: skip
         q = in_model_time(twin.forecast(hours=0.5).quantiles(), product, 3600.0)
     truth = lorenz_truth(truth_p, np.sort(q["t"].unique()))
     inside = []
