@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+# the user's own model directory stays out of the tests (tests that need one set their own)
+os.environ["TWINLOOP_MODELS_DIR"] = os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "no-user-models")
 os.environ.setdefault("TWINLOOP_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "twinloop"))
 
 import twinloop as tl

@@ -38,12 +38,12 @@ def inputs_csv(tmp_path: Path) -> Path:
 
 
 def test_models_lists_and_shows(t1d, monkeypatch):
-    import twinloop.cli.app as cli_app
+    import twinloop.cli.models as cli_models
 
     listed = runner.invoke(app, ["models"])
     assert listed.exit_code == 0 and "t1d-uva-padova" in listed.output and "pk-one-compartment" in listed.output
     # wide enough that no unit wraps (the console's width is fixed when it is made, whatever COLUMNS says later)
-    monkeypatch.setattr(cli_app.console, "_width", 200)
+    monkeypatch.setattr(cli_models.console, "_width", 200)
     shown = runner.invoke(app, ["models", "show", "t1d-uva-padova"])
     assert shown.exit_code == 0
     for text in ("glucose_plasma", "mg/kg", "Vmx", "mg.L/(kg.min.pmol)", "Dalla Man", "adult#001", "U/min"):

@@ -58,7 +58,7 @@ def heavy(modules: set[str]) -> list[str]:
         (["twin", "--help"], "Patient twins: create, synchronize, forecast, compare, show, lineage."),
         (["twin", "create", "--help"], "Identify a twin on a patient's data and store it (version 1)."),
         (["cohort", "generate", "--help"], "--max-chunks"),
-        (["models", "--help"], "List, describe and check the built-in models."),
+        (["models", "--help"], "List, describe and check the models; add, import and remove your own."),
     ],
 )
 def test_import_and_help_load_no_heavy_library(tmp_path, args, shown):

@@ -9,13 +9,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from twinloop.cli._errors import EXIT_CHECK_FAILED
 from twinloop.cli._guard import GuardedGroup
 from twinloop.cli.cohort import cohort_app, lineage_command
 from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
+from twinloop.cli.models import models_app
 from twinloop.cli.twin import twin_app
 
 app = typer.Typer(
@@ -25,7 +24,6 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="twinloop: hybrid medical digital twins.",
 )
-models_app = typer.Typer(help="List, describe and check the built-in models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 app.add_typer(cohort_app, name="cohort")
 app.add_typer(twin_app, name="twin")
@@ -41,70 +39,6 @@ def root(
     debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an unexpected failure")] = False,
 ) -> None:
     """twinloop: hybrid medical digital twins."""
-
-
-def _table(title: str | None, key: str, *others: str) -> Table:
-    """A table whose first column (names, ids, units) never wraps."""
-    table = Table(title=title)
-    table.add_column(key, no_wrap=True)
-    for name in others:
-        table.add_column(name)
-    return table
-
-
-@models_app.callback()
-def list_models(ctx: typer.Context) -> None:
-    """List the registered models."""
-    if ctx.invoked_subcommand is not None:
-        return
-    import twinloop as tl
-
-    table = _table(None, "id", "version", "name", "time unit", "states", "parameters")
-    for model_id in tl.models.available():
-        m = tl.models.get(model_id)
-        table.add_row(m.id, m.version, m.name, m.time_unit, str(len(m.states)), str(len(m.parameters)))
-    console.print(table)
-
-
-@models_app.command("show")
-def show_model(model_id: Annotated[str, typer.Argument(help="model id (see `twinloop models`)")]) -> None:
-    """Print a model's states, parameters, inputs, observables, units and references."""
-    import twinloop as tl
-
-    m = tl.models.get(model_id)
-    console.print(f"[bold]{m.name}[/]  ({m.id} {m.version}, time in {m.time_unit})")
-    states = _table("States", "state", "unit", "description")
-    for s in m.states:
-        states.add_row(s.name, s.unit, s.description)
-    params = _table("Parameters", "parameter", "unit", "default", "bounds", "description")
-    for p in m.parameters:
-        params.add_row(p.name, p.unit, f"{p.default:.6g}", f"[{p.lower:.4g}, {p.upper:.4g}]", p.description)
-    inputs = _table("Inputs", "input", "kind", "unit", "description")
-    for i in m.inputs:
-        inputs.add_row(i.name, i.kind + (f" -> {i.target}" if i.target else ""), i.unit, i.description)
-    observables = _table("Observables", "observable", "unit", "definition")
-    for o in m.observables:
-        observables.add_row(o.name, o.unit, o.description)
-    for table in (states, params, inputs, observables):
-        console.print(table)
-    if m.presets:
-        console.print(f"Virtual patients ({len(m.presets)}): {', '.join(m.presets)}")
-    console.print("[bold]References[/]")
-    for ref in m.references:
-        console.print(f"  - {ref}", highlight=False)
-
-
-@models_app.command("check")
-def check(model_id: Annotated[str, typer.Argument(help="model id")]) -> None:
-    """Run the model contract (units, jit/vmap, gradients, positivity, steady state)."""
-    import twinloop as tl
-
-    results = tl.models.check_model(tl.models.get(model_id), raise_on_failure=False)
-    for r in results:
-        mark = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
-        console.print(f"{mark} {r.name}: {r.detail}", highlight=False)
-    if not all(r.passed for r in results):
-        raise typer.Exit(code=EXIT_CHECK_FAILED)
 
 
 def column_name(name: str, unit: str) -> str:

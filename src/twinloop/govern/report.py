@@ -124,9 +124,13 @@ def sensitivity(model: Model, inputs: ReportInputs) -> dict[str, Any]:
     names = [
         p.name
         for p in model.parameters
-        if p.name not in model.derived_parameters and p.lower <= p.default / 2 and 2 * p.default <= p.upper
-    ][:8]
+        if p.name not in model.derived_parameters and 0 < p.lower <= p.default / 2 and 2 * p.default <= p.upper
+    ][:8]  # log-uniform needs positive bounds: parameters that may be <= 0 (linear scale) are not varied
     observable = model.observables[0].name
+    if not names:
+        return {"outcome": f"log {observable} at {horizon:g} {model.time_unit} (standard scenario)",
+                "design": "no parameter is positive with [default/2, 2 x default] inside its bounds; none varied",
+                "evaluations": 0, "indices": []}  # fmt: skip
     problem = {"num_vars": len(names), "names": names,
                "bounds": [[float(np.log(defaults[n] / 2)), float(np.log(defaults[n] * 2))] for n in names]}  # fmt: skip
 

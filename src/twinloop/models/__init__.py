@@ -1,4 +1,4 @@
-"""Model specification, the registry of built-in cores, and the model contract."""
+"""Model specification, the registry (built-in cores, the user's model directory, plugins), and the model contract."""
 
 from typing import TYPE_CHECKING
 
@@ -33,10 +33,13 @@ if TYPE_CHECKING:
     from twinloop.models.profile import Treatment as Treatment
     from twinloop.models.profile import ValidationReference as ValidationReference
     from twinloop.models.profile import closed_form as closed_form
+    from twinloop.models.registry import ModelSource as ModelSource
     from twinloop.models.registry import available as available
     from twinloop.models.registry import get as get
     from twinloop.models.registry import register as register
+    from twinloop.models.registry import source as source
     from twinloop.models.t1d_cgm import CGMSensor as CGMSensor
+    from twinloop.models.user import models_dir as models_dir
     from twinloop.testing import CheckResult as CheckResult  # kept here as a lazy alias
     from twinloop.testing import check_model as check_model
 
