@@ -50,9 +50,9 @@ def test_an_escaped_refusal_is_a_clean_error(monkeypatch, tmp_path, debug):
     def refuse(*args, **kwargs):
         raise InputError("field 'n' must be finite; got inf.\nsecond line")
 
-    import twinloop.models
+    import twinloop.models.registry
 
-    monkeypatch.setattr(twinloop.models, "available", refuse)  # `twinloop models` does not catch it itself
+    monkeypatch.setattr(twinloop.models.registry, "sources", refuse)  # `twinloop models` does not catch it itself
     result = runner.invoke(app, [*debug, "models"])
     if debug:
         assert isinstance(result.exception, InputError)

@@ -38,16 +38,14 @@ def _table(title: str | None, key: str, *others: str, keep: int = 1) -> Table:
 
 
 def _list() -> None:
-    from twinloop.errors import TwinloopError
-    from twinloop.models.registry import conflicts, get, sources
+    from twinloop.models.registry import conflicts, get_or_error, sources
 
     table = _table(None, "id", "source", "version", "name", "time unit", "states", "parameters", keep=2)
     for model_id, place in sources().items():
         kind = Text(place.kind)
-        try:
-            m = get(model_id)
-        except TwinloopError as exc:
-            table.add_row(Text(model_id), kind, "", Text(f"cannot be loaded: {exc}", style="red"), "", "", "")
+        m = get_or_error(model_id)
+        if isinstance(m, Exception):
+            table.add_row(Text(model_id), kind, "", Text(f"cannot be loaded: {m}", style="red"), "", "", "")
             continue
         table.add_row(
             Text(m.id), kind, Text(m.version), Text(m.name), m.time_unit, str(len(m.states)), str(len(m.parameters))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from twinloop.errors import ModelError
+from twinloop.errors import ModelError, TwinloopError
 from twinloop.models.base import Model
 from twinloop.models.user import MODEL_ID_PATTERN, directory_files, load_file, models_dir
 
@@ -174,6 +174,14 @@ def get(model_id: str) -> Model:
     if key not in _CACHE:
         _CACHE[key] = _build(place)
     return _CACHE[key]
+
+
+def get_or_error(model_id: str) -> Model | TwinloopError:
+    """The model with this id, or the error that refuses it (for listings that go on)."""
+    try:
+        return get(model_id)
+    except TwinloopError as exc:
+        return exc
 
 
 def register(model_id: str, builder: Callable[[], Model]) -> None:
