@@ -144,7 +144,7 @@ CASES = [
             treatment={**CLO["treatment"], "n_cycles": 10**9}),
     closure("treatment-unknown-key", ["treatment[0]", "dose"], treatment={**CLO["treatment"], "dose": 5}),
     closure("treatment-unknown-kind", ["treatment[0].kind", "surgery"], treatment={"kind": "surgery"}),
-    posterior("treatment-no-channel", ["treatment[0]", "tgi-stein", "dose_iv"], treatment=CLO["treatment"]),
+    posterior("treatment-not-taken", ["treatment[0]", "tgi-stein", "chemotherapy"], treatment=CLO["treatment"]),
     closure("csv-not-utf8", ["series.csv", "UTF-8"], csv=b"subject_id,time,value\n\xff\xfe,0,5\n"),
     # --- learn predictor ------------------------------------------------------------------
     predictor("missing-product", ["SYNTHETIC", "nope", "does not exist"], "{tmp}/nope", "--out", "{tmp}/o"),
