@@ -168,6 +168,7 @@ class Calibrator:
             z = np.linalg.solve(self.prior.chol, (start - self.prior.mean).T).T
             z0 = jnp.asarray(np.hstack([z, np.zeros((z.shape[0], len(self._cache["groups"])))]))
         self.posterior_ = self._nuts(rng, args, z0) if self.method == "nuts" else self._svi(rng, args)
+        self.posterior_.transform = problem.parameters.values
         self.posterior_.check(self.strict)
         return self
 
