@@ -244,12 +244,9 @@ def recalibrate(twin: Any) -> None:
     parameters and re-assimilate everything observed since (the recent window)."""
     back = [ens for v, ens in twin.snapshots if v <= twin.version - twin.config.recalibration_lookback]
     start = copied(back[-1] if back else twin.snapshots[0][1])
-    mean = start.theta.mean(axis=0)
-    theta = (
-        mean
-        + (start.theta - mean)
-        + twin.rng.standard_normal(start.theta.shape) * (twin.config.recalibration_spread * twin.prior.sd)
-    )
+    theta = start.theta
+    if twin.config.estimate != "states":  # widen the parameters, unless they are not estimated
+        theta = theta + twin.rng.standard_normal(theta.shape) * (twin.config.recalibration_spread * twin.prior.sd)
     target = twin.ensemble.time
     twin.ensemble = Ensemble(theta, start.states, start.time)
     replay = twin.obs_log.readings(start.time, target)
