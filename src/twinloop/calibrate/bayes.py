@@ -100,7 +100,7 @@ class Calibrator:
     """Calibrate one patient's parameters.
 
     Arguments:
-        prior: the Gaussian prior on the log-parameters (``GaussianPrior.from_population``).
+        prior: the Gaussian prior on the fitted parameters' unconstrained values (``GaussianPrior.from_population``).
         method: ``"nuts"`` (default) or ``"svi"`` (a full-rank Gaussian in z).
         num_warmup, num_samples, num_chains: NUTS settings (chains run vectorized).
         svi_steps, learning_rate: SVI settings (Adam).

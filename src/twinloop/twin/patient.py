@@ -1,6 +1,6 @@
 """``PatientTwin``: one patient's calibrated, synchronized, forecasting model.
 
-A twin holds an ensemble (fitted log-parameters + current state per member), the
+A twin holds an ensemble (fitted parameters on their scale + current state per member), the
 log of every observation and dose it has seen, its innovation history, drift events
 and the forecasts it has issued with their scores. Times in its tables are UTC
 timestamps; internally they are model time from the twin's ``origin``.
