@@ -238,3 +238,19 @@ def test_state_only_estimate_keeps_the_calibrated_parameters(growth_case) -> Non
     for k in range(2, 6):
         twin.sync(growth_case["obs"].iloc[[k]])
     np.testing.assert_array_equal(np.sort(twin.ensemble.theta, axis=0), np.sort(theta, axis=0))
+
+
+def test_a_twin_reports_the_states_its_filter_clipped(growth_case) -> None:
+    """N is declared non-negative: a reading below zero pulls members under it, the filter
+    clips them and the sync says how many values it clipped (method "prior": no data used)."""
+    cfg = TwinConfig(members=50, noise={"y": {"additive": 1.0, "proportional": 0.0}}, seed=1, assimilation="etkf")
+    y0 = np.random.default_rng(3).uniform(0.1, 8.0, (50, 1))
+    twin = PatientTwin.create(
+        growth_case["model"], growth_case["obs"].iloc[:1], fit=(), method="prior", config=cfg, y0=y0,
+        origin=ORIGIN, base=GROWTH_TRUTH,
+    )  # fmt: skip
+    assert twin.ensemble.states.min() > 0
+    report = twin.sync(growth_case["obs"].iloc[[1]].assign(value=-4.0))
+    last = twin.innovations[-1]["clipped"]
+    assert last == int((twin.ensemble.states == 0.0).sum()) > 0
+    assert report.clipped >= last and twin.ensemble.states.min() == 0.0
