@@ -325,6 +325,13 @@ def test_nonnegative_states_are_clipped_after_every_update(method: type) -> None
     out = filt.update(ens, states, np.array([-0.5, -0.5]), np.array([0.01, 0.01]), nonneg, rng)
     assert out.states[:, 0].min() >= 0.0
     assert out.states[:, 1].min() < 0.0  # the unflagged state is free to go negative
+    # the clipped values are counted: exactly the negatives the same update leaves without the flag
+    y, r = np.array([-0.5, -0.5]), np.array([0.01, 0.01])
+    free = filt.update(ens, states, y, r, np.zeros(2, bool), np.random.default_rng(7))
+    assert filt.last_clipped == 0
+    clipped = filt.update(ens, states, y, r, nonneg, np.random.default_rng(7))
+    assert filt.last_clipped == int((free.states[:, 0] < 0).sum()) > 0
+    np.testing.assert_array_equal(clipped.states[:, 0], np.maximum(free.states[:, 0], 0.0))
 
 
 def test_particle_filter_with_no_finite_likelihood_raises() -> None:

@@ -3,6 +3,7 @@ SVI against NUTS, ArviZ export, and the reverse-mode rule of the predictor."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import jax
@@ -136,3 +137,51 @@ def test_problem_errors_name_the_field(stein: tuple) -> None:
         ParameterMap(tl.models.get("t1d-uva-padova"), ("Vm0",), tl.models.get("t1d-uva-padova").default_parameters)
     with pytest.raises(tl.InputError, match="same names"):
         Calibrator(GaussianPrior(("y0",), np.zeros(1), np.eye(1))).fit(_problem(model, pmap, np.ones(TIMES.size)))
+
+
+# --- each parameter on its declared scale -----------------------------------------------
+def _pk_with_linear_ka() -> tl.models.Model:
+    pk = tl.models.get("pk-one-compartment")
+    cl, v, ka = pk.parameters
+    return dataclasses.replace(pk, id="pk-linear-ka", parameters=(cl, v, dataclasses.replace(ka, scale="linear")))
+
+
+def test_parameter_map_treats_each_parameter_on_its_scale() -> None:
+    model = _pk_with_linear_ka()
+    assert [p.scale for p in model.parameters] == ["log", "log", "linear"]
+    free = ParameterMap(model, ("V", "ka"), model.default_parameters)
+    theta = np.array([[np.log(30.0), 0.7], [np.log(10.0), -0.2]])
+    np.testing.assert_allclose(free.values(theta), [[30.0, 0.7], [10.0, -0.2]])  # ka as it is, V from its log
+    np.testing.assert_allclose(free.unconstrain(free.values(theta)), theta)
+    np.testing.assert_allclose(np.asarray(free.full(jnp.asarray(theta[0]))), [model.default_parameters[0], 30.0, 0.7])
+    box = ParameterMap(model, ("V", "ka"), model.default_parameters, bounded=True)
+    (v_lo, v_hi), (k_lo, k_hi) = box.bounds
+    middle = box.values(np.zeros((1, 2)))[0]  # z = 0: the middle of each bound on its own scale
+    np.testing.assert_allclose(middle, [np.sqrt(v_lo * v_hi), (k_lo + k_hi) / 2])
+    extreme = box.values(np.array([[-40.0, 40.0], [40.0, -40.0]]))
+    lo, hi = box.bounds[:, 0], box.bounds[:, 1]
+    assert np.all((extreme >= lo * (1 - 1e-12)) & (extreme <= hi * (1 + 1e-12)))
+    assert box.to_dict()["scales"] == ["log", "linear"]
+
+
+def test_gaussian_prior_moment_matches_on_each_scale() -> None:
+    rng = np.random.default_rng(0)
+    values = np.column_stack([np.exp(rng.normal(1.0, 0.2, 5000)), rng.normal(-3.0, 2.0, 5000)])
+    prior = GaussianPrior.from_samples(("k", "offset"), values, scales=("log", "linear"))
+    np.testing.assert_allclose(prior.mean, [1.0, -3.0], atol=0.07)
+    np.testing.assert_allclose(prior.sd, [0.2, 2.0], rtol=0.05)
+    with pytest.raises(tl.InputError, match=r"'offset' takes values <= 0.*scale='linear'"):
+        GaussianPrior.from_samples(("k", "offset"), values)  # both on the log scale
+
+
+def test_a_calibration_problem_starts_from_a_given_state() -> None:
+    pk = tl.models.get("pk-one-compartment")
+    pmap = ParameterMap(pk, ("V",), pk.default_parameters)
+    times, x0 = np.array([1.0, 2.0, 6.0]), np.array([0.0, 120.0])
+    problem = CalibrationProblem(
+        pk, pmap, times, ("concentration",) * 3, np.ones(3), initial_state=x0, noise={"concentration": NOISE}
+    )
+    predicted = np.asarray(problem.predictor()(jnp.log(jnp.array([40.0]))))
+    params = pmap.full_batch(np.log([[40.0]]))
+    expected = tl.simulate(pk, params, tl.Inputs(), times=np.r_[0.0, times], y0=x0, progress=False)
+    np.testing.assert_allclose(predicted, expected["concentration"][0, 1:], rtol=1e-5)

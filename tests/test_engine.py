@@ -8,7 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import twinloop as tl
+from twinloop.errors import InputError
 from twinloop.simulate import SimulationWarning, simulate_chunks
+from twinloop.simulate.engine import observable_function
 
 IV_TIMES = (0.0, 8.0, 16.0, 24.0)
 
@@ -150,3 +152,45 @@ def test_bad_solver_settings_are_refused():
         tl.SolverSettings(rtol=0.0)
     with pytest.raises(tl.InputError, match="Unknown backend"):
         tl.SolverSettings(backend="scipy")  # type: ignore[arg-type]
+
+
+# --- initial states per patient (y0) ----------------------------------------------------
+@pytest.mark.parametrize(
+    ("backend", "clock"), [("batched", "patient"), ("batched", "interval"), ("diffrax", "patient")]
+)
+def test_y0_per_patient_matches_the_closed_form_from_those_states(pk, backend, clock):
+    """An oral PK patient started with drug already in the depot and the central
+    compartment (no dose): the Bateman solution from that state, per patient."""
+    params = np.tile(pk.default_parameters, (3, 1))
+    y0 = np.array([[100.0, 0.0], [0.0, 50.0], [40.0, 20.0]])
+    settings = tl.SolverSettings(backend=backend, clock=clock, rtol=1e-10, atol=1e-10)
+    traj = tl.simulate(pk, params, tl.Inputs(), times=TIMES, y0=y0, save="all", settings=settings, progress=False)
+    p = pk.param_map(pk.default_parameters)
+    ka, ke = p["ka"], p["CL"] / p["V"]
+    depot = y0[:, [0]] * np.exp(-ka * TIMES)
+    absorbed = y0[:, [0]] * ka / (ka - ke) * (np.exp(-ke * TIMES) - np.exp(-ka * TIMES))
+    central = y0[:, [1]] * np.exp(-ke * TIMES) + absorbed
+    np.testing.assert_allclose(traj.states[:, :, 0], depot, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(traj.states[:, :, 1], central, rtol=1e-6, atol=1e-9)
+
+
+def test_one_y0_is_shared_and_observable_function_takes_it(pk):
+    x0 = np.array([0.0, 80.0])
+    shared = tl.simulate(pk, np.tile(pk.default_parameters, (2, 1)), tl.Inputs(), times=TIMES, y0=x0, progress=False)
+    assert np.allclose(shared.observables[0], shared.observables[1])
+    fn = observable_function(pk, tl.Inputs(), TIMES, y0=x0)
+    np.testing.assert_allclose(np.asarray(fn(pk.default_parameters)), shared.observables[0], rtol=1e-9)
+    own = tl.simulate(pk, pk.default_parameters, tl.Inputs(), times=TIMES, progress=False)
+    assert not np.allclose(own.observables[0], shared.observables[0])  # the model's rule starts empty
+
+
+@pytest.mark.parametrize(
+    ("y0", "message"),
+    [
+        (np.zeros(3), r"y0 must be one state vector \(2,\) or one per patient \(2, 2\)"),
+        (np.full((2, 2), np.nan), "non-finite"),
+    ],
+)
+def test_bad_y0_is_refused(pk, y0, message):
+    with pytest.raises(InputError, match=message):
+        tl.simulate(pk, np.tile(pk.default_parameters, (2, 1)), tl.Inputs(), times=TIMES, y0=y0, progress=False)

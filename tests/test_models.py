@@ -67,3 +67,28 @@ def test_content_hash_covers_the_source_and_the_declarations(pk):
     first = pk.parameters[0]
     moved = dataclasses.replace(first, default=(first.default + first.upper) / 2)
     assert dataclasses.replace(pk, parameters=(moved, *pk.parameters[1:])).content_hash() != pk.content_hash()
+
+
+def test_parameter_scale_defaults_from_its_bounds_and_log_needs_a_positive_lower_bound():
+    assert Parameter("k", "1/h", 0.5, 0.1, 1).scale == "log"
+    assert Parameter("shift", "mg", 0.0, -5, 5).scale == "linear"
+    assert Parameter("k", "1/h", 0.5, 0.1, 1, scale="linear").scale == "linear"
+    with pytest.raises(tl.ModelError, match=r"scale 'log' but lower bound 0.*scale='linear'"):
+        Parameter("k", "1/h", 0.5, 0, 1, scale="log")
+    with pytest.raises(tl.ModelError, match="expected 'log' or 'linear'"):
+        Parameter("k", "1/h", 0.5, 0.1, 1, scale="logit")
+
+
+def test_states_are_signed_unless_declared_nonnegative():
+    assert State("x", "1").nonnegative is False
+    for model_id in tl.models.available():  # the built-ins say which of their states cannot be negative
+        model = tl.models.get(model_id)
+        assert any(s.nonnegative for s in model.states), model_id
+    t1d = tl.models.get("t1d-uva-padova")
+    assert not t1d.states[t1d.state_names.index("insulin_action")].nonnegative
+
+
+def test_a_dimensionless_model_declares_its_clock(pk):
+    assert dataclasses.replace(pk, time_unit="1", clock_seconds=60.0).clock_seconds == 60.0
+    with pytest.raises(tl.ModelError, match="clock_seconds of model 'pk-one-compartment' must be"):
+        dataclasses.replace(pk, time_unit="1", clock_seconds=-1.0)

@@ -14,7 +14,6 @@ from twinloop.calibrate import GaussianPrior, NoiseModel, ParameterMap
 from twinloop.cohort import Population
 from twinloop.models import t1d_uva_padova as t1d
 from twinloop.models import tgi_claret
-from twinloop.models.restart import restart_parameters, restartable
 from twinloop.twin import ETKF, Ensemble, ParticleFilter, PatientTwin, StochasticEnKF, TwinConfig, synthetic_record
 from twinloop.twin.priors import typical_parameters
 from twinloop.twin.synthetic import ORIGIN, window
@@ -101,14 +100,15 @@ def t1d_setup() -> dict:
     p2 = p.copy()
     p2[model.parameter_names.index("Vmx")] *= 0.5
     obs2, doses2, _ = synthetic_record(
-        restartable(model),
-        restart_parameters(p2[None], state[None])[0],
+        model,
+        p2,
         plan(p2, CHANGE, END),
         np.arange(5.0, END - CHANGE + 1, 5.0),
         observable="subcutaneous_glucose",
         noise=NOISE,
         seed=2,
         origin=ORIGIN + pd.Timedelta(minutes=CHANGE),
+        y0=state,
     )
     return {
         "model": model,

@@ -333,7 +333,8 @@ class AmortizedPosterior:
         """The amortized posterior of one patient's log-parameters (``n`` draws)."""
         z = self.sample_z(jax.random.key(seed), n, times, values)
         log_theta = self.prior.mean + z @ self.prior.chol.T
-        return Posterior(self.prior.names, log_theta[None], "npe", extra={"n_flows": len(self._require())})
+        extra = {"n_flows": len(self._require())}
+        return Posterior(self.prior.names, log_theta[None], "npe", extra=extra, transform=self.parameters.values)
 
     def log_prob(self, log_theta: np.ndarray, times: Any, values: Any) -> np.ndarray:
         """Log-density of log-parameter vectors ``(n, k)`` under one patient's posterior."""

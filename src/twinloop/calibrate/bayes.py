@@ -100,7 +100,7 @@ class Calibrator:
     """Calibrate one patient's parameters.
 
     Arguments:
-        prior: the Gaussian prior on the log-parameters (``GaussianPrior.from_population``).
+        prior: the Gaussian prior on the fitted parameters' unconstrained values (``GaussianPrior.from_population``).
         method: ``"nuts"`` (default) or ``"svi"`` (a full-rank Gaussian in z).
         num_warmup, num_samples, num_chains: NUTS settings (chains run vectorized).
         svi_steps, learning_rate: SVI settings (Adam).
@@ -168,6 +168,7 @@ class Calibrator:
             z = np.linalg.solve(self.prior.chol, (start - self.prior.mean).T).T
             z0 = jnp.asarray(np.hstack([z, np.zeros((z.shape[0], len(self._cache["groups"])))]))
         self.posterior_ = self._nuts(rng, args, z0) if self.method == "nuts" else self._svi(rng, args)
+        self.posterior_.transform = problem.parameters.values
         self.posterior_.check(self.strict)
         return self
 

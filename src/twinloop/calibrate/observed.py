@@ -21,7 +21,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from twinloop._schema import DOSE_COLUMNS, OBSERVATION_COLUMNS
-from twinloop.connect.timebase import inputs_from_doses, unit_seconds
+from twinloop.connect.timebase import clock_seconds, inputs_from_doses
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
@@ -158,7 +158,7 @@ def observed_from_tables(
     plans = [inputs_from_doses(model, by_patient.get(sid, dose_frame.iloc[:0]), origins[sid]) for sid in ids]
     origin_of_row = pd.DatetimeIndex([origins[s] for s in obs["subject_id"]])
     elapsed = pd.DatetimeIndex(pd.to_datetime(obs["time"], utc=True)) - origin_of_row
-    times = elapsed.total_seconds().to_numpy() / unit_seconds(model.time_unit)
+    times = elapsed.total_seconds().to_numpy() / clock_seconds(model)
     table = patients.assign(subject_id=patients["subject_id"].astype(str)).drop_duplicates("subject_id")
     covs = table.set_index("subject_id").loc[ids, list(covariates)].reset_index(drop=True)
     notes = {

@@ -456,6 +456,12 @@ def fit_population(
         raise InputError(f"Fitted parameters need typical values in the population; {unfit or 'none'} have none.")
     if any(n in model.derived_parameters or n not in model.parameter_names for n in names):
         raise InputError(f"Fit only free parameters of '{model.id}'; got {list(names)}.")
+    linear = [p.name for p in model.parameters if p.name in names and p.scale != "log"]
+    if linear:
+        raise InputError(
+            f"A population fit has log-normal variability; {linear} of '{model.id}' are declared on the linear "
+            "scale. Leave them out of names=... (they keep the population's values)."
+        )
     columns, x = covariate_design(data.covariates) if settings.covariate_effects else ([], np.zeros((data.n, 0)))
     base_matrix = base_parameters(model, base, data.covariates)
     predict, value_and_jacobian = cohort_predictor(data, names, base_matrix, settings.solver)

@@ -4,6 +4,7 @@ scales, when they were estimated), their diagnostics, exports."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,9 +26,12 @@ class CalibrationWarning(UserWarning):
 
 @dataclass
 class Posterior:
-    """Posterior draws of ``log(theta)`` with shape ``(chains, draws, k)``, and of the
-    model-error scale ``s >= 1`` of each of ``error_names`` (``(chains, draws, m)``;
-    ``None`` when the declared noise was taken as exact)."""
+    """Posterior draws of the fitted parameters' unconstrained values ``(chains, draws, k)``
+    (their logarithms, or their values for linear-scale parameters: see
+    :class:`~twinloop.calibrate.ParameterMap`), and of the model-error scale ``s >= 1`` of
+    each of ``error_names`` (``(chains, draws, m)``; ``None`` when the declared noise was
+    taken as exact). ``transform`` maps draws to the parameters' own values (the
+    parameter map's ``values``; ``exp`` when not given)."""
 
     names: tuple[str, ...]
     log_samples: np.ndarray
@@ -36,6 +40,7 @@ class Posterior:
     extra: dict[str, Any] = field(default_factory=dict)
     error_names: tuple[str, ...] = ()
     error_samples: np.ndarray | None = None
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
 
     def error_scale(self) -> dict[str, float]:
         """Per observable, ``sqrt(E[s^2])``: the widening of its noise a twin adopts (empty
@@ -49,12 +54,13 @@ class Posterior:
         return int(self.log_samples.shape[0] * self.log_samples.shape[1])
 
     def draws(self) -> np.ndarray:
-        """All draws, ``(chains * draws, k)``, on the log scale."""
+        """All draws, ``(chains * draws, k)``, on the unconstrained (fitted) scale."""
         return self.log_samples.reshape(-1, self.log_samples.shape[-1])
 
     def values(self) -> np.ndarray:
         """All draws on the parameters' own scale."""
-        return np.exp(self.draws())
+        draws = self.draws()
+        return np.exp(draws) if self.transform is None else np.asarray(self.transform(draws))
 
     def interval(self, level: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
         """Equal-tailed credible interval of every parameter, on its own scale."""
@@ -135,7 +141,8 @@ class Posterior:
         in ``sample_stats``): an ``InferenceData`` with ArviZ 0.x, an xarray ``DataTree`` with
         ArviZ >= 1 (``arviz_base.from_dict``). Both have ``.posterior`` and ``.sample_stats`` groups,
         and ``arviz.summary``, ``ess`` and ``rhat`` of either version accept them."""
-        posterior = {name: np.exp(self.log_samples[..., i]) for i, name in enumerate(self.names)}
+        own = self.values().reshape(self.log_samples.shape)
+        posterior = {name: own[..., i] for i, name in enumerate(self.names)}
         posterior.update({f"log_{name}": self.log_samples[..., i] for i, name in enumerate(self.names)})
         groups: dict[str, Any] = {"posterior": posterior}
         if "diverging" in self.extra:

@@ -1,8 +1,9 @@
-"""The prior of one patient's parameters: a Gaussian on their logarithms.
+"""The prior of one patient's parameters: a Gaussian on their unconstrained values (the
+logarithm of a log-scale parameter, the value of a linear-scale one).
 
 It is taken from a population by moment matching: draw a large conditioned cohort
 (covariate effects, inter-individual variability, plausibility constraints and all),
-and use the mean and covariance of the log-parameters. Calibration then samples a
+and use the mean and covariance of the transformed parameters. Calibration then samples a
 standardized vector ``z ~ N(0, I)`` and maps it through the Cholesky factor, which
 keeps NUTS well conditioned whatever the parameters' scales.
 """
@@ -65,13 +66,26 @@ class GaussianPrior:
         values: np.ndarray,
         jitter: float = 1e-8,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        scales: Sequence[str] | None = None,
     ) -> GaussianPrior:
-        """Moment-match positive samples ``(n, k)`` of the named parameters, on the log
-        scale or after ``transform`` (values -> unconstrained values)."""
-        if np.any(values <= 0):
-            bad = names[int(np.argwhere(values <= 0)[0, 1])]
-            raise InputError(f"Parameter {bad!r} takes values <= 0 in the population; its log-prior is undefined.")
-        logs = np.log(values) if transform is None else transform(values)
+        """Moment-match samples ``(n, k)`` of the named parameters after ``transform``
+        (values -> unconstrained values), or on each one's scale (``scales``: ``"log"`` or
+        ``"linear"`` per parameter; all ``"log"`` when not given)."""
+        if transform is None:
+            on_log = np.array([s == "log" for s in (scales or ["log"] * len(names))], dtype=bool)
+            if len(on_log) != len(names):
+                raise InputError(
+                    f"scales must give one scale per parameter of {list(names)}; got {list(scales or [])}."
+                )
+            bad = np.argwhere(on_log & (values <= 0))
+            if bad.size:
+                raise InputError(
+                    f"Parameter {names[int(bad[0, 1])]!r} takes values <= 0 in the population; its log-prior is "
+                    "undefined. Declare it scale='linear' in the model."
+                )
+            logs = np.where(on_log, np.log(np.where(on_log, values, 1.0)), values)
+        else:
+            logs = transform(values)
         cov = np.atleast_2d(np.cov(logs, rowvar=False)) + jitter * np.eye(len(names))
         return cls(tuple(names), logs.mean(axis=0), cov)
 
@@ -84,18 +98,19 @@ class GaussianPrior:
         n: int = 4000,
         seed: int = 0,
         transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        scales: Sequence[str] | None = None,
         **condition: Any,
     ) -> GaussianPrior:
-        """The Gaussian approximation of a population's marginal over ``names`` (log scale,
-        or after ``transform``), optionally conditioned, e.g. ``group=["adult"]``
-        (see ``Population.condition``)."""
+        """The Gaussian approximation of a population's marginal over ``names`` (on their
+        ``scales``, all log by default, or after ``transform``), optionally conditioned,
+        e.g. ``group=["adult"]`` (see ``Population.condition``)."""
         pop = population.condition(**condition) if condition else population
         cohort = pop.sample(n, seed=seed)
         missing = [p for p in names if p not in cohort.parameter_names]
         if missing:
             raise InputError(f"Parameters {missing} are not parameters of the population's model.")
         values = np.stack([cohort.parameter(p) for p in names], axis=1)
-        return cls.from_samples(names, values, transform=transform)
+        return cls.from_samples(names, values, transform=transform, scales=scales)
 
     def conditioned(self, known: Mapping[str, float]) -> GaussianPrior:
         """The Gaussian conditional of the other parameters given the ``known`` ones

@@ -1,10 +1,10 @@
 """A calibration problem: which parameters are unknown, what was observed, under which inputs.
 
-``ParameterMap`` turns log-values of the fitted parameters into the model's full
-parameter vector (the others held at a base vector; derived parameters recomputed,
-so a T1D patient stays at its basal steady state). ``CalibrationProblem`` adds the
-observations (model time, observable, value), the inputs, the noise and, for a
-restart mid-stream, a known initial state.
+``ParameterMap`` turns the fitted parameters' unconstrained values (each on its declared
+scale, log or linear) into the model's full parameter vector (the others held at a base
+vector; derived parameters recomputed, so a T1D patient stays at its basal steady state).
+``CalibrationProblem`` adds the observations (model time, observable, value), the
+inputs, the noise and, for a restart mid-stream, a known initial state.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from twinloop.calibrate.noise import NoiseModel, noise_for
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
-from twinloop.models.restart import restart_parameters, restartable
 from twinloop.simulate.engine import SolverSettings, observable_function
 
 
@@ -29,11 +28,13 @@ from twinloop.simulate.engine import SolverSettings, observable_function
 class ParameterMap:
     """Fitted unconstrained values -> full parameter vectors of ``model``.
 
-    With ``bounded=False`` (the historical form) a fitted value is the parameter's
-    logarithm. With ``bounded=True`` it is an unconstrained ``z`` mapped into the
-    parameter's declared bounds: ``log p = log lo + (log hi - log lo) * sigmoid(z)``
-    (or the same logit on the linear scale when ``lo`` is 0), so no value of ``z`` can
-    leave the physiological box.
+    Each fitted parameter is treated on its declared scale (``Parameter.scale``). With
+    ``bounded=False`` a fitted value is the parameter's logarithm (``"log"``) or the
+    value itself (``"linear"``). With ``bounded=True`` it is an unconstrained ``z``
+    mapped into the parameter's declared bounds: ``log p = log lo + (log hi - log lo) *
+    sigmoid(z)`` (the same logit on the value itself for a linear parameter), so no
+    value of ``z`` can leave the physiological box. ``names`` may be empty: nothing is
+    fitted (state-only assimilation).
     """
 
     model: Model
@@ -64,10 +65,19 @@ class ParameterMap:
         declared = {p.name: (p.lower, p.upper) for p in self.model.parameters}
         return np.array([declared[n] for n in self.names], dtype=np.float64).reshape(-1, 2)
 
+    @property
+    def scales(self) -> tuple[str, ...]:
+        """The declared scale (``"log"`` or ``"linear"``) of each fitted parameter."""
+        declared = {p.name: p.scale for p in self.model.parameters}
+        return tuple(declared[n] for n in self.names)
+
+    def _on_log(self) -> np.ndarray:
+        return np.array([s == "log" for s in self.scales], dtype=bool)
+
     def _scales(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per fitted parameter: whether it is bounded on the log scale, and the interval ends."""
+        """Per fitted parameter: whether it is on the log scale, and the bounds on that scale."""
         lo, hi = self.bounds[:, 0], self.bounds[:, 1]
-        on_log = lo > 0
+        on_log = self._on_log()
         low = np.where(on_log, np.log(np.where(on_log, lo, 1.0)), lo)
         high = np.where(on_log, np.log(np.where(on_log, hi, 1.0)), hi)
         return on_log, low, high
@@ -75,26 +85,28 @@ class ParameterMap:
     def values(self, theta: Any) -> Any:
         """The fitted parameters' own values from unconstrained ``theta`` (NumPy or JAX, ``(..., k)``)."""
         xp = jnp if isinstance(theta, jax.Array) else np
-        if not self.bounded:
-            return xp.exp(theta)
         on_log, low, high = self._scales()
-        inside = low + (high - low) / (1.0 + xp.exp(-theta))
-        return xp.where(on_log, xp.exp(inside), inside)
+        scaled = theta if not self.bounded else low + (high - low) / (1.0 + xp.exp(-theta))
+        return xp.where(on_log, xp.exp(xp.where(on_log, scaled, 0.0)), scaled)  # no exp of a linear value
 
     def unconstrain(self, values: np.ndarray, margin: float = 1e-6) -> np.ndarray:
         """The inverse of :meth:`values` (NumPy); values on or beyond a bound are pulled just inside."""
         values = np.asarray(values, dtype=np.float64)
-        if not self.bounded:
-            return np.log(values)
-        on_log, low, high = self._scales()
+        on_log = self._on_log()
         scaled = np.where(on_log, np.log(np.maximum(values, 1e-300)), values)
+        if not self.bounded:
+            if np.any(on_log & (values <= 0)):
+                bad = self.names[int(np.argwhere(np.broadcast_to(on_log, values.shape) & (values <= 0))[0, -1])]
+                raise InputError(f"Parameter {bad!r} is on the log scale but takes a value <= 0; it has no logarithm.")
+            return scaled
+        _, low, high = self._scales()
         u = np.clip((scaled - low) / (high - low), margin, 1.0 - margin)
         return np.log(u) - np.log1p(-u)
 
     def full(self, theta: Any) -> Any:
         """One full parameter vector (JAX-traceable) from ``(k,)`` fitted values."""
         values: dict[str, Any] = dict(self.model.param_map(jnp.asarray(self.base)))
-        fitted = self.values(jnp.asarray(theta))
+        fitted = self.values(jnp.asarray(theta, dtype=jnp.float64))
         for i, name in enumerate(self.names):
             values[name] = fitted[i]
         values = self.model.rederive(values, self.latent)
@@ -121,7 +133,12 @@ class ParameterMap:
         return np.all(np.isfinite(full) & (full >= lo) & (full <= hi), axis=1)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"fit": list(self.names), "base": self.base.tolist(), "bounded": self.bounded}
+        return {
+            "fit": list(self.names),
+            "base": self.base.tolist(),
+            "bounded": self.bounded,
+            "scales": list(self.scales),
+        }
 
 
 def reverse_via_forward(fn: Any) -> Any:
@@ -152,13 +169,14 @@ class CalibrationProblem:
 
     Arguments:
         model: the mechanistic model.
-        parameters: how fitted log-parameters fill the full vector (:class:`ParameterMap`).
+        parameters: how the fitted parameters fill the full vector (:class:`ParameterMap`).
         times: model times of the observations (from the twin's origin).
         observables: the observable of each observation (names of ``model.observables``).
         values: the observed values, in the observables' units.
         inputs: the inputs over the observation span, in model time.
         noise: per-observable noise (default: each observable's declared noise).
-        initial_state: the known state at time 0 (a restart); the model's rule if None.
+        initial_state: the known state at time 0 (a restart, passed to the engine as
+            ``y0``); the model's rule if None.
         settings: solver settings (tolerances).
     """
 
@@ -197,23 +215,17 @@ class CalibrationProblem:
         return t if t[0] == 0.0 and t.size > 1 else np.unique(np.r_[0.0, t])
 
     def predictor(self) -> Any:
-        """``log_theta -> predicted values (n_obs,)`` as a pure JAX function."""
+        """``theta -> predicted values (n_obs,)`` as a pure JAX function (``theta``: the
+        fitted parameters' unconstrained values, see :class:`ParameterMap`)."""
         model = self.model
         pmap = self.parameters
         t_out = self.output_times
         row = jnp.asarray(np.searchsorted(t_out, self.times))
         col = jnp.asarray([model.observable_names.index(o) for o in self.observables])
-        if self.initial_state is None:
-            run = observable_function(model, self.inputs, t_out, self.settings)
+        run = observable_function(model, self.inputs, t_out, self.settings, y0=self.initial_state)
 
-            def predict(log_theta: Any) -> Any:
-                return run(pmap.full(log_theta))[row, col]
-        else:
-            run = observable_function(restartable(model), self.inputs, t_out, self.settings)
-            x0 = jnp.asarray(self.initial_state, dtype=jnp.float64)
-
-            def predict(log_theta: Any) -> Any:
-                return run(jnp.concatenate([pmap.full(log_theta), x0]))[row, col]
+        def predict(theta: Any) -> Any:
+            return run(pmap.full(theta))[row, col]
 
         return reverse_via_forward(predict)
 
@@ -224,11 +236,3 @@ class CalibrationProblem:
         """Per-observation (additive, proportional) noise coefficients."""
         models = self.noise_sd_fns()
         return np.array([m.additive for m in models]), np.array([m.proportional for m in models])
-
-    def full_parameters(self, log_theta: np.ndarray) -> np.ndarray:
-        params = self.parameters.full_batch(log_theta)
-        if self.initial_state is None:
-            return params
-        return restart_parameters(
-            params, np.broadcast_to(self.initial_state, (params.shape[0], self.initial_state.size))
-        )

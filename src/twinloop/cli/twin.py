@@ -262,6 +262,7 @@ def sync(
         + f", {report.late} too old to assimilate; "
         f"NIS {inn.get('nis', float('nan')):.1f} on {inn.get('m', 0)} observations"
         + (" [bold red]DRIFT[/] (recalibrated)" if report.drift else "")
+        + (f"; {report.clipped} negative state values clipped to 0" if report.clipped else "")
     )
 
 

@@ -50,17 +50,26 @@ def _check_unit(kind: str, name: str, unit: str) -> None:
 
 @dataclass(frozen=True)
 class State:
-    """One state variable. ``nonnegative`` states must stay >= 0 in simulation."""
+    """One state variable. Declare ``nonnegative=True`` for a state that cannot be negative
+    (an amount, a concentration, a cell count): ``check_model`` then verifies it stays >= 0,
+    and the ensemble filters clip it at zero after an update (and report how often)."""
 
     name: str
     unit: str
     description: str = ""
-    nonnegative: bool = True
+    nonnegative: bool = False
+
+
+Scale = Literal["log", "linear"]
 
 
 @dataclass(frozen=True)
 class Parameter:
-    """One model parameter with its unit, default value and plausible bounds."""
+    """One model parameter with its unit, default value and plausible bounds.
+
+    ``scale`` is how calibration, priors and twins treat it: ``"log"`` (estimated as its
+    logarithm; the default when ``lower > 0``) or ``"linear"`` (as it is; the default
+    otherwise, e.g. for a parameter that may be zero or negative)."""
 
     name: str
     unit: str
@@ -68,12 +77,22 @@ class Parameter:
     lower: float
     upper: float
     description: str = ""
+    scale: Scale = None  # type: ignore[assignment]  # resolved from the bounds when not given
 
     def __post_init__(self) -> None:
         if not self.lower <= self.default <= self.upper:
             raise ModelError(
                 f"Parameter '{self.name}' has default {self.default} outside its "
                 f"bounds [{self.lower}, {self.upper}]; widen the bounds or fix the default."
+            )
+        if self.scale is None:
+            object.__setattr__(self, "scale", "log" if self.lower > 0 else "linear")
+        if self.scale not in ("log", "linear"):
+            raise ModelError(f"Parameter '{self.name}' has scale {self.scale!r}; expected 'log' or 'linear'.")
+        if self.scale == "log" and not self.lower > 0:
+            raise ModelError(
+                f"Parameter '{self.name}' has scale 'log' but lower bound {self.lower}; a log scale needs "
+                "lower > 0. Raise the lower bound above zero or declare scale='linear'."
             )
 
 
@@ -129,7 +148,10 @@ class Model:
     Arguments:
         id: registry key, e.g. ``"t1d-uva-padova"``.
         version: model version; changes whenever equations or defaults change.
-        time_unit: UCUM unit of model time (``"min"``, ``"h"``, ``"d"``).
+        time_unit: UCUM unit of model time (``"min"``, ``"h"``, ``"d"``, or ``"1"`` for
+            dimensionless time).
+        clock_seconds: seconds of clock time in one unit of model time, for a time unit
+            that is not a clock unit (``"1"``): twins need it to place timestamped data.
         states, parameters, inputs, observables: the declarations.
         rhs: ``rhs(t, x, u, p) -> dx/dt`` in ``jax.numpy``; ``u`` holds the rate inputs
             in declaration order.
@@ -184,9 +206,17 @@ class Model:
     identifiable: tuple[str, ...] = ()
     references: tuple[str, ...] = ()
     profile: ModelProfile = field(default_factory=ModelProfile)
+    clock_seconds: float | None = None
 
     def __post_init__(self) -> None:
         _check_unit("model time", self.id, self.time_unit)
+        if self.clock_seconds is not None and not (
+            isinstance(self.clock_seconds, int | float) and 0 < self.clock_seconds < float("inf")
+        ):
+            raise ModelError(
+                f"clock_seconds of model '{self.id}' must be a finite number of seconds > 0 (how long one unit "
+                f"of model time lasts); got {self.clock_seconds!r}."
+            )
         for group, kind in (
             (self.states, "state"),
             (self.parameters, "parameter"),

@@ -77,11 +77,13 @@ class PKComponent:
 
     def states(self) -> tuple[State, ...]:
         out = [
-            State(f"{self.prefix}depot", "mg", "drug amount at the oral absorption site"),
-            State(f"{self.prefix}central", "mg", "drug amount in the central compartment"),
+            State(f"{self.prefix}depot", "mg", "drug amount at the oral absorption site", nonnegative=True),
+            State(f"{self.prefix}central", "mg", "drug amount in the central compartment", nonnegative=True),
         ]
         if self.compartments == 2:
-            out.append(State(f"{self.prefix}peripheral", "mg", "drug amount in the peripheral compartment"))
+            out.append(
+                State(f"{self.prefix}peripheral", "mg", "drug amount in the peripheral compartment", nonnegative=True)
+            )
         return tuple(out)
 
     def parameters(self) -> tuple[Parameter, ...]:

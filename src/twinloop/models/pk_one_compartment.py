@@ -77,8 +77,8 @@ def build() -> Model:
         description=__doc__ or "",
         time_unit="h",
         states=(
-            State("depot", "mg", "drug amount at the absorption site"),
-            State("central", "mg", "drug amount in the central compartment"),
+            State("depot", "mg", "drug amount at the absorption site", nonnegative=True),
+            State("central", "mg", "drug amount in the central compartment", nonnegative=True),
         ),
         parameters=(
             Parameter("CL", "L/h", 5.0, 0.01, 500.0, "clearance"),

@@ -148,7 +148,10 @@ def build(compartments: int = 1) -> Model:
         name="Claret 2009 tumour growth inhibition (exposure-driven kill, resistance)",
         description=__doc__ or "",
         time_unit="d",
-        states=(*pk.states(), State("tumour_size", "mm", "sum of longest diameters of the target lesions")),
+        states=(
+            *pk.states(),
+            State("tumour_size", "mm", "sum of longest diameters of the target lesions", nonnegative=True),
+        ),
         parameters=(
             *pk.parameters(),
             Parameter("y0", "mm", 90.0, 10.0, 400.0, "baseline sum of longest diameters"),

@@ -104,10 +104,10 @@ def build() -> Model:
         time_unit="d",
         states=(
             *pk.states(),
-            State("proliferating", "g", "x1: proliferating tumour mass"),
-            State("damaged_1", "g", "x2: damaged cells, first transit compartment"),
-            State("damaged_2", "g", "x3: damaged cells, second transit compartment"),
-            State("damaged_3", "g", "x4: damaged cells, third transit compartment"),
+            State("proliferating", "g", "x1: proliferating tumour mass", nonnegative=True),
+            State("damaged_1", "g", "x2: damaged cells, first transit compartment", nonnegative=True),
+            State("damaged_2", "g", "x3: damaged cells, second transit compartment", nonnegative=True),
+            State("damaged_3", "g", "x4: damaged cells, third transit compartment", nonnegative=True),
         ),
         parameters=(
             *pk.parameters(),

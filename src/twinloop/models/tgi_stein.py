@@ -88,8 +88,8 @@ def build() -> Model:
         description=__doc__ or "",
         time_unit="d",
         states=(
-            State("regressing", "mm", "part of the tumour regressing under therapy"),
-            State("regrowing", "mm", "part of the tumour regrowing despite therapy"),
+            State("regressing", "mm", "part of the tumour regressing under therapy", nonnegative=True),
+            State("regrowing", "mm", "part of the tumour regrowing despite therapy", nonnegative=True),
         ),
         parameters=(
             Parameter("y0", "mm", 90.0, 10.0, 400.0, "baseline sum of longest diameters"),

@@ -131,7 +131,7 @@ def async_grid_solver(
     there and moves on. The loop runs for the most steps any single patient needs.
 
     Returns ``run(params (P, n), rates (G-1, R[, n]), jumps (G, B[, n]), grid, on_sample,
-    out_of_grid, n_out) -> {"observables": (n, T, O)[, "states": (n, T, S)], "code": (n,)}``
+    out_of_grid, n_out, y0 (S, n) or None) -> {"observables": (n, T, O)[, "states": (n, T, S)], "code": (n,)}``
     where ``out_of_grid[g]`` is the output index recorded at grid point ``g`` (or -1) and
     ``n_out`` (static) the number of outputs.
     """
@@ -141,7 +141,7 @@ def async_grid_solver(
     judge = _step_judge(rtol, atol, order, fixed_dt is None)
 
     def run(
-        params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_of_grid: Any, n_out: int
+        params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_of_grid: Any, n_out: int, y0: Any = None
     ) -> dict[str, Any]:
         p = model.param_map(params)
         n = params.shape[-1]
@@ -169,7 +169,7 @@ def async_grid_solver(
                 new["states"] = out["states"].at[cols, row].set(x.T)
             return new
 
-        x = jnp.asarray(model.initial_state(p), dtype=jnp.float64)
+        x = jnp.asarray(model.initial_state(p) if y0 is None else y0, dtype=jnp.float64)
         g0 = jnp.zeros(n, dtype=jnp.int32)
         u0 = jnp.zeros_like(at(rates, g0))
         x = actions(x, g0, u0)

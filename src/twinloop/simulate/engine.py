@@ -95,14 +95,23 @@ class SolverSettings:
             raise InputError(f"max_steps must be >= 1; got {self.max_steps}.")
 
 
+def start_state(model: Model, p: Any, y0: Any) -> Any:
+    """The state at the first grid point: ``y0`` when given (per patient), else the model's rule."""
+    x0 = model.initial_state(p) if y0 is None else y0
+    return jnp.asarray(x0, dtype=jnp.float64)
+
+
 def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], save_states: bool) -> Callable[..., Any]:
     """Scan one patient (or a batch-last cohort) over the grid.
 
     At grid point k: add boluses, run the model's discrete update, record, then
-    integrate over ``[grid[k], grid[k+1]]`` with the rates of that interval.
+    integrate over ``[grid[k], grid[k+1]]`` with the rates of that interval. ``y0``
+    (``(n_states, *batch)`` or None) overrides the model's initial state.
     """
 
-    def run(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> dict[str, Any]:
+    def run(
+        params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any, y0: Any = None
+    ) -> dict[str, Any]:
         p = model.param_map(params)
 
         def at_grid_point(x: Any, k: Any, u_prev: Any, u_next: Any) -> Any:
@@ -125,7 +134,7 @@ def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], s
             code = jnp.where(code == 0, step_code, code)
             return (x_next, u, dt, code), record(x)
 
-        x0 = jnp.asarray(model.initial_state(p), dtype=jnp.float64)
+        x0 = start_state(model, p, y0)
         batch = x0.shape[1:]
         u0 = jnp.zeros_like(rates[0])
         dt0 = jnp.full(batch, grid[1] - grid[0])
@@ -182,26 +191,31 @@ _COMPILED: dict[tuple[Any, ...], Callable[..., dict[str, Any]]] = {}
 MAX_COMPILED = 32  # solvers kept; the oldest is dropped (with its XLA executables) beyond this
 
 
-def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared: bool) -> Callable[..., Any]:
-    """One jitted solve per (model, settings, save, input sharing), reused across calls.
+def _compiled(
+    model: Model, settings: SolverSettings, save_states: bool, shared: bool, given_y0: bool = False
+) -> Callable[..., Any]:
+    """One jitted solve per (model, settings, save, input sharing, given initial states),
+    reused across calls.
 
-    Both backends take ``params (n, n_params)``, rates ``(n, G-1, R)`` and jumps
-    ``(n, G, B)`` (without the leading ``n`` when shared) and return patient-first arrays.
+    Both backends take ``params (n, n_params)``, rates ``(n, G-1, R)``, jumps
+    ``(n, G, B)`` (without the leading ``n`` when shared), grid arrays and ``y0 (n, S)``
+    (ignored unless ``given_y0``), and return patient-first arrays.
     """
-    key = (id(model), model.id, model.version, settings, save_states, shared)
+    key = (id(model), model.id, model.version, settings, save_states, shared, given_y0)
     if key in _COMPILED:
         return _COMPILED[key]
     if settings.backend == "batched" and settings.clock == "patient":
         solve = async_grid_solver(model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt,
                                   settings.max_steps, save_states)  # fmt: skip
 
-        def patient_clock(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> Any:
+        def patient_clock(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any, y0: Any) -> Any:
             if not shared:  # (n, G, C) -> (G, C, n)
                 rates, jumps = jnp.moveaxis(rates, 0, -1), jnp.moveaxis(jumps, 0, -1)
             out_of_grid = (
                 jnp.full(grid.shape, -1, dtype=jnp.int32).at[out_idx].set(jnp.arange(out_idx.shape[0], dtype=jnp.int32))
             )
-            return solve(params.T, rates, jumps, grid, on_sample, out_of_grid, out_idx.shape[0])
+            x0 = y0.T if given_y0 else None
+            return solve(params.T, rates, jumps, grid, on_sample, out_of_grid, out_idx.shape[0], x0)
 
         fn: Callable[..., Any] = jax.jit(patient_clock)
     elif settings.backend == "batched":
@@ -210,10 +224,10 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
         )
         run = _grid_runner(model, integrate, save_states)
 
-        def batch_last(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any) -> Any:
+        def batch_last(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any, y0: Any) -> Any:
             if not shared:  # (n, G, C) -> (G, C, n)
                 rates, jumps = jnp.moveaxis(rates, 0, -1), jnp.moveaxis(jumps, 0, -1)
-            out = run(params.T, rates, jumps, grid, on_sample, out_idx)
+            out = run(params.T, rates, jumps, grid, on_sample, out_idx, y0.T if given_y0 else None)
             out["observables"] = jnp.moveaxis(out["observables"], -1, 0)  # (T, O, n) -> (n, T, O)
             if "states" in out:
                 out["states"] = jnp.moveaxis(out["states"], -1, 0)
@@ -223,7 +237,11 @@ def _compiled(model: Model, settings: SolverSettings, save_states: bool, shared:
     else:
         run = _grid_runner(model, _diffrax_integrator(model, settings), save_states)
         axis = None if shared else 0
-        fn = eqx.filter_jit(jax.vmap(run, in_axes=(0, axis, axis, None, None, None)))
+
+        def per_patient(params: Any, rates: Any, jumps: Any, grid: Any, on_sample: Any, out_idx: Any, y0: Any) -> Any:
+            return run(params, rates, jumps, grid, on_sample, out_idx, y0 if given_y0 else None)
+
+        fn = eqx.filter_jit(jax.vmap(per_patient, in_axes=(0, axis, axis, None, None, None, 0)))
     if len(_COMPILED) >= MAX_COMPILED:
         _COMPILED.pop(next(iter(_COMPILED)))
     _COMPILED[key] = fn
@@ -247,6 +265,25 @@ def _as_param_matrix(model: Model, params: Any) -> np.ndarray:
         row = int(np.argwhere(~np.isfinite(matrix))[0, 0])
         raise InputError(f"params of patient {row} contain a non-finite value; every parameter must be finite.")
     return matrix
+
+
+def _as_y0(model: Model, y0: Any, n: int) -> np.ndarray | None:
+    """``(n, n_states)`` initial states from one state vector or one per patient (or None)."""
+    if y0 is None:
+        return None
+    states = np.asarray(y0, dtype=np.float64)
+    n_states = len(model.states)
+    if states.ndim == 1 and states.shape == (n_states,):
+        states = np.broadcast_to(states, (n, n_states))
+    if states.shape != (n, n_states):
+        raise InputError(
+            f"y0 must be one state vector ({n_states},) or one per patient ({n}, {n_states}) for model "
+            f"'{model.id}' (states in the order {list(model.state_names)}); got shape {states.shape}."
+        )
+    if not np.all(np.isfinite(states)):
+        row = int(np.argwhere(~np.isfinite(states))[0, 0])
+        raise InputError(f"y0 of patient {row} contains a non-finite value; every initial state must be finite.")
+    return np.ascontiguousarray(states)
 
 
 def _as_times(times: Any) -> np.ndarray:
@@ -281,6 +318,7 @@ def simulate_chunks(
     chunk_size: int = 1000,
     save: Literal["observables", "all"] = "observables",
     progress: bool = False,
+    y0: Any = None,
 ) -> Iterator[Trajectories]:
     """Integrate a cohort chunk by chunk, yielding one :class:`Trajectories` per chunk.
 
@@ -289,6 +327,7 @@ def simulate_chunks(
     """
     settings = settings or SolverSettings()
     matrix = _as_param_matrix(model, params)
+    states0 = _as_y0(model, y0, matrix.shape[0])
     t_out = _as_times(times)
     ids = _patient_ids(patient_ids, matrix.shape[0])
     plans: list[Inputs] = [inputs] if isinstance(inputs, Inputs) else list(inputs)
@@ -313,7 +352,8 @@ def simulate_chunks(
     grid = padded_grid(integration_grid(model, plans, t_out))
     out_idx = np.searchsorted(grid, t_out)
     on_sample = _on_sample(model, grid)
-    fn = _compiled(model, settings, save == "all", shared)
+    fn = _compiled(model, settings, save == "all", shared, states0 is not None)
+    starts = states0 if states0 is not None else np.zeros((matrix.shape[0], len(model.states)))
     if shared:
         rates_all, jumps_all = (a[0] for a in rasterize(model, plans, grid))
 
@@ -328,7 +368,7 @@ def simulate_chunks(
                 rates_all, jumps_all = rasterize(model, plans, grid, rows=idx)
             elif not shared:
                 rates_all, jumps_all = rasterize(model, [plans[i] for i in idx], grid)
-            out = fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx)
+            out = fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx, starts[idx])
             out = jax.device_get(out)
             yield _chunk_result(model, out, hi - lo, t_out, ids[lo:hi], settings)
             bar(hi - lo)
@@ -415,6 +455,7 @@ def simulate(
     chunk_size: int = 1000,
     save: Literal["observables", "all"] = "observables",
     progress: bool = True,
+    y0: Any = None,
 ) -> Trajectories:
     """Integrate N virtual patients at once and return their trajectories.
 
@@ -430,6 +471,9 @@ def simulate(
         chunk_size: patients per compiled batch; bounds memory.
         save: ``"observables"`` (default) or ``"all"`` to keep every state too.
         progress: show a progress bar when there is more than one chunk.
+        y0: initial states overriding ``model.initial_state(p)``: one state vector for
+            every patient or an ``(n_patients, n_states)`` array (e.g. an ensemble
+            restarted from its current states, or uncertain initial conditions).
 
     Returns:
         :class:`Trajectories`. Patients whose integration failed are listed in
@@ -459,6 +503,7 @@ def simulate(
             chunk_size=chunk_size,
             save=save,
             progress=progress,
+            y0=y0,
         )
     )
     result = Trajectories.concat(chunks)
@@ -473,11 +518,13 @@ def simulate(
 
 
 def observable_function(
-    model: Model, inputs: Inputs, times: Any, settings: SolverSettings | None = None
+    model: Model, inputs: Inputs, times: Any, settings: SolverSettings | None = None, *, y0: Any = None
 ) -> Callable[[Any], Any]:
     """``params -> observables (n_times, n_observables)`` for one patient, as a pure JAX
-    function (batched backend) to differentiate with ``jax.jacfwd`` or use in inference."""
-    cohort = cohort_observable_function(model, [inputs], times, settings)
+    function (batched backend) to differentiate with ``jax.jacfwd`` or use in inference.
+    ``y0`` (one state vector) overrides the model's initial state."""
+    starts = None if y0 is None else _as_y0(model, np.asarray(y0).reshape(-1), 1)
+    cohort = cohort_observable_function(model, [inputs], times, settings, y0=starts)
 
     def observables(params: Any) -> Any:
         return cohort(jnp.asarray(params)[None])[0]
@@ -486,10 +533,11 @@ def observable_function(
 
 
 def cohort_observable_function(
-    model: Model, inputs: Sequence[Inputs], times: Any, settings: SolverSettings | None = None
+    model: Model, inputs: Sequence[Inputs], times: Any, settings: SolverSettings | None = None, *, y0: Any = None
 ) -> Callable[[Any], Any]:
     """``params (n, n_params) -> observables (n, n_times, n_observables)`` for a fixed cohort
-    of ``n = len(inputs)`` patients, each under its own inputs, as a pure JAX function.
+    of ``n = len(inputs)`` patients, each under its own inputs, as a pure JAX function
+    (``y0``: their initial states ``(n, n_states)``, or the model's rule if None).
 
     Every patient's outputs depend only on its own parameters, so one forward-mode
     derivative along a parameter for all patients at once gives that column of every
@@ -508,6 +556,8 @@ def cohort_observable_function(
         model, settings.solver, settings.rtol, settings.atol, settings.fixed_dt, settings.max_steps
     )
     run = _grid_runner(model, integrate, save_states=False)
+    starts = _as_y0(model, y0, len(inputs))
+    x0 = None if starts is None else jnp.asarray(starts.T)
     args = (
         rates,
         jumps,
@@ -517,6 +567,6 @@ def cohort_observable_function(
     )
 
     def observables(params: Any) -> Any:
-        return jnp.moveaxis(run(params.T, *args)["observables"], -1, 0)
+        return jnp.moveaxis(run(params.T, *args, x0)["observables"], -1, 0)
 
     return observables

@@ -4,6 +4,7 @@ configuration (stored with every twin version)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from twinloop.simulate.engine import SolverSettings
 
 ASSIMILATION = ("enkf", "etkf", "pf")
 RECALIBRATION = ("reassimilate", "none")
+ESTIMATE = ("joint", "states", "parameters")
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,19 @@ class TwinConfig:
             (DAPPER's ``reg``; 0: none).
         solver: the engine's settings for every propagation.
         seed: the random streams (one per version, see ``PatientTwin.reseed``).
+        estimate: what each sync's analysis updates. ``"joint"`` (default): the members'
+            states and fitted parameters together. ``"states"``: the states only; the fitted
+            parameters keep the values calibration gave each member (no random walk), as
+            with ``fit=()``. ``"parameters"``: the fitted parameters only; each member's
+            state is left as its model forecast it (it follows the updated parameters from
+            then on), for models whose state is driven by inputs and parameters and
+            forgets its start (not for chaotic ones, whose states must be corrected).
+        clock_seconds: seconds of clock time in one unit of model time; needed when the
+            model's time unit is not a clock unit (e.g. ``"1"``, dimensionless) and the
+            model does not declare ``clock_seconds`` itself; overrides the model's otherwise.
+        window: the assimilation window in model time units: the observations of one sync
+            that fall in one window are assimilated together (default: an hour for models
+            in s or min, 7 units otherwise).
     """
 
     assimilation: Literal["enkf", "etkf", "pf"] = "enkf"
@@ -62,9 +77,17 @@ class TwinConfig:
     regularization: float = 1.0
     solver: SolverSettings = field(default_factory=lambda: SolverSettings(rtol=1e-5, atol=1e-6))
     seed: int = 0
+    estimate: Literal["joint", "states", "parameters"] = "joint"
+    clock_seconds: float | None = None
+    window: float | None = None
 
     def __post_init__(self) -> None:
         _choice("assimilation", self.assimilation, ASSIMILATION)
+        _choice("estimate", self.estimate, ESTIMATE)
+        if self.clock_seconds is not None:
+            _positive("clock_seconds", self.clock_seconds, "seconds per model time unit")
+        if self.window is not None:
+            _positive("window", self.window, "model time units")
         _choice("recalibration", self.recalibration, RECALIBRATION)
         _at_least("members", self.members, 8, integer=True)
         _at_least("recalibration_lookback", self.recalibration_lookback, 1, integer=True)
@@ -134,6 +157,11 @@ class TwinConfig:
 def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise InputError(f"TwinConfig.{name} must be one of {list(allowed)}; got {value!r}.")
+
+
+def _positive(name: str, value: Any, unit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not (value > 0 and math.isfinite(value)):
+        raise InputError(f"TwinConfig.{name} must be a finite number > 0 ({unit}); got {value!r}.")
 
 
 def _at_least(name: str, value: Any, low: float, integer: bool = False) -> None:

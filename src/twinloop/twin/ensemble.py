@@ -1,5 +1,6 @@
-"""A twin's ensemble: members with their own fitted log-parameters and current state,
-and its propagation through the engine (the restartable model, one batched solve)."""
+"""A twin's ensemble: members with their own fitted parameters (on their declared scale)
+and current state, and its propagation through the engine (one batched solve from the
+members' states)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from twinloop.calibrate.problem import ParameterMap
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
-from twinloop.models.restart import restart_parameters, restartable
 from twinloop.simulate.engine import SimulationWarning, SolverSettings, simulate
 
 
 @dataclass(frozen=True)
 class Ensemble:
-    """``theta`` (N, k) log fitted parameters, ``states`` (N, S) at model time ``time``,
-    and optional importance ``weights`` (N,) summing to one (``None``: equally weighted).
+    """``theta`` (N, k) fitted parameters on their transformed scale (see
+    :class:`~twinloop.calibrate.ParameterMap`; k may be 0: state-only assimilation),
+    ``states`` (N, S) at model time ``time``, and optional importance ``weights`` (N,)
+    summing to one (``None``: equally weighted).
 
     Only the particle filter leaves weights on an ensemble: it keeps them from one update
     to the next and resamples when they degenerate. The Kalman filters resample a weighted
@@ -85,6 +87,21 @@ def initial_states(model: Model, params: np.ndarray) -> np.ndarray:
     return np.asarray(model.initial_state(p), dtype=np.float64).T
 
 
+def start_states(model: Model, y0: Any) -> np.ndarray | None:
+    """Initial states given for a twin's members: ``(m, S)`` from one state vector or ``m``
+    draws (``None`` stays ``None``: the model's rule)."""
+    if y0 is None:
+        return None
+    states = np.atleast_2d(np.asarray(y0, dtype=np.float64))
+    n_states = len(model.states)
+    if states.ndim != 2 or states.shape[1] != n_states or states.shape[0] == 0 or not np.all(np.isfinite(states)):
+        raise InputError(
+            f"y0 must be one finite state vector ({n_states},) or draws (m, {n_states}) of the states "
+            f"{list(model.state_names)} of '{model.id}'; got shape {np.shape(y0)}."
+        )
+    return states
+
+
 def _bucket(n: int) -> int:
     return max(8, 1 << int(np.ceil(np.log2(max(n, 2)))))
 
@@ -109,13 +126,14 @@ def propagate(
     pad = _bucket(n_real) - n_real  # a few fixed output counts -> few compiled solves
     step = 1e-6 * max(1.0, float(t_out[-1]))
     t_out = np.r_[t_out, t_out[-1] + step * np.arange(1, pad + 1)]
-    params = restart_parameters(pmap.full_batch(ensemble.theta), ensemble.states)
+    params = pmap.full_batch(ensemble.theta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SimulationWarning)
         traj = simulate(
-            restartable(model),
+            model,
             params,
             inputs,
+            y0=ensemble.states,
             times=t_out,
             settings=settings,
             save="all",

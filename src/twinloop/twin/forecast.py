@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from twinloop.connect.timebase import unit_seconds
+from twinloop.connect.timebase import clock_seconds
 from twinloop.errors import InputError
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -27,14 +27,16 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.3g} GiB" if n >= 2**30 else f"{n / 2**20:.3g} MiB"
 
 
-def horizon_steps(model: Any, members: int, hours: float, every: float | None) -> tuple[float, float]:
-    """``(length, step)`` of a forecast over ``hours`` in model time; :class:`InputError`
-    for a horizon that is not a finite number > 0, or one whose members' trajectories
-    would need more than :data:`MAX_FORECAST_BYTES` (the message gives the largest
-    horizon accepted)."""
+def horizon_steps(
+    model: Any, members: int, hours: float, every: float | None, *, clock: float | None = None
+) -> tuple[float, float]:
+    """``(length, step)`` of a forecast over ``hours`` in model time (``clock``: seconds per
+    model time unit, default the model's); :class:`InputError` for a horizon that is not
+    a finite number > 0, or one whose members' trajectories would need more than
+    :data:`MAX_FORECAST_BYTES` (the message gives the largest horizon accepted)."""
     if isinstance(hours, bool) or not isinstance(hours, int | float) or not math.isfinite(hours) or hours <= 0:
         raise InputError(f"The forecast horizon (--hours) must be a finite number of hours > 0; got {hours}.")
-    unit = unit_seconds(model.time_unit)
+    unit = clock_seconds(model, clock)
     length = hours * 3600.0 / unit
     step = every or (5.0 if model.time_unit == "min" else length / 96.0)
     if not math.isfinite(step) or step <= 0:

@@ -72,8 +72,8 @@ class RecordLog:
         columns: the table's columns.
         key: the two columns that, with the time, make a row a duplicate.
         model_time: timestamps -> model time (the twin's).
-        time_unit: the model's time unit, for doses (their end times: a duration is in
-            minutes); ``None`` for observations.
+        time_unit: the model's time unit, or seconds per model time unit, for doses (their
+            end times: a duration is in minutes); ``None`` for observations.
     """
 
     def __init__(
@@ -82,7 +82,7 @@ class RecordLog:
         columns: tuple[str, ...],
         key: tuple[str, str],
         model_time: Callable[[Any], np.ndarray],
-        time_unit: str | None = None,
+        time_unit: str | float | None = None,
     ) -> None:
         self._empty = frame.iloc[:0]
         self._parts: list[pd.DataFrame] = []
@@ -105,7 +105,7 @@ class RecordLog:
         return cls(frame, OBSERVATION_COLUMNS, OBSERVATION_KEY, model_time)
 
     @classmethod
-    def doses(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray], time_unit: str) -> RecordLog:
+    def doses(cls, frame: pd.DataFrame, model_time: Callable[[Any], np.ndarray], time_unit: str | float) -> RecordLog:
         return cls(frame, DOSE_COLUMNS, DOSE_KEY, model_time, time_unit)
 
     def __len__(self) -> int:

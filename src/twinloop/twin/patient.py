@@ -1,6 +1,6 @@
 """``PatientTwin``: one patient's calibrated, synchronized, forecasting model.
 
-A twin holds an ensemble (fitted log-parameters + current state per member), the
+A twin holds an ensemble (fitted parameters on their scale + current state per member), the
 log of every observation and dose it has seen, its innovation history, drift events
 and the forecasts it has issued with their scores. Times in its tables are UTC
 timestamps; internally they are model time from the twin's ``origin``.
@@ -23,6 +23,7 @@ from twinloop.connect.batch import Rows, batch_rows, harmonize_batch
 from twinloop.connect.ingest import harmonize
 from twinloop.connect.schema import DOSE_COLUMNS, OBSERVATION_COLUMNS, empty_doses, empty_observations
 from twinloop.connect.timebase import (
+    clock_seconds,
     inputs_from_doses,
     inputs_from_rows,
     ns_to_model_time,
@@ -41,7 +42,7 @@ from twinloop.twin.consistency import MODEL_ERROR_WARNING as MODEL_ERROR_WARNING
 from twinloop.twin.consistency import TwinConsistencyWarning as TwinConsistencyWarning
 from twinloop.twin.consistency import adopt_model_error, check_fit, fit_innovation
 from twinloop.twin.drift import DriftDetector
-from twinloop.twin.ensemble import Ensemble, initial_states, propagate
+from twinloop.twin.ensemble import Ensemble, initial_states, propagate, start_states
 from twinloop.twin.forecast import Forecast, horizon_steps, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.log import RecordLog
@@ -84,6 +85,7 @@ class PatientTwin:
         self.forecasts: list[Forecast] = []
         self.snapshots: list[tuple[int, Ensemble]] = []  # serialized only when the twin is saved
         self.calibration: dict[str, Any] = {}
+        self.start_states: np.ndarray | None = None  # members' states at the origin, if given (create's y0)
         self.detector = DriftDetector(**config.drift)
         self.rng = np.random.default_rng(config.seed)
 
@@ -107,6 +109,7 @@ class PatientTwin:
         amortized: Any | None = None,
         identify_settings: IdentifySettings | None = None,
         progress: Callable[[str], None] | None = None,
+        y0: np.ndarray | None = None,
     ) -> PatientTwin:
         """Calibrate a twin on a patient's data and set up its ensemble.
 
@@ -117,6 +120,8 @@ class PatientTwin:
             prior: a ``Population`` (moment-matched to a log-normal prior) or a ``GaussianPrior``.
             fit: the parameters to estimate (default: the model's declared ``identifiable`` set).
                 They are estimated on a bounded scale: no estimate leaves the model's bounds.
+                ``fit=()`` estimates none: state-only assimilation (method ``"enkf"`` or
+                ``"prior"``; no prior needed), usually with ``y0`` to spread the states.
             base: the values of the parameters not fitted (default: the population's typical
                 patient given the ``known`` values).
             known: parameter values known for this patient, e.g. ``{"BW": 62.0}`` (kg); they
@@ -143,6 +148,10 @@ class PatientTwin:
             origin: time zero (default: the first observation or dose, to the minute).
             identify_settings: starts and iterations of ``"laplace"``.
             progress: called with a line of text as the identification advances.
+            y0: the members' states at the origin instead of the model's ``initial_state``:
+                one state vector, or draws ``(m, n_states)`` from a distribution of initial
+                states (each member takes one, drawn with replacement when ``m`` is smaller
+                than the ensemble).
         """
         model = get_model(model) if isinstance(model, str) else model
         config = config or TwinConfig()
@@ -150,9 +159,14 @@ class PatientTwin:
             raise InputError(f"method must be one of {list(METHODS)}; got {method!r}.")
         if twin_id is not None:
             check_name("twin_id", twin_id)
-        names = tuple(fit or (prior.names if isinstance(prior, GaussianPrior) else model.identifiable))
-        if not names:
-            raise InputError(f"Say which parameters of '{model.id}' to fit (fit=...); it declares no identifiable set.")
+        names = tuple(
+            fit if fit is not None else (prior.names if isinstance(prior, GaussianPrior) else model.identifiable)
+        )
+        if not names and fit is None:
+            raise InputError(
+                f"Say which parameters of '{model.id}' to fit (fit=...); it declares no identifiable set. "
+                "Pass fit=() to estimate the states only."
+            )
         known = dict(known or {})
         covariates = {k: known.pop(k) for k in list(known) if k not in model.parameter_names}
         known = check_known(model, known, names)
@@ -173,9 +187,15 @@ class PatientTwin:
                     f"this twin's model is {model.id} {model.version}."
                 )
             prior, base, names = amortized.prior, amortized.parameters.base, tuple(amortized.prior.names)
-        if prior is None:
+        if not names:  # state-only: nothing to calibrate, the other parameters at their base
+            gprior = GaussianPrior((), np.zeros(0), np.zeros((0, 0)))
+            if base is None and (prior is None or isinstance(prior, GaussianPrior)):
+                base = model.default_parameters
+            elif base is None:
+                base = typical_parameters(prior, seed=config.seed, known=known)
+        elif prior is None:
             raise InputError("A twin needs a prior (a Population or a GaussianPrior) or an amortized posterior.")
-        if isinstance(prior, GaussianPrior):
+        elif isinstance(prior, GaussianPrior):
             if tuple(prior.names) != names:
                 raise InputError(f"The prior is over {list(prior.names)}; fit= names {list(names)}. Make them agree.")
             gprior = prior
@@ -211,6 +231,7 @@ class PatientTwin:
             twin_id or f"twin-{uuid.uuid4().hex[:8]}",
             str(subjects[0]),
         )
+        twin.start_states = start_states(model, y0)
         twin._calibrate(obs, doses, method, dict(calibrator or {}), amortized, identify_settings, progress)
         return twin
 
@@ -258,7 +279,14 @@ class PatientTwin:
         progress: Callable[[str], None] | None,
     ) -> None:
         n = self.config.members
-        inputs = inputs_from_doses(self.model, doses, self.origin)
+        inputs = inputs_from_doses(self.model, doses, self.origin, clock=self.clock)
+        if not self.pmap.names:
+            method = "enkf" if method == "auto" else method
+            if method not in ("enkf", "prior"):
+                raise InputError(
+                    f"method={method!r} calibrates parameters, and fit=() names none; use method='enkf' "
+                    "(assimilate the record) or 'prior' for state-only assimilation."
+                )
         if method == "auto":
             dense = len(obs) >= DENSE * len(self.pmap.names)
             method = "laplace" if dense and amortized is None else "nuts"
@@ -268,7 +296,7 @@ class PatientTwin:
             raise InputError("method='npe' needs amortized=... (a trained AmortizedPosterior for this model).")
         if method == "enkf":
             theta = self.prior.sample(n, self.rng)
-            states = initial_states(self.model, self.pmap.full_batch(theta))
+            states = self._initial_states(theta)
             self.ensemble = within_box(self, Ensemble(theta, states, 0.0))
             self.calibration = {"method": "enkf", "prior_members": n}
             self.version = 1
@@ -348,7 +376,7 @@ class PatientTwin:
                 f"Twin {self.id}: no posterior draw lies inside the parameter bounds of '{self.model.id}'."
             )
         theta = draws[self.rng.choice(draws.shape[0], size=n, replace=draws.shape[0] < n)]
-        states = initial_states(self.model, self.pmap.full_batch(theta))
+        states = self._initial_states(theta)
         end = float(times.max())
         ens = Ensemble(theta, states, 0.0)
         if found is not None and end > 0:
@@ -366,6 +394,17 @@ class PatientTwin:
         self.doses = doses.copy()
         self.version = 1
         snapshot(self, first=True)
+
+    def _initial_states(self, theta: np.ndarray) -> np.ndarray:
+        """The members' states at the origin: drawn from ``start_states`` when given, else
+        the model's rule for each member's parameters."""
+        if self.start_states is None:
+            return initial_states(self.model, self.pmap.full_batch(theta))
+        m = self.start_states.shape[0]
+        rows = (
+            np.arange(m) if m == theta.shape[0] else self.rng.choice(m, size=theta.shape[0], replace=m < theta.shape[0])
+        )
+        return self.start_states[rows].copy()
 
     def parameter_summary(self, theta: np.ndarray | None = None) -> dict[str, list[float]]:
         """Median and 5-95 % quantiles of each fitted parameter over the members, on its own scale."""
@@ -395,32 +434,38 @@ class PatientTwin:
 
     @doses.setter
     def doses(self, frame: pd.DataFrame) -> None:
-        self.dose_log = RecordLog.doses(frame, self.model_time, self.model.time_unit)
+        self.dose_log = RecordLog.doses(frame, self.model_time, self.clock)
 
     # --- time ----------------------------------------------------------------
+    @property
+    def clock(self) -> float:
+        """Seconds of clock time in one unit of model time (the config's ``clock_seconds``,
+        the model's, or its time unit's; :class:`InputError` when none says)."""
+        return clock_seconds(self.model, self.config.clock_seconds)
+
     def model_time(self, times: Any) -> np.ndarray:
-        return to_model_time(times, self.origin, self.model.time_unit)
+        return to_model_time(times, self.origin, self.clock)
 
     def model_time_ns(self, ns: np.ndarray) -> np.ndarray:
         """:meth:`model_time` of UTC nanoseconds."""
-        return ns_to_model_time(ns, self.origin, self.model.time_unit)
+        return ns_to_model_time(ns, self.origin, self.clock)
 
     @property
     def now(self) -> pd.Timestamp:
-        return pd.Timestamp(to_timestamps([self.ensemble.time], self.origin, self.model.time_unit)[0])
+        return pd.Timestamp(to_timestamps([self.ensemble.time], self.origin, self.clock)[0])
 
     def window_inputs(self, doses: pd.DataFrame, start: float) -> Inputs:
         if doses.empty:
             return Inputs()
         t = self.model_time(doses["time"])
-        ends = t + doses["duration"].to_numpy(dtype=float) * 60.0 / unit_seconds(self.model.time_unit)
+        ends = t + doses["duration"].to_numpy(dtype=float) * 60.0 / unit_seconds(self.clock)
         keep = ends > start - 1e-9
-        return inputs_from_doses(self.model, doses[keep], self.origin, shift=start)
+        return inputs_from_doses(self.model, doses[keep], self.origin, shift=start, clock=self.clock)
 
     def logged_inputs(self, start: float) -> Inputs:
         """The logged doses acting from model time ``start`` on, relative to it."""
         t, rows = self.dose_log.active(start)
-        return inputs_from_rows(self.model, rows, t - start) if rows else Inputs()
+        return inputs_from_rows(self.model, rows, t - start, clock=self.clock) if rows else Inputs()
 
     # --- synchronization -----------------------------------------------------
     def sync(self, observations: pd.DataFrame, inputs: pd.DataFrame | None = None) -> SyncReport:
@@ -454,7 +499,7 @@ class PatientTwin:
 
     def horizon(self, hours: float, every: float | None) -> np.ndarray:
         """Output times over ``hours`` (limits: :func:`~twinloop.twin.forecast.horizon_steps`)."""
-        length, step = horizon_steps(self.model, self.ensemble.size, hours, every)
+        length, step = horizon_steps(self.model, self.ensemble.size, hours, every, clock=self.clock)
         return self.ensemble.time + np.arange(step, length + step / 2, step)
 
     def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
@@ -504,7 +549,7 @@ class PatientTwin:
         fc = Forecast(
             self.id,
             self.version,
-            to_timestamps(times, self.origin, self.model.time_unit),
+            to_timestamps(times, self.origin, self.clock),
             self.model.observable_names,
             tuple(o.unit for o in self.model.observables),
             members,

@@ -21,8 +21,8 @@ def typical_parameters(
 ) -> np.ndarray:
     """A population's typical patient: the median of each parameter (derived ones
     recomputed). With ``known`` values (e.g. ``{"BW": 62}``) the free parameters take
-    their conditional mean given them (a Gaussian on the logarithms), and the known
-    ones their values."""
+    their conditional mean given them (a Gaussian on each one's scale, log or linear),
+    and the known ones their values."""
     cohort = population.sample(n, seed=seed)
     model = get_model(cohort.model_id)
     base = np.median(cohort.parameters, axis=0)
@@ -36,20 +36,25 @@ def typical_parameters(
 
 def _conditional_base(model: Model, cohort: Any, base: np.ndarray, known: Mapping[str, float]) -> np.ndarray:
     values = np.stack([cohort.parameter(p) for p in model.parameter_names], axis=1)
+    on_log = np.array([p.scale == "log" for p in model.parameters])
     free = [
         i
         for i, p in enumerate(model.parameter_names)
-        if p not in model.derived_parameters and np.all(values[:, i] > 0) and np.ptp(values[:, i]) > 0
+        if p not in model.derived_parameters
+        and (not on_log[i] or np.all(values[:, i] > 0))
+        and np.ptp(values[:, i]) > 0
     ]
     names = tuple(model.parameter_names[i] for i in free)
-    logs = np.log(values[:, free])
+    logs = np.where(on_log[free], np.log(np.where(on_log[free], values[:, free], 1.0)), values[:, free])
     joint = GaussianPrior(names, logs.mean(axis=0), np.cov(logs, rowvar=False) + 1e-10 * np.eye(len(free)))
-    given = {k: float(np.log(v)) for k, v in known.items() if k in names}
+    scaled = {p.name: (np.log if p.scale == "log" else float) for p in model.parameters}
+    given = {k: float(scaled[k](v)) for k, v in known.items() if k in names}
     out = base.copy()
     if given:
         rest = joint.conditioned(given)
         for name, m in zip(rest.names, rest.mean, strict=True):
-            out[model.parameter_names.index(name)] = float(np.exp(m))
+            i = model.parameter_names.index(name)
+            out[i] = float(np.exp(m)) if on_log[i] else float(m)
     for name, value in known.items():
         out[model.parameter_names.index(name)] = float(value)
     return out

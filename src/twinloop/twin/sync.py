@@ -33,6 +33,7 @@ class SyncReport:
     scored_forecasts: list[str]
     replayed: int = 0  # logged observations re-assimilated after a rewind for late data
     unchanged: bool = False  # nothing new in the data: no new version was made
+    clipped: int = 0  # state values the filter clipped at zero (declared non-negative states)
 
 
 def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
@@ -52,9 +53,21 @@ def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
             todo = twin.obs_log.readings(start.time)
             replayed, unassimilated = len(todo) - len(new), 0
             twin.ensemble = start
+    before = len(twin.innovations)
     assimilated, last, drift, recalibrated = assimilate(twin, todo, detect=True)
     snapshot(twin)
-    return SyncReport(twin.version, assimilated - replayed, unassimilated, last, drift, recalibrated, scored, replayed)
+    clipped = sum(int(e.get("clipped", 0)) for e in twin.innovations[before:])
+    return SyncReport(
+        twin.version,
+        assimilated - replayed,
+        unassimilated,
+        last,
+        drift,
+        recalibrated,
+        scored,
+        replayed,
+        clipped=clipped,
+    )
 
 
 def record(twin: Any, obs: Rows, doses: Rows, times: np.ndarray) -> None:
@@ -99,6 +112,10 @@ def assimilate(twin: Any, obs: Readings, *, detect: bool) -> tuple[int, dict[str
 
 
 def default_window(twin: Any) -> float:
+    """The assimilation window in model time: the config's ``window``, else an hour for a
+    model in seconds or minutes, 7 units of model time otherwise."""
+    if twin.config.window is not None:
+        return float(twin.config.window)
     return 60.0 * 60.0 / unit_seconds(twin.model.time_unit) if twin.model.time_unit in ("min", "s") else 7.0
 
 
@@ -133,13 +150,36 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
     predicted, y = predicted[:, used], y[used]
     r = np.array([m.sd(float(p)) ** 2 for m, p, u in zip(models, mean, used, strict=True) if u])
     inn = innovation(predicted, y, r)
-    nonneg = np.array([s.nonnegative for s in twin.model.states])
-    analysed = twin.config.filter().update(forecast_ens, predicted, y, r, nonneg, twin.rng)
-    walk = twin.rng.standard_normal(analysed.theta.shape) * twin.config.param_walk_sd
-    twin.ensemble = within_box(twin, dataclasses.replace(analysed, theta=analysed.theta + walk))
-    entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict()}
+    nonneg = np.array([s.nonnegative for s in twin.model.states], dtype=bool)
+    assimilator = twin.config.filter()
+    analysed = assimilator.update(forecast_ens, predicted, y, r, nonneg, twin.rng)
+    analysed = restricted(twin.config.estimate, forecast_ens, analysed, assimilator.last_index)
+    twin.ensemble = within_box(twin, walked(twin, analysed))
+    clipped = 0 if twin.config.estimate == "parameters" else int(assimilator.last_clipped)
+    entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict(), "clipped": clipped}
     twin.innovations.append(entry)
     return entry
+
+
+def restricted(estimate: str, forecast: Ensemble, analysed: Ensemble, index: np.ndarray | None) -> Ensemble:
+    """The analysis with what ``estimate`` leaves alone taken back from the forecast members
+    each analysis member descends from (``index``; None: the same member): the fitted
+    parameters for ``"states"``, the states for ``"parameters"``; ``"joint"`` keeps both."""
+    if estimate == "joint":
+        return analysed
+    rows = np.arange(forecast.size) if index is None else np.asarray(index)
+    if estimate == "states":
+        return dataclasses.replace(analysed, theta=forecast.theta[rows].copy())
+    return dataclasses.replace(analysed, states=forecast.states[rows].copy())
+
+
+def walked(twin: Any, ens: Ensemble) -> Ensemble:
+    """The analysis with the fitted parameters' random walk (none when the parameters are
+    frozen, ``TwinConfig.estimate="states"``, or none is fitted)."""
+    if twin.config.estimate == "states" or ens.theta.shape[1] == 0:
+        return ens
+    walk = twin.rng.standard_normal(ens.theta.shape) * twin.config.param_walk_sd
+    return dataclasses.replace(ens, theta=ens.theta + walk)
 
 
 GAP_DAYS = 14.0  # a jump in the data longer than this is named when members fail across it
@@ -147,9 +187,9 @@ GAP_DAYS = 14.0  # a jump in the data longer than this is named when members fai
 
 def _integration_failure(twin: Any, failed: int, size: int, first: float) -> str:
     """Why members failed: a long gap since the twin's state is named as such."""
-    days = (first - twin.ensemble.time) * unit_seconds(twin.model.time_unit) / 86400.0
+    days = (first - twin.ensemble.time) * twin.clock / 86400.0
     if days > GAP_DAYS:
-        start, end = (twin.origin + pd.Timedelta(seconds=t * unit_seconds(twin.model.time_unit))
+        start, end = (twin.origin + pd.Timedelta(seconds=t * twin.clock)
                       for t in (twin.ensemble.time, first))  # fmt: skip
         return (
             f"Twin {twin.id}: the new data start {days:.0f} days after the twin's state ({start:%Y-%m-%d %H:%M} -> "
@@ -204,12 +244,9 @@ def recalibrate(twin: Any) -> None:
     parameters and re-assimilate everything observed since (the recent window)."""
     back = [ens for v, ens in twin.snapshots if v <= twin.version - twin.config.recalibration_lookback]
     start = copied(back[-1] if back else twin.snapshots[0][1])
-    mean = start.theta.mean(axis=0)
-    theta = (
-        mean
-        + (start.theta - mean)
-        + twin.rng.standard_normal(start.theta.shape) * (twin.config.recalibration_spread * twin.prior.sd)
-    )
+    theta = start.theta
+    if twin.config.estimate != "states":  # widen the parameters, unless they are not estimated
+        theta = theta + twin.rng.standard_normal(theta.shape) * (twin.config.recalibration_spread * twin.prior.sd)
     target = twin.ensemble.time
     twin.ensemble = Ensemble(theta, start.states, start.time)
     replay = twin.obs_log.readings(start.time, target)

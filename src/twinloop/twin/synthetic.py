@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from twinloop.calibrate.noise import NoiseModel
-from twinloop.connect.timebase import to_timestamps
+from twinloop.connect.timebase import clock_seconds, to_timestamps
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.products.treatments import dose_table
@@ -30,18 +30,24 @@ def synthetic_record(
     subject_id: str = "p001",
     origin: pd.Timestamp = ORIGIN,
     code: str = "",
+    clock: float | None = None,
+    y0: np.ndarray | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """(observations, doses, true values) of one patient with parameters ``params``."""
+    """(observations, doses, true values) of one patient with parameters ``params``, from
+    the initial state ``y0`` (default the model's rule); ``clock``: seconds per model time
+    unit (default the model's)."""
+    seconds = clock_seconds(model, clock)
     t = np.asarray(observe_times, dtype=float)
     times = np.unique(np.r_[0.0, t])
-    traj = simulate(model, params, plan, times=times, settings=SolverSettings(rtol=1e-7, atol=1e-8), progress=False)
+    settings = SolverSettings(rtol=1e-7, atol=1e-8)
+    traj = simulate(model, params, plan, times=times, settings=settings, progress=False, y0=y0)
     truth = traj[observable][0][np.searchsorted(times, t)]
     rng = np.random.default_rng(seed)
     values = noise.sample(truth, rng)
     obs = pd.DataFrame(
         {
             "subject_id": subject_id,
-            "time": to_timestamps(t, origin, model.time_unit),
+            "time": to_timestamps(t, origin, seconds),
             "variable": observable,
             "value": values,
             "unit": traj.units[observable],
@@ -50,7 +56,7 @@ def synthetic_record(
         }
     )
     doses = dose_table(model, plan, [subject_id])
-    doses["time"] = to_timestamps(doses["time"].to_numpy(), origin, model.time_unit)
+    doses["time"] = to_timestamps(doses["time"].to_numpy(), origin, seconds)
     return obs, doses, truth
 
 

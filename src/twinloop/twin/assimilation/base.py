@@ -1,6 +1,7 @@
 """Sequential data assimilation: the shared contract and the innovation statistics.
 
-An assimilator updates the augmented ensemble ``[states, log-parameters]`` given the
+An assimilator updates the augmented ensemble ``[states, fitted parameters]`` (the
+parameters on their unconstrained scale; none for state-only assimilation) given the
 ensemble's predicted observations ``(N, m)`` of a sync window, the observed values
 ``(m,)`` and their noise variances. Observations of one window are assimilated
 together against the trajectories that produced them (an asynchronous ensemble
@@ -61,11 +62,18 @@ def augmented(ens: Ensemble) -> np.ndarray:
     return np.concatenate([ens.states, ens.theta], axis=1)
 
 
-def split(ens: Ensemble, aug: np.ndarray, nonnegative: np.ndarray, weights: np.ndarray | None = None) -> Ensemble:
-    """The ensemble of the augmented members ``aug``, states flagged ``nonnegative`` clipped at zero."""
+def split(
+    ens: Ensemble, aug: np.ndarray, nonnegative: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[Ensemble, int]:
+    """The ensemble of the augmented members ``aug``, the states declared ``nonnegative``
+    clipped at zero (only those), and how many state values were clipped."""
     s = ens.states.shape[1]
-    states = np.where(nonnegative, np.maximum(aug[:, :s], 0.0), aug[:, :s])
-    return Ensemble(aug[:, s:], states, ens.time, weights)
+    mask = np.asarray(nonnegative, dtype=bool).reshape(-1)
+    if mask.shape != (s,):
+        raise InputError(f"nonnegative must flag each of the {s} states (shape ({s},)); got shape {mask.shape}.")
+    below = mask & (aug[:, :s] < 0.0)
+    states = np.where(below, 0.0, aug[:, :s])
+    return Ensemble(aug[:, s:], states, ens.time, weights), int(below.sum())
 
 
 def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -76,15 +84,17 @@ def systematic_resample(weights: np.ndarray, rng: np.random.Generator) -> np.nda
     return np.minimum(np.searchsorted(np.cumsum(weights), positions), n - 1)
 
 
-def unweighted(ens: Ensemble, predicted: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def unweighted(
+    ens: Ensemble, predicted: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The augmented members and their predictions as an equally weighted sample: as they are,
     or, for a particle filter's weighted ensemble handed to a Kalman filter, a systematic
-    resample of both."""
+    resample of both; and the resampled indices (None when kept as they are)."""
     x, w = augmented(ens), ens.weights
     if w is None or np.allclose(w, 1.0 / ens.size, rtol=1e-9, atol=0.0):
-        return x, predicted
+        return x, predicted, None
     idx = systematic_resample(w, rng)
-    return x[idx], predicted[idx]
+    return x[idx], predicted[idx], idx
 
 
 def check_update(ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndarray) -> None:
@@ -104,11 +114,18 @@ def check_update(ens: Ensemble, predicted: np.ndarray, y: np.ndarray, r: np.ndar
 class AbstractAssimilator(abc.ABC):
     """Updates an ensemble from one window's observations.
 
+    After an update, ``last_clipped`` counts the state values (members x states) that the
+    analysis put below zero in states declared non-negative, and that were clipped to zero;
+    ``last_index`` says which forecast member each analysis member descends from (``None``:
+    member ``i`` from member ``i``; resampling filters set it).
+
     Settings go to the constructor (each with a default, so ``assimilator(name)`` works);
     per-update extras such as localization distances are keyword-only arguments of
     ``update`` with defaults, so the positional call the twin makes stays valid."""
 
     name: str
+    last_clipped: int = 0  # state values clipped at zero by the last update (declared non-negative states only)
+    last_index: np.ndarray | None = None  # the forecast member of each analysis member (None: the same)
 
     @abc.abstractmethod
     def update(

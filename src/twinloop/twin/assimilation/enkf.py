@@ -86,10 +86,11 @@ class AbstractEnsembleKalmanFilter(AbstractAssimilator):
         distances: np.ndarray | None = None,
         obs_distances: np.ndarray | None = None,
     ) -> Ensemble:
-        """The analysis ensemble (equally weighted; ``nonnegative`` states clipped at zero).
+        """The analysis ensemble (equally weighted; ``nonnegative`` states clipped at zero,
+        counted in ``last_clipped``).
 
         Arguments:
-            ens: the forecast ensemble (members' states and log-parameters).
+            ens: the forecast ensemble (members' states and fitted parameters).
             predicted: ``(N, m)`` each member's prediction of each observed value.
             y: ``(m,)`` the observed values.
             r: ``(m,)`` their noise variances.
@@ -114,7 +115,7 @@ class AbstractEnsembleKalmanFilter(AbstractAssimilator):
             20
         """
         check_update(ens, predicted, y, r)
-        x, predicted = unweighted(ens, predicted, rng)
+        x, predicted, self.last_index = unweighted(ens, predicted, rng)
         r = np.asarray(r, dtype=np.float64)
         xa = self._analysis(x, predicted, np.asarray(y, dtype=np.float64), r, rng, distances, obs_distances)
         if not self.adaptive:
@@ -122,7 +123,8 @@ class AbstractEnsembleKalmanFilter(AbstractAssimilator):
             self.last_inflation = float(self.inflation)
         elif self.rotate:
             xa = post_process(xa, 1.0, True, rng)
-        return split(ens, xa, nonnegative)
+        out, self.last_clipped = split(ens, xa, nonnegative)
+        return out
 
     @abc.abstractmethod
     def _analysis(

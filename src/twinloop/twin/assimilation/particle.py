@@ -115,7 +115,8 @@ class ParticleFilter(AbstractAssimilator):
         nonnegative: np.ndarray,
         rng: np.random.Generator,
     ) -> Ensemble:
-        """The weighted, or resampled and jittered, ensemble (``nonnegative`` states clipped).
+        """The weighted, or resampled and jittered, ensemble (``nonnegative`` states clipped,
+        counted in ``last_clipped``).
 
         Raises:
             InputError: shapes that do not fit, or no member with a finite likelihood.
@@ -134,10 +135,13 @@ class ParticleFilter(AbstractAssimilator):
         self.last_ess = float(1.0 / np.sum(w**2))
         self.last_resampled = self.last_ess <= self.resample_below * n
         x = augmented(ens)
+        self.last_index = None
         if not self.last_resampled:
-            return split(ens, x, nonnegative, w)
+            kept, self.last_clipped = split(ens, x, nonnegative, w)
+            return kept
         root = _weighted_root(x, w)
         idx = systematic_resample(w, rng)
+        self.last_index = idx
         out = x[idx]
         d = x.shape[1]
         jitter = np.ones(n, bool) if self.jitter_all else _duplicated(idx)
@@ -149,4 +153,5 @@ class ParticleFilter(AbstractAssimilator):
             theta = x[idx, s:]
             kick = _gaussian(np.sqrt(1.0 - a**2) * root[:, s:], n, rng)
             out[:, s:] = a * theta + (1.0 - a) * (w @ x[:, s:]) + kick
-        return split(ens, out, nonnegative)
+        resampled, self.last_clipped = split(ens, out, nonnegative)
+        return resampled
