@@ -51,11 +51,19 @@ PARTS = ".parts"
 MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
 
 
-def model_timedelta(model_time: Any, time_unit: str) -> pd.TimedeltaIndex:
-    """Model time (in the model's UCUM time unit) as timedeltas rounded to the millisecond."""
-    if time_unit not in MINUTES_PER_UNIT:
-        raise InputError(f"Model time unit '{time_unit}' cannot be mapped to timestamps.")
-    ms = np.atleast_1d(np.asarray(model_time, dtype=np.float64)) * MINUTES_PER_UNIT[time_unit] * 60_000.0
+def model_timedelta(model_time: Any, time_unit: str, clock_seconds: float | None = None) -> pd.TimedeltaIndex:
+    """Model time (in the model's UCUM time unit, or of ``clock_seconds`` seconds per unit
+    when the model declares its clock) as timedeltas rounded to the millisecond."""
+    if clock_seconds is not None:
+        seconds = float(clock_seconds)
+    elif time_unit in MINUTES_PER_UNIT:
+        seconds = MINUTES_PER_UNIT[time_unit] * 60.0
+    else:
+        raise InputError(
+            f"Model time unit '{time_unit}' cannot be mapped to timestamps; declare how many seconds one unit "
+            "of model time lasts (Model(clock_seconds=...)), or use s, min, h or d."
+        )
+    ms = np.atleast_1d(np.asarray(model_time, dtype=np.float64)) * seconds * 1000.0
     return pd.to_timedelta(ms, unit="ms").round("ms")
 
 
@@ -212,7 +220,8 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
 
 
 def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.Series:
-    return pd.Series(spec.origin + model_timedelta(model_time, model.time_unit)).astype("datetime64[ms, UTC]")
+    offsets = model_timedelta(model_time, model.time_unit, model.clock_seconds)
+    return pd.Series(spec.origin + offsets).astype("datetime64[ms, UTC]")
 
 
 def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, model: Model) -> pd.DataFrame:
@@ -311,6 +320,7 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
         "code_version": __version__,
         "time_origin": spec.origin.isoformat(),
         "time_unit": model.time_unit,
+        "clock_seconds": model.clock_seconds,
         "files": files,
         "chunk_rows": counts,
         "acceptance": {

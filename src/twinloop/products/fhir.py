@@ -201,7 +201,7 @@ def _as_uuid(hex32: str) -> str:
 
 
 def _duration(product: Product, amount: float) -> pd.Timedelta:
-    return model_timedelta(amount, product.manifest["time_unit"])[0]
+    return model_timedelta(amount, product.manifest["time_unit"], product.manifest.get("clock_seconds"))[0]
 
 
 def product_hash(product: Product) -> str:
