@@ -70,7 +70,7 @@ def list_command() -> None:
 
 
 @models_app.command("show")
-def show_model(model_id: Annotated[str, typer.Argument(help="model id, e.g. t1d-uva-padova")]) -> None:
+def show_model(model_id: Annotated[str, typer.Argument(help="model id (see `twinloop models`)")]) -> None:
     """Print a model's source, states, parameters, inputs, observables, units and references."""
     from twinloop.models.registry import get, source
 
