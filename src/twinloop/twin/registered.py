@@ -63,6 +63,7 @@ def _sync_summary(report: SyncReport, new_observations: int, new_doses: int) -> 
     return {
         "assimilated": report.assimilated,
         "late": report.late,
+        "clipped": report.clipped,
         "replayed": report.replayed,
         "innovation": report.innovation,
         "drift": report.drift,
