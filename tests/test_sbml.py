@@ -102,6 +102,17 @@ def test_mathml_is_translated_into_jax_closures(formula, expected):
     assert evaluate(formula, x=3.0) == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_power_has_a_finite_derivative_in_its_exponent_at_a_zero_base():
+    import jax
+
+    node = to_node(libsbml.parseL3Formula("S^n"), "test formula")
+    fn = compile_math(node, lambda name: lambda f: f.p[name], {}, "test formula")
+    grad = jax.grad(lambda n, s: fn(Frame(0.0, None, {"S": s, "n": n})), argnums=(0, 1))
+    assert [float(g) for g in grad(2.5, 0.0)] == [0.0, 0.0]
+    assert [float(g) for g in grad(1.0, 0.0)] == [0.0, 1.0]
+    assert float(grad(2.0, 3.0)[0]) == pytest.approx(9.0 * math.log(3.0))
+
+
 def test_function_definitions_are_inlined_with_their_arguments_bound(tmp_path):
     body = f"""<listOfFunctionDefinitions><functionDefinition id="hill">{
         MATH.format(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 
@@ -73,8 +74,8 @@ _UNARY: dict[str, Callable[[Any], Any]] = {
 }
 _BINARY: dict[str, Callable[[Any, Any], Any]] = {
     "DIVIDE": jnp.divide,
-    "POWER": jnp.power,
-    "FUNCTION_POWER": jnp.power,
+    "POWER": lambda a, b: _power(a, b),
+    "FUNCTION_POWER": lambda a, b: _power(a, b),
     "FUNCTION_REM": jnp.fmod,
     "FUNCTION_QUOTIENT": lambda a, b: jnp.trunc(a / b),
     "LOGICAL_IMPLIES": lambda a, b: jnp.logical_or(jnp.logical_not(a), b),
@@ -108,6 +109,15 @@ _REFUSED = {
     "FUNCTION_RATE_OF": "the rateOf function",
     "CSYMBOL_FUNCTION": "a csymbol function",
 }
+
+
+def _power(a: Any, b: Any) -> Any:
+    """``a ** b`` whose derivative in ``b`` is 0 (not NaN) where ``a == 0``, e.g. a Hill
+    term ``S^n`` at ``S = 0`` with a fitted exponent ``n``."""
+    if isinstance(b, (int, float)):
+        return jnp.power(a, b)
+    zero = a == 0
+    return jnp.where(zero, jnp.power(a, jax.lax.stop_gradient(b)), jnp.power(jnp.where(zero, 1.0, a), b))
 
 
 def compile_math(node: Node, resolve: Resolver, functions: Functions, where: str) -> Compiled:
