@@ -56,6 +56,9 @@ def main() -> None:
               f"{row['twinloop_s']:10.1f} {row['roadrunner_s']:7.2f}")  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "bench_sbml.json"
+    if args.models != list(ref.CASES) and out.exists():  # a partial run updates its rows of the last table
+        kept = [r for r in json.loads(out.read_text())["rows"] if r["model"] not in args.models]
+        rows = sorted(kept + rows, key=lambda r: list(ref.CASES).index(r["model"]))
     out.write_text(json.dumps({"machine": platform.platform(), "rows": rows}, indent=2))
     print(f"\nwritten {out}")
 

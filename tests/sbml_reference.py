@@ -32,7 +32,7 @@ class Case:
 
 
 CASES = {
-    "BIOMD0000000001": Case("BIOMD0000000001.xml", 100.0, "diffrax", "kvaerno5", 1e-10, 1e-16),
+    "BIOMD0000000001": Case("BIOMD0000000001.xml", 100.0, "diffrax", "kvaerno5", 1e-12, 1e-16),
     "BIOMD0000000002": Case("BIOMD0000000002.xml", 100.0, "diffrax", "kvaerno5", 1e-10, 1e-16),
     "BIOMD0000000003": Case("BIOMD0000000003.xml", 100.0),
     "BIOMD0000000004": Case("BIOMD0000000004.xml", 100.0),
