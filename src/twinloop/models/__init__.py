@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from twinloop.models import pk_one_compartment as pk_one_compartment
     from twinloop.models import pk_two_compartment as pk_two_compartment
     from twinloop.models import radiotherapy as radiotherapy
+    from twinloop.models import sbml as sbml
     from twinloop.models import t1d_uva_padova as t1d_uva_padova
     from twinloop.models import tgi_claret as tgi_claret
     from twinloop.models import tgi_simeoni as tgi_simeoni

@@ -137,6 +137,20 @@ class Observable:
     noise: NoiseModel | None = None
 
 
+@dataclass(frozen=True)
+class TimedEvent:
+    """A discrete change of the state at a fixed model time, applied in every simulation
+    that spans it (e.g. an SBML event triggered by time): ``x -> effect(x, p)``. The
+    engine stops the integration at ``time``, so the change is exact. The state reported
+    at ``time`` is the changed one, or with ``after`` (a trigger such as ``time > 20``
+    that holds only after ``time``) the one before."""
+
+    name: str
+    time: float
+    effect: Callable[[Any, ParamMap], Any]
+    after: bool = False
+
+
 def names_of(items: tuple[Any, ...]) -> list[str]:
     return [item.name for item in items]
 
@@ -181,6 +195,8 @@ class Model:
         profile: what else belongs to the model (default population, treatments,
             validation references, closures, context of use); see
             :class:`~twinloop.models.profile.ModelProfile`.
+        events: state changes at fixed model times, part of the model itself (in every
+            simulation, in time order; those at one time in declaration order).
     """
 
     id: str
@@ -207,6 +223,7 @@ class Model:
     references: tuple[str, ...] = ()
     profile: ModelProfile = field(default_factory=ModelProfile)
     clock_seconds: float | None = None
+    events: tuple[TimedEvent, ...] = ()
 
     def __post_init__(self) -> None:
         _check_unit("model time", self.id, self.time_unit)
@@ -305,6 +322,16 @@ class Model:
         if self.derive is None:
             return dict(values)
         return {**values, **self.derive({**values, **latent})}
+
+    def apply_events(self, x: Any, t: Any, p: ParamMap, *, after: bool = False) -> Any:
+        """The state after the model's events due at time ``t`` (a grid point): those
+        reported at ``t`` (``after=False``) or those applied once ``t`` is reported."""
+        for event in self.events:
+            if event.after != after:
+                continue
+            due = jnp.abs(t - event.time) <= 1e-9 * max(1.0, abs(event.time))
+            x = jnp.where(due, event.effect(x, p), x)
+        return x
 
     def apply_boluses(self, x: Any, amounts: Any, p: ParamMap) -> Any:
         """The state after the bolus ``amounts`` (one per bolus input) given at one instant."""

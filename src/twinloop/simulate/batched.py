@@ -153,7 +153,9 @@ def async_grid_solver(
             return table[idx, :, cols].T if per_patient else table[idx].T
 
         def actions(x: Any, g: Any, u_prev: Any) -> Any:
-            """Boluses and discrete update at grid point ``g`` (per patient)."""
+            """Model events, boluses and discrete update at grid point ``g`` (per patient)."""
+            if model.events:
+                x = model.apply_events(x, grid[g], p)
             x = model.apply_boluses(x, at(jumps, g), p)
             if model.discrete_update is not None:
                 u_next = at(rates, jnp.minimum(g, n_grid - 2))
@@ -177,6 +179,8 @@ def async_grid_solver(
         if save_states:
             out["states"] = jnp.full((n, n_out + 1, x.shape[0]), jnp.nan)
         out = record(out, x, g0, jnp.ones(n, dtype=bool))
+        if model.events:
+            x = model.apply_events(x, grid[g0], p, after=True)
         t = jnp.full((n,), grid[0])
         dt0 = jnp.full((n,), grid[1] - grid[0])
         if fixed_dt is not None:
@@ -219,6 +223,8 @@ def async_grid_solver(
             x_at = actions(x, g, u)
             x = jnp.where(crossed, x_at, x)
             out = record(out, x, g, crossed)
+            if model.events:
+                x = jnp.where(crossed, model.apply_events(x, grid[g], p, after=True), x)
             u_next = at(rates, jnp.minimum(g, n_grid - 2))
             needs_fresh = crossed | (not fsal)  # a fresh derivative after an event or for a non-FSAL tableau
             k1 = jnp.where(needs_fresh, rhs(t, x, u_next), jnp.where(accept, f_new, k1))

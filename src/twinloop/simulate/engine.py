@@ -115,6 +115,8 @@ def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], s
         p = model.param_map(params)
 
         def at_grid_point(x: Any, k: Any, u_prev: Any, u_next: Any) -> Any:
+            if model.events:
+                x = model.apply_events(x, grid[k], p)
             x = model.apply_boluses(x, jumps[k], p)
             if model.discrete_update is not None:
                 x = jnp.where(on_sample[k], model.discrete_update(x, u_prev, u_next, p), x)
@@ -130,9 +132,12 @@ def _grid_runner(model: Model, integrate: Callable[..., tuple[Any, Any, Any]], s
             x, u_prev, dt, code = carry
             u = rates[k]
             x = at_grid_point(x, k, u_prev, u)
+            recorded = record(x)
+            if model.events:
+                x = model.apply_events(x, grid[k], p, after=True)
             x_next, dt, step_code = integrate(x, u, p, grid[k], grid[k + 1], dt)
             code = jnp.where(code == 0, step_code, code)
-            return (x_next, u, dt, code), record(x)
+            return (x_next, u, dt, code), recorded
 
         x0 = start_state(model, p, y0)
         batch = x0.shape[1:]

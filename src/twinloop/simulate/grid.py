@@ -33,13 +33,14 @@ def _sample_points(model: Model, plans: Sequence[Inputs], t0: float, t1: float) 
 
 
 def integration_grid(model: Model, plans: Sequence[Inputs], times: np.ndarray) -> np.ndarray:
-    """The shared time grid: output times, every input breakpoint inside the span,
-    and the multiples of the model's ``sample_time`` where its discrete update runs."""
+    """The shared time grid: output times, every input breakpoint and model event
+    inside the span, and the multiples of the model's ``sample_time`` where its discrete update runs."""
     t0, t1 = float(times[0]), float(times[-1])
     points = set(times.tolist())
     for plan in plans:
         points |= {t for t in plan.breakpoints() if t0 <= t <= t1}
     points |= _sample_points(model, plans, t0, t1)
+    points |= {e.time for e in model.events if t0 <= e.time <= t1}
     grid = np.array(sorted(points), dtype=np.float64)
     # Merge points closer than a tiny tolerance (floating-point twins of one time).
     keep = np.r_[True, np.diff(grid) > 1e-9 * max(1.0, abs(t1))]
