@@ -13,8 +13,6 @@ Small cohorts and short horizons keep every step to a few seconds.
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +26,6 @@ from typer.testing import CliRunner
 
 import twinloop as tl
 from twinloop.cli.app import app
-from twinloop.models.base import Model, Observable
 
 runner = CliRunner()
 
@@ -82,6 +79,9 @@ SIR = """<?xml version="1.0" encoding="UTF-8"?>
   <model id="sir_epidemic" name="SIR epidemic (Kermack-McKendrick)" timeUnits="day" substanceUnits="item"
          extentUnits="item" volumeUnits="dimensionless">
     <listOfUnitDefinitions>
+      <unitDefinition id="day">
+        <listOfUnits><unit kind="second" exponent="1" scale="0" multiplier="86400"/></listOfUnits>
+      </unitDefinition>
       <unitDefinition id="per_day">
         <listOfUnits><unit kind="second" exponent="-1" scale="0" multiplier="86400"/></listOfUnits>
       </unitDefinition>
@@ -125,25 +125,6 @@ SIR = """<?xml version="1.0" encoding="UTF-8"?>
   </model>
 </sbml>
 """
-
-
-def _has_contract() -> bool:
-    """The shared contract the Lorenz file is written against: declared observation noise
-    (``Observable.noise``, ``twinloop.models.noise``) and dimensionless time mapped to clock
-    time (``Model.clock_seconds``)."""
-    observable = {f.name for f in dataclasses.fields(Observable)}
-    model = {f.name for f in dataclasses.fields(Model)}
-    return "noise" in observable and "clock_seconds" in model
-
-
-HAS_CONTRACT = _has_contract()
-HAS_SBML = importlib.util.find_spec("twinloop.models.sbml") is not None
-needs_contract = pytest.mark.xfail(
-    not HAS_CONTRACT, reason="needs Observable.noise and Model.clock_seconds (the shared contract)", strict=True
-)
-needs_sbml = pytest.mark.xfail(
-    not (HAS_CONTRACT and HAS_SBML), reason="needs the SBML importer and the shared contract", strict=True
-)
 
 
 def cli(*args: str) -> str:
@@ -268,7 +249,6 @@ def lorenz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any
         yield tmp, product
 
 
-@needs_contract
 def test_lorenz63_is_added_with_one_command_and_passes_its_contract(lorenz):
     tmp, product = lorenz
     assert sorted(p.name for p in (tmp / "models").iterdir()) == ["lorenz63.py"]
@@ -280,7 +260,6 @@ def test_lorenz63_is_added_with_one_command_and_passes_its_contract(lorenz):
     assert np.all(patients["y0"] == -1.531)  # not in the population: the model default
 
 
-@needs_contract
 @pytest.mark.parametrize("fit", [("rho",), ()], ids=["joint", "state-only"])
 def test_lorenz63_twin_syncs_and_forecasts_the_true_trajectory(lorenz, fit):
     tmp, product = lorenz
@@ -308,7 +287,6 @@ def test_lorenz63_twin_syncs_and_forecasts_the_true_trajectory(lorenz, fit):
     assert np.mean(inside) >= 0.8
 
 
-@needs_contract
 @pytest.mark.slow
 def test_lorenz63_governance_report(lorenz):
     tmp, _ = lorenz
@@ -338,7 +316,6 @@ def sir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any, s
         yield tmp, product, infected
 
 
-@needs_sbml
 def test_sir_is_imported_with_one_command_stored_as_is_and_passes_its_contract(sir):
     tmp, product, _ = sir
     assert (tmp / "models" / "sir.xml").read_text() == SIR
@@ -349,14 +326,14 @@ def test_sir_is_imported_with_one_command_stored_as_is_and_passes_its_contract(s
     assert len(product.table("patients")) == 4
 
 
-@needs_sbml
 def test_sir_twin_syncs_and_forecasts_the_true_epidemic(sir):
     tmp, product, infected = sir
     truth_p = product.table("patients").iloc[0]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TWINLOOP_MODELS_DIR", str(tmp / "models"))
         prior = tl.cohort.Population.default(tl.models.get("sir"))
-        noise = {infected: {"additive": 2.0, "proportional": 0.05}}  # SBML declares no noise: the user gives it
+        # SBML declares no observation noise: the user gives it for every observable the twin reports
+        noise = {name: {"additive": 2.0, "proportional": 0.05} for name in tl.models.get("sir").observable_names}
         twin = twin_through("sir", product, str(truth_p["subject_id"]), prior, noise, fit=("beta", "gamma"))
         q = in_model_time(twin.forecast(hours=240.0).quantiles(), product, 86400.0)
     rows = q[q["variable"] == infected].sort_values("t")
@@ -364,7 +341,6 @@ def test_sir_twin_syncs_and_forecasts_the_true_epidemic(sir):
     np.testing.assert_allclose(rows["q50"].to_numpy(), reference, rtol=0.25, atol=5.0)
 
 
-@needs_sbml
 @pytest.mark.slow
 def test_sir_governance_report(sir):
     tmp, _, _ = sir

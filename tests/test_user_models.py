@@ -3,7 +3,6 @@ and plugin models found through entry points of group ``twinloop.models``."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -270,7 +269,6 @@ SBML = """<?xml version="1.0" encoding="UTF-8"?>
   </model>
 </sbml>
 """
-HAS_SBML = importlib.util.find_spec("twinloop.models.sbml") is not None
 
 
 def test_import_without_an_sbml_importer_says_so_and_stores_nothing(tmp_path, model_dir, monkeypatch):
@@ -281,7 +279,6 @@ def test_import_without_an_sbml_importer_says_so_and_stores_nothing(tmp_path, mo
     assert not model_dir.exists() or list(model_dir.iterdir()) == []
 
 
-@pytest.mark.xfail(not HAS_SBML, reason="twinloop.models.sbml (the SBML importer) is not on this branch", strict=True)
 def test_import_stores_the_sbml_file_as_is_and_reads_it_on_lookup(tmp_path, model_dir):
     (tmp_path / "decay.xml").write_text(SBML)
     code, output = invoke("models", "import", str(tmp_path / "decay.xml"), "--id", "decay", "--no-check")
