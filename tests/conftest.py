@@ -18,6 +18,16 @@ os.environ.setdefault("TWINLOOP_CACHE_DIR", os.path.join(os.path.dirname(__file_
 
 import twinloop as tl
 
+# The files whose tests take longest go first, so that with two workers (pytest-xdist,
+# ``--dist loadfile``, as `make test` runs) neither is left alone with a long file at the end.
+LONGEST_FIRST = ("test_cli.py", "test_heldout.py", "test_learn.py", "test_twin.py", "test_calibrate.py",
+                 "test_amortized.py", "test_govern.py", "test_models.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the other files keep their order
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _release_compiled_code() -> Iterator[None]:

@@ -260,7 +260,8 @@ def test_lorenz63_is_added_with_one_command_and_passes_its_contract(lorenz):
     assert np.all(patients["y0"] == -1.531)  # not in the population: the model default
 
 
-@pytest.mark.parametrize("fit", [("rho",), ()], ids=["joint", "state-only"])
+# joint estimation of a Lorenz-63 twin is also in the default run of tests/test_twin_modes.py
+@pytest.mark.parametrize("fit", [pytest.param(("rho",), marks=pytest.mark.slow), ()], ids=["joint", "state-only"])
 def test_lorenz63_twin_syncs_and_forecasts_the_true_trajectory(lorenz, fit):
     tmp, product = lorenz
     truth_p = product.table("patients").iloc[0]
