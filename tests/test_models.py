@@ -14,7 +14,15 @@ def test_registry_lists_and_returns_models():
         tl.models.get("nope")
 
 
-@pytest.mark.parametrize("model_id", tl.models.available())
+# The default run checks one model of each kind (T1D with its discrete update and steady
+# state, PK with boluses, tumour growth with a closed form and with a drug effect); the
+# variants of those kinds (two-compartment PK and Claret, Simeoni) run in the slow set.
+VARIANTS = {"pk-two-compartment", "tgi-claret-2cmt", "tgi-simeoni"}
+
+
+@pytest.mark.parametrize(
+    "model_id", [pytest.param(m, marks=pytest.mark.slow) if m in VARIANTS else m for m in tl.models.available()]
+)
 def test_every_registered_model_passes_its_contract(model_id):
     results = tl.models.check_model(tl.models.get(model_id))
     assert [r.name for r in results] == ["units", "jit_and_vmap", "gradients", "nonnegative_states", "steady_state"]
