@@ -12,7 +12,6 @@ et al. 2020).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,23 +22,13 @@ import numpy as np
 
 from twinloop.errors import ModelError
 from twinloop.models.base import Model, ParamMap
+from twinloop.models.profile import ClosureFeature as Feature  # one network input (declared with the model)
+from twinloop.models.profile import FeatureFn
 
-FeatureFn = Callable[[Any, Any, Any, ParamMap], Any]
 REFERENCE = (
     "Rackauckas C, Ma Y, Martensen J, et al. Universal differential equations for scientific machine learning. "
     "arXiv:2001.04385 (2020)."
 )
-
-
-@dataclass(frozen=True)
-class Feature:
-    """One network input: ``fn(t, x, u, p)`` in ``unit``, divided by ``scale`` before use."""
-
-    name: str
-    unit: str
-    fn: FeatureFn
-    scale: float = 1.0
-    description: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twinloop.errors import ModelError
-from twinloop.learn.closure import Closure, Feature
+from twinloop.learn.closure import Closure
 from twinloop.models.profile import ClosureSpec
 from twinloop.models.registry import available as available_models
 from twinloop.models.registry import get as get_model
@@ -22,8 +22,7 @@ _REGISTERED: dict[str, tuple[str, Callable[[], Closure]]] = {}
 
 def from_spec(spec: ClosureSpec) -> Closure:
     """The closure a model's declaration describes."""
-    features = tuple(Feature(f.name, f.unit, f.fn, f.scale, f.description) for f in spec.features)
-    return Closure(spec.name, spec.target, features, spec.unit, spec.lower, spec.upper, spec.gate,
+    return Closure(spec.name, spec.target, tuple(spec.features), spec.unit, spec.lower, spec.upper, spec.gate,
                    spec.gate_description, spec.width, spec.depth, spec.description)  # fmt: skip
 
 
