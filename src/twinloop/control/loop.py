@@ -331,7 +331,7 @@ class LoopPlant:
         self.model, self.patients = model, patients
         self.scenario = scenario or Scenario()
         self.config = _config(model, self.scenario, accurate)
-        self.exo = {k: jax.numpy.asarray(v) for k, v in exogenous(patients, self.scenario, seed).items()}
+        self.reseed(seed)
         plant = _Plant(model, self.config)
         self._initial = jax.jit(plant.initial)
         self._advance = jax.jit(plant.advance)
@@ -339,6 +339,13 @@ class LoopPlant:
     @property
     def period(self) -> int:
         return self.config.period
+
+    def reseed(self, seed: int) -> None:
+        """Draw the meals, announcements and sensor errors again from ``seed`` (same shapes:
+        nothing recompiles)."""
+        import jax.numpy as jnp
+
+        self.exo = {k: jnp.asarray(v) for k, v in exogenous(self.patients, self.scenario, seed).items()}
 
     def initial(self) -> tuple[dict[str, Any], Observation]:
         """Every patient at minute 0 and the first observation."""
