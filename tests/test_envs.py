@@ -16,6 +16,7 @@ from gymnasium.vector import AutoresetMode
 
 import twinloop as tl
 from twinloop.control import Patients, Scenario, basal_bolus, closed_loop
+from twinloop.control.loop import exogenous
 from twinloop.envs import ENV_ID, EnvSettings, GlucoseEnv, GlucoseVectorEnv, controllable_model, risk_index
 
 SHORT = Scenario(days=0.125, meals=((30.0, 40.0), (100.0, 60.0)), meal_time_sd_min=10.0, meal_size_cv=0.2,
@@ -165,6 +166,12 @@ def test_ended_patients_restart_on_the_next_step_with_new_meals(venv: GlucoseVec
         obs, reward, terminated, truncated, info = venv.step(basal_bolus_actions(patients, info))
         meals.append(info["meal_g"])
     assert truncated.all() and not np.allclose(np.stack(meals), first["meal"])  # drawn again, not replayed
+
+
+def test_new_episodes_draw_meals_and_sensor_errors_as_the_closed_loop_does(venv: GlucoseVectorEnv) -> None:
+    drawn, expected = venv.core.draw(2, 9), exogenous(venv.patients[:2], SHORT, 9)
+    assert all(np.array_equal(drawn[key], expected[key].T) for key in ("eaten", "announced", "noise"))
+    assert drawn["eaten"].sum() > 0 and np.abs(drawn["noise"]).max() > 0
 
 
 def test_an_overdose_ends_only_that_patients_episode(venv: GlucoseVectorEnv) -> None:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twinloop.control.loop import LoopPlant, exogenous
+from twinloop.control.loop import LoopPlant
 from twinloop.control.pump import Pump
 from twinloop.control.types import Action, Observation
 from twinloop.envs.reward import risk_index
@@ -188,20 +188,33 @@ class EnvCore:
         """New meals, announcements and sensor errors for the patients ``rows``, written
         into the plant's arrays in place (row counts padded to powers of two, so few
         shapes compile)."""
-        drawn = exogenous(self.patients[rows], self.scenario, seed)
+        drawn = self.draw(rows.size, seed)
         size = min(1 << (rows.size - 1).bit_length(), self.n)
         pad = np.full(size - rows.size, rows.size - 1)
         index = jnp.asarray(np.concatenate([rows, rows[pad]]))
         exo = dict(self.plant.exo)
         for key in REDRAWN:
-            values = np.concatenate([drawn[key], drawn[key][:, pad]], axis=1)
-            exo[key] = _scatter(exo[key], index, jnp.asarray(values))
+            exo[key] = _scatter(exo[key], index, np.concatenate([drawn[key], drawn[key][pad]]))
         self.plant.exo = exo
+
+    def draw(self, k: int, seed: int) -> dict[str, np.ndarray]:
+        """The meals, announcements and sensor errors of ``k`` new episodes, patient-first:
+        those ``twinloop.control.loop.exogenous`` draws for ``k`` patients and ``seed``
+        (transposed on the device, not here)."""
+        from twinloop.models.t1d_cgm import CGMSensor
+
+        scenario = self.scenario
+        eaten, announced = scenario.meal_grid(k, seed)
+        times = scenario.sensor_period * np.arange(scenario.minutes // scenario.sensor_period + 1, dtype=np.float64)
+        sensor = CGMSensor(scenario.sensor, noise=True)
+        noise = sensor.errors(k, times, seed) if scenario.noise else np.zeros((k, times.size))
+        return {"eaten": eaten, "announced": announced, "noise": noise}
 
 
 @partial(jax.jit, donate_argnums=0)
-def _scatter(table: Any, columns: Any, values: Any) -> Any:
-    return table.at[:, columns].set(values)
+def _scatter(table: Any, columns: Any, rows: Any) -> Any:
+    """``table`` (time by patient) with the ``columns`` replaced by ``rows`` (patient by time)."""
+    return table.at[:, columns].set(rows.T)
 
 
 @jax.jit

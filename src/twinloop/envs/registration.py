@@ -14,7 +14,10 @@ ENV_ID = "twinloop/T1D-v0"
 def register_envs() -> None:
     """Register ``twinloop/T1D-v0`` (``gymnasium.make`` gives a ``GlucoseEnv``,
     ``gymnasium.make_vec`` a ``GlucoseVectorEnv``); keyword arguments of ``make`` and
-    ``make_vec`` go to the environment (``model=...`` chooses another model). Idempotent."""
+    ``make_vec`` go to the environment (``model=...`` chooses another model). ``make_vec``'s
+    ``"sync"`` and ``"async"`` modes would copy one ``GlucoseEnv`` N times (the same
+    patient, a Python loop); its default here, ``"vector_entry_point"``, steps N patients
+    in one compiled call. Idempotent."""
     import gymnasium
 
     if ENV_ID in gymnasium.registry:
