@@ -255,3 +255,30 @@ def test_patients_from_a_population_the_published_set_or_taken_in_turn() -> None
         cycled.reset(options={"x": 1})
     with pytest.raises(tl.InputError, match=r"Call reset\(\) before step\(\)"):
         cycled.step(np.zeros((5, 2)))
+
+
+def test_a_missed_meal_bolus_ends_in_hyperglycaemia_and_gymnasiums_statistics_count_it(venv: GlucoseVectorEnv) -> None:
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    env = RecordEpisodeStatistics(venv)
+    env.reset(seed=13)
+    actions = np.stack([venv.patients.basal * 60.0, np.zeros(3)], axis=1)  # basal only: no meal boluses
+    returns, ended, hyper = np.zeros(3), {}, False
+    for step in range(1, STEPS + 1):
+        _, reward, terminated, truncated, info = env.step(actions)
+        returns += reward
+        for i in np.flatnonzero(terminated | truncated):
+            ended[int(i)] = step
+            assert info["_episode"][i] and info["episode"]["l"][i] == step
+            assert info["episode"]["r"][i] == pytest.approx(returns[i])
+            returns[i] = 0.0
+        hyper |= bool(terminated[2] and info["plasma_glucose_mg_dl"][2].max() > 600.0)
+    assert hyper and ended[0] == ended[1] == STEPS and ended[2] < STEPS  # the child passed 600 mg/dL
+
+
+@pytest.mark.slow
+def test_the_accurate_path_reproduces_the_accurate_closed_loop() -> None:
+    env = GlucoseVectorEnv(patients=NAMES, scenario=SHORT, accurate=True)
+    episode = run(env, 7, lambda info: basal_bolus_actions(env.patients, info))
+    reference = closed_loop(env.model, env.patients, basal_bolus(), SHORT, seed=7, accurate=True)
+    assert np.allclose(episode["bg"], reference.bg, rtol=1e-9, atol=0)
