@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from twinloop.models.base import Model
 
 MINUTES_PER_DAY = 1440.0
-EXTRA = 4  # insulin on board, announced carbohydrate, sin and cos of the time of day
 REDRAWN = ("eaten", "announced", "noise")  # the exogenous arrays a new episode draws again
 
 
@@ -118,11 +117,6 @@ class EnvCore:
         self._hist: Any = None
         self._steps: Any = None
 
-    @property
-    def size(self) -> int:
-        """Entries of one patient's observation."""
-        return self.settings.history + EXTRA
-
     def spaces(self) -> tuple[Any, Any]:
         """One patient's observation and action spaces (float32 boxes)."""
         from gymnasium.spaces import Box
@@ -132,10 +126,6 @@ class EnvCore:
         high = np.array([lim.cgm_high] * h + [np.inf, np.inf, 1.0, 1.0], dtype=np.float32)
         action = Box(self.action_low.astype(np.float32), self.action_high.astype(np.float32), dtype=np.float32)
         return Box(low, high, dtype=np.float32), action
-
-    @property
-    def started(self) -> bool:
-        return self._state is not None
 
     def reset(self, seed: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Every patient at minute 0 of a new episode, its meals and sensor errors drawn from ``seed``."""
