@@ -150,6 +150,34 @@ class ContextOfUse:
                 raise ModelError(f"ContextOfUse.{key} must be one of {INFLUENCE_LEVELS}; got {getattr(self, key)!r}.")
 
 
+TherapyRule = Callable[[Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class ControlInterface:
+    """How an insulin-dosing controller drives the model (``twinloop.control``).
+
+    Arguments:
+        sensed: the observable a glucose sensor reads (mg/dL).
+        insulin: the rate input the pump sets (U/min, basal and bolus alike).
+        carbs: the rate input of carbohydrate eaten (g/min).
+        basal: the patient's programmed basal rate (U/min) from the parameters.
+        therapy: ``therapy(params, ids)`` -> per-patient ``carb_ratio`` (g/U),
+            ``correction_factor`` (mg/dL per U) and ``age`` (years) arrays; ``params``
+            maps parameter names (and any latent columns a population draws) to arrays.
+        eat_rate_g_per_min: how fast an announced meal is eaten.
+        plasma: the observable a patient's glucose outcome is judged on (mg/dL).
+    """
+
+    sensed: str
+    insulin: str
+    carbs: str
+    basal: Callable[[Any], Any]
+    therapy: TherapyRule
+    eat_rate_g_per_min: float = 5.0
+    plasma: str = ""
+
+
 @dataclass(frozen=True)
 class ModelProfile:
     """What belongs to a model besides its equations (every field optional).
@@ -162,6 +190,7 @@ class ModelProfile:
         context: the context of use of the credibility report.
         check_horizon: the span (model time) over which ``check_model`` compares the
             backends; None lets it choose from the model's dynamics.
+        control: how insulin-dosing controllers drive the model, None if they cannot.
     """
 
     population: Path | None = None
@@ -170,6 +199,7 @@ class ModelProfile:
     closures: tuple[ClosureSpec, ...] = ()
     context: ContextOfUse | None = None
     check_horizon: float | None = None
+    control: ControlInterface | None = None
 
     def __post_init__(self) -> None:
         kinds = [t.kind for t in self.treatments]
@@ -192,6 +222,8 @@ class ModelProfile:
 
     def check(self, model: Model) -> None:
         """Every name the profile gives exists in ``model``."""
+        if self.control is not None:
+            _check_control(self.control, model)
         for ref in self.validation:
             if ref.observable not in model.observable_names:
                 raise ModelError(
@@ -204,3 +236,16 @@ class ModelProfile:
                     f"Closure '{spec.name}' of model '{model.id}' targets state '{spec.target}'; "
                     f"expected one of {list(model.state_names)}."
                 )
+
+
+def _check_control(control: ControlInterface, model: Model) -> None:
+    rates = tuple(i.name for i in model.rate_inputs)
+    named = {"sensed": (control.sensed, model.observable_names), "insulin": (control.insulin, rates),
+             "carbs": (control.carbs, rates)}  # fmt: skip
+    if control.plasma:
+        named["plasma"] = (control.plasma, model.observable_names)
+    for key, (name, known) in named.items():
+        if name not in known:
+            raise ModelError(
+                f"The control interface of model '{model.id}' names {key} '{name}'; expected one of {list(known)}."
+            )

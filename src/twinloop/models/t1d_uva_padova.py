@@ -22,7 +22,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -36,7 +36,14 @@ from twinloop.errors import InputError
 from twinloop.models.base import Input, Model, Observable, Parameter, ParamMap, State
 from twinloop.models.inputs import Inputs
 from twinloop.models.noise import NoiseModel
-from twinloop.models.profile import ContextOfUse, ModelProfile, ReferenceCase, Treatment, ValidationReference
+from twinloop.models.profile import (
+    ContextOfUse,
+    ControlInterface,
+    ModelProfile,
+    ReferenceCase,
+    Treatment,
+    ValidationReference,
+)
 from twinloop.models.treatments import check_events, number
 
 ID = "t1d-uva-padova"
@@ -414,6 +421,41 @@ def _simglucose_validation(model: Model) -> list[ReferenceCase]:
     return [] if path is None else simglucose_cases(pd.read_csv(path), first=5)
 
 
+def therapy_settings(params: Mapping[str, Any], ids: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each patient's carbohydrate ratio, correction factor and age.
+
+    A published patient has simglucose's (``Quest.csv``); another takes ``carb_ratio``,
+    ``correction_factor`` and ``age`` when its population drew them, else the 500 rule
+    for the ratio and the 1800 rule for the factor, with daily insulin twice the basal.
+    """
+    n = len(ids)
+    daily = 2.0 * np.broadcast_to(np.asarray(basal_rate_U_per_min(params), dtype=np.float64), (n,)) * 1440.0
+    drawn = {
+        "carb_ratio": params.get("carb_ratio", 500.0 / daily),
+        "correction_factor": params.get("correction_factor", 1800.0 / daily),
+        "age": params.get("age", np.full(n, np.nan)),
+    }
+    out = {key: np.array(np.broadcast_to(np.asarray(v, dtype=np.float64), (n,))) for key, v in drawn.items()}
+    published = therapies()
+    for i, name in enumerate(ids):
+        if name in published:
+            t = published[name]
+            out["carb_ratio"][i], out["correction_factor"][i] = t.carb_ratio_g_per_U, t.correction_factor_mg_dl_per_U
+            out["age"][i] = t.age_years
+    return out
+
+
+CONTROL = ControlInterface(
+    sensed="subcutaneous_glucose",
+    insulin="insulin",
+    carbs="carbs",
+    basal=basal_rate_U_per_min,
+    therapy=therapy_settings,
+    eat_rate_g_per_min=5.0,
+    plasma="plasma_glucose",
+)
+
+
 def profile() -> ModelProfile:
     """The default population, treatments, peer reference and context of use."""
     return ModelProfile(
@@ -434,6 +476,7 @@ def profile() -> ModelProfile:
             model_influence="medium",
             decision_consequence="high",
         ),
+        control=CONTROL,
     )
 
 
