@@ -190,7 +190,7 @@ def render(
     page = Page(title)
     page.add("<h2>Run</h2>" + table([{"item": k, "value": _plain(v)} for k, v in lineage.items()]))
     groups = list(dict.fromkeys(r["group"] for r in summary))
-    ci = summary[0] if summary else {"ci_level": 0.95, "ci_method": "t"}
+    ci: Mapping[str, Any] = summary[0] if summary else {"ci_level": 0.95, "ci_method": "t"}
     page.add(f"<h2>Metrics</h2><p class=note>Mean over patients [{100 * ci['ci_level']:.0f} % confidence interval, "
              f"{html.escape(str(ci['ci_method']))}]. Column prefixes say the signal: <code>cgm_</code> the sensor's "
              "readings at its sample times, <code>bg_</code> plasma glucose every minute.</p>")  # fmt: skip
@@ -199,8 +199,9 @@ def render(
         page.add(table(metric_table(summary, group)))
     page.add("<h2>Paired comparisons</h2><p class=note>Difference second minus first over the same patients: mean "
              "[t interval], paired t-test and Wilcoxon signed-rank p-values.</p>")  # fmt: skip
-    page.add(table(comparisons, ["first", "second", "metric", "n", "mean_first", "mean_second", "mean_difference",
-                                 "ci_low", "ci_high", "p_paired_t", "p_wilcoxon"]))  # fmt: skip
+    columns = ["first", "second", "group", "metric", "n", "mean_first", "mean_second", "mean_difference", "ci_low",
+               "ci_high", "p_paired_t", "p_wilcoxon"]  # fmt: skip
+    page.add(table(comparisons, columns))
     page.add(f"<h2>Control-variability grid</h2><p class=note>On {html.escape(signal)}.</p>")
     page.figure(cvga_figure(cvga))
     page.add("<h2>Glucose by time of day</h2>")
