@@ -131,7 +131,12 @@ def evaluate_command(
     out: Annotated[Path, typer.Option("--out", help="folder for the Parquet tables, report.html and manifest")],
     controller: Annotated[
         list[str] | None,
-        typer.Option("--controller", "-c", help="bb, pid or mpc, optionally with settings: pid:P=0.002 (repeatable)"),
+        typer.Option(
+            "--controller",
+            "-c",
+            metavar="SPEC",
+            help="bb, pid or mpc, optionally with settings: pid:P=0.002 (repeatable)",
+        ),
     ] = None,
     patients: Annotated[
         str, typer.Option(help="'published', a number drawn from the default population, or names (adult#001,...)")
