@@ -249,14 +249,20 @@ def evaluate(
     _check(controllers)
     m.mean_ci([1.0, 2.0], level=ci_level, method=ci_method)  # refuse a bad method or level before running
     results = tuple(closed_loop(model, patients, c, scenario, seed=seed, accurate=accurate) for c in controllers)
-    settings = {"patients": _patients_lineage(patients),
-                "ci": {"method": ci_method, "level": ci_level, "bootstrap_resamples": 2000 if ci_method == "bootstrap"
-                       else None, "over": "patients (failed patients left out)"}}  # fmt: skip
-    return tabulate(results, ci_method=ci_method, ci_level=ci_level, settings=settings)
+    ci: dict[str, Any] = {"method": ci_method, "level": ci_level, "over": "patients (failed patients left out)"}
+    if ci_method == "bootstrap":
+        ci |= {"resamples": 2000, "seed": seed}
+    settings = {"patients": _patients_lineage(patients), "ci": ci}
+    return tabulate(results, ci_method=ci_method, ci_level=ci_level, seed=seed, settings=settings)
 
 
 def tabulate(
-    results: Sequence[ClosedLoopResult], *, ci_method: str = "t", ci_level: float = 0.95, settings: dict[str, Any]
+    results: Sequence[ClosedLoopResult],
+    *,
+    ci_method: str = "t",
+    ci_level: float = 0.95,
+    seed: int = 0,
+    settings: dict[str, Any],
 ) -> Evaluation:
     """The tables of an evaluation from closed-loop results on the same patients."""
     import pandas as pd
@@ -270,7 +276,7 @@ def tabulate(
     for r in results:
         frame = pd.DataFrame({"controller": r.controller, "patient": list(ids), "group": groups, "failed": r.failed})
         frames.append(pd.concat([frame, pd.DataFrame(per[r.controller])], axis=1))
-        rows = m.summarize(per[r.controller], groups, level=ci_level, method=ci_method)
+        rows = m.summarize(per[r.controller], groups, level=ci_level, method=ci_method, seed=seed)
         summary += [{"controller": r.controller, **row} for row in rows]
         for prefix in SIGNALS:
             counts = m.cvga_counts(per[r.controller][f"{prefix}_cvga_zone"])

@@ -246,12 +246,18 @@ def mean_ci(
 
 
 def summarize(
-    metrics: Mapping[str, Any], groups: Sequence[str] | None = None, *, level: float = 0.95, method: str = "t"
+    metrics: Mapping[str, Any],
+    groups: Sequence[str] | None = None,
+    *,
+    level: float = 0.95,
+    method: str = "t",
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """One row per (group, metric): n, mean, sd, CI of the mean, median, quartiles.
 
     ``groups`` labels each patient (e.g. child/adolescent/adult); the rows of group ``"all"``
-    pool every patient. Non-numeric entries (``cvga_zone``) are skipped.
+    pool every patient. Non-numeric entries (``cvga_zone``) are skipped; ``seed`` seeds the
+    bootstrap resamples.
     """
     numeric = {k: np.asarray(v, dtype=np.float64) for k, v in metrics.items() if _numeric(v)}
     n = len(next(iter(numeric.values()))) if numeric else 0
@@ -267,7 +273,7 @@ def summarize(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 q25, q50, q75 = (float(v) for v in np.nanpercentile(x, [25, 50, 75])) if x.size else (math.nan,) * 3
-            row = mean_ci(x, level=level, method=method)
+            row = mean_ci(x, level=level, method=method, seed=seed)
             rows.append({"group": group, "metric": name, **row, "median": q50, "q25": q25, "q75": q75,
                          "ci_level": level, "ci_method": method})  # fmt: skip
     return rows

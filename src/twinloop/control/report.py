@@ -193,7 +193,8 @@ def render(
     ci: Mapping[str, Any] = summary[0] if summary else {"ci_level": 0.95, "ci_method": "t"}
     page.add(f"<h2>Metrics</h2><p class=note>Mean over patients [{100 * ci['ci_level']:.0f} % confidence interval, "
              f"{html.escape(str(ci['ci_method']))}]. Column prefixes say the signal: <code>cgm_</code> the sensor's "
-             "readings at its sample times, <code>bg_</code> plasma glucose every minute.</p>")  # fmt: skip
+             "readings at its sample times, <code>bg_</code> plasma glucose every minute. Intervals are not clipped to "
+             "a metric's range (a t interval over few patients may reach below 0 %).</p>")  # fmt: skip
     for group in groups:
         page.add(f"<h3>{'All patients' if group == 'all' else 'Group: ' + html.escape(str(group))}</h3>")
         page.add(table(metric_table(summary, group)))
