@@ -36,7 +36,6 @@ SIGNALS = {
     "cgm": "CGM readings at the sensor's sample times",
     "bg": "plasma glucose every minute",
 }
-FILES = ("patients", "summary", "comparisons", "cvga", "traces")
 
 
 def signal_metrics(result: ClosedLoopResult) -> dict[str, np.ndarray]:
