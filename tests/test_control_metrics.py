@@ -210,3 +210,24 @@ def test_bad_shapes_are_refused():
         glucose_metrics(np.ones((2, 5)), np.arange(4))
     with pytest.raises(InputError, match="strictly increasing"):
         glucose_metrics(np.ones((2, 3)), [0, 5, 5])
+
+
+def test_ranges_match_simglucose_percent_stats():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from simglucose.analysis.report import percent_stats
+    rng = np.random.default_rng(4)
+    g = np.round(rng.uniform(40, 300, (5, 288)))  # whole mg/dL, so the boundaries 70, 180, 250 occur
+    ref, fig, _ = percent_stats(pd.DataFrame(g.T, columns=[f"p{i}" for i in range(5)]))
+    plt.close(fig)
+    m = glucose_metrics(g, 5.0 * np.arange(288))
+    np.testing.assert_allclose(m["tir_70_180_pct"], ref["70<=BG<=180"].to_numpy())
+    np.testing.assert_allclose(m["tbr_70_pct"], ref["BG<70"].to_numpy())
+    np.testing.assert_allclose(m["tar_180_pct"], ref["BG>180"].to_numpy())
+    np.testing.assert_allclose(m["tar_250_pct"], ref["BG>250"].to_numpy())
