@@ -27,7 +27,8 @@ TOLERANCE_MG_DL = 0.5
 # one rounding step of the Insulet pump (0.05 pmol/min): a rate on a rounding boundary
 # may go either way when the CGM differs in its eighth digit
 PUMP_STEP_U_PER_MIN = 0.05 / 6000
-FAST_PATIENTS = ["adolescent#001", "adult#001", "child#001"]
+# in each age group, the patient farthest from simglucose over both controllers (all 30: the slow set)
+FAST_PATIENTS = ["adolescent#008", "adult#003", "child#007"]
 SCENARIO = Scenario(days=1, meals=((420, 50), (720, 70), (1140, 80)), noise=False, rescue=None)
 CONTROLLERS = {"bb": basal_bolus, "pid": lambda: pid(P=0.001, I=0.00001, D=0.001, target=140)}
 
