@@ -112,7 +112,10 @@ class EnvCore:
         self.action_low = np.zeros(2)
         self.action_high = np.array([settings.max_basal_U_per_h, settings.max_bolus_U], dtype=np.float64)
         self._start = jax.jit(partial(_start, history=settings.history, limits=self.limits))
-        self._post = jax.jit(partial(_post, limits=self.limits))
+        # the plant's jitted functions of (..., exo), composed into one compiled call per step
+        advance, initial = self.plant._advance, self.plant._initial
+        self._period = jax.jit(partial(_period, advance=advance, initial=initial, limits=self.limits))
+        self._none = np.zeros(self.n, dtype=bool)
         self._state: dict[str, Any] | None = None
         self._hist: Any = None
         self._steps: Any = None
@@ -143,16 +146,13 @@ class EnvCore:
         if self._state is None:
             raise InputError("Call reset() before step(): the environment has no episode yet.")
         a = self.clip(actions)
-        state, obs, records, rescued = self.plant.advance(self._state, Action(a[:, 0] / 60.0, a[:, 1]))
+        action = Action(a[:, 0] / 60.0, a[:, 1])
         if fresh is not None and fresh.any():
-            rows = np.flatnonzero(fresh)
-            self._redraw(rows, 0 if seed is None else seed)
-            start, first = self._initial()
-            state, obs = _select(fresh, start, state), _select(fresh, first, obs)
+            self._redraw(np.flatnonzero(fresh), 0 if seed is None else seed)
         else:
-            fresh = np.zeros(self.n, dtype=bool)
-        self._state = state
-        self._hist, self._steps, out = self._post(self._hist, self._steps, obs, records, rescued, fresh)
+            fresh = self._none
+        args = (self._state, action, self.plant.exo, self._hist, self._steps, fresh)
+        self._state, self._hist, self._steps, out = self._period(*args)
         vector, reward, terminated, truncated, info = out
         host = {k: np.array(v) for k, v in info.items()}
         return np.array(vector), np.array(reward), np.array(terminated), np.array(truncated), host
@@ -207,10 +207,33 @@ def _scatter(table: Any, columns: Any, rows: Any) -> Any:
     return table.at[:, columns].set(rows.T)
 
 
-@jax.jit
 def _select(mask: Any, fresh: Any, current: Any) -> Any:
     """``fresh`` where ``mask`` (over the last, patient axis of every leaf), else ``current``."""
     return jax.tree.map(lambda a, b: jnp.where(mask, a, b), fresh, current)
+
+
+def _period(
+    state: Any,
+    action: Action,
+    exo: Any,
+    hist: Any,
+    steps: Any,
+    fresh: Any,
+    *,
+    advance: Any,
+    initial: Any,
+    limits: _Limits,
+) -> tuple[Any, ...]:
+    """One control period of every patient, the patients ``fresh`` starting a new episode
+    instead (their action ignored): plant state, history, step count and outputs."""
+    state, obs, records, rescued = advance(state, action, exo)
+
+    def restart(current: tuple[Any, Any]) -> tuple[Any, Any]:
+        start, first = initial(exo)
+        return _select(fresh, start, current[0]), _select(fresh, first, current[1])
+
+    state, obs = jax.lax.cond(jnp.any(fresh), restart, lambda current: current, (state, obs))
+    return (state, *_post(hist, steps, obs, records, rescued, fresh, limits=limits))
 
 
 def _vector(hist: Any, obs: Observation, limits: _Limits) -> Any:
