@@ -160,6 +160,7 @@ def test_ended_patients_restart_on_the_next_step_with_new_meals(venv: GlucoseVec
     obs, reward, terminated, truncated, info = venv.step(np.full((3, 2), 50.0))  # the action is ignored
     assert np.array_equal(reward, np.zeros(3)) and not (terminated.any() or truncated.any())
     assert np.isnan(info["plasma_glucose_mg_dl"]).all() and np.array_equal(info["meal_g"], np.zeros(3))
+    assert np.allclose(obs[:, H], 0.0, atol=1e-6)  # no insulin on board: the 50 U were not given
     assert np.all(obs[:, :H] == obs[:, :1]) and np.array_equal(obs[:, H + 1 :], np.tile(np.float32([0, 0, 1]), (3, 1)))
     meals = [info["meal_g"]]
     for _ in range(STEPS):
