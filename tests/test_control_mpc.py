@@ -86,20 +86,29 @@ def test_mpc_gives_the_meal_bolus_and_modulates_the_basal(three_meals, patients)
     assert np.all(three_meals.insulin >= 0.0)
 
 
-def test_mpc_brings_a_high_fasting_patient_into_the_zone(model, patients, controller):
+@pytest.fixture(scope="module")
+def low_basal(patients):
     # the pump's programmed basal is 40 % too low: on it alone glucose climbs out of range
-    low_basal = dataclasses.replace(patients, basal=patients.basal * 0.6)
+    return dataclasses.replace(patients, basal=patients.basal * 0.6)
+
+
+def test_mpc_brings_a_high_fasting_patient_into_the_zone(model, low_basal, controller):
+    closed = _run(model, low_basal, controller, _scenario(meals=()))
+    late = slice(-6 * 60, None)  # the last six hours
+    assert np.all(closed.bg[:, late].mean(axis=1) < 145.0)
+    assert closed.bg.min() > 70.0
+    # it got there by giving more than the programmed basal, about what the patient needs
+    delivered = closed.insulin.mean(axis=1)
+    assert np.all(delivered > 1.2 * low_basal.basal)
+    assert np.all(closed.bolus == 0.0)
+
+
+@pytest.mark.slow
+def test_the_low_basal_alone_drifts_high(model, low_basal):
     from twinloop.control import basal_bolus
 
-    open_loop = basal_bolus()  # no meal, so the programmed basal alone
-    fasting = _scenario(meals=())
-    drift = _run(model, low_basal, open_loop, fasting)
-    closed = _run(model, low_basal, controller, fasting)
-    late = slice(-6 * 60, None)  # the last six hours
-    assert np.all(drift.bg[:, late].mean(axis=1) > 150.0)
-    assert np.all(closed.bg[:, late].mean(axis=1) < 145.0)
-    assert np.all(closed.bg[:, late].mean(axis=1) < drift.bg[:, late].mean(axis=1) - 20.0)
-    assert closed.bg.min() > 70.0
+    drift = _run(model, low_basal, basal_bolus(), _scenario(meals=()))  # no meal: the basal alone
+    assert np.all(drift.bg[:, -6 * 60 :].mean(axis=1) > 150.0)
 
 
 def test_mpc_settings_are_recorded_and_checked(controller):

@@ -30,6 +30,7 @@ def mpc(
     weight_above_basal: float = 7000.0,
     weight_below_basal: float = 100.0,
     iob_target: float = 120.0,
+    iob_tau_min: float = 120.0,
     observer_ratio: float = 1e-3,
     iterations: int = 60,
     pump: str = "Insulet",
@@ -60,46 +61,44 @@ def mpc(
 
     Meals: an announced meal gets a feedforward bolus ``grams / carb ratio`` at once
     (simglucose announces a meal one period after it is eaten); the bolus enters the
-    model's input, so the predictions know it. Insulin on board (Ellingsen et al. 2009):
-    insulin above basal is allowed only while ``iob_U`` is below what the CGM calls for,
-    ``max(0, (CGM - iob_target) / correction factor)``, so the controller does not
-    stack insulin on a bolus still acting.
+    model's input, so the predictions know it. Insulin on board (the constraint of
+    Ellingsen et al. 2009): insulin above basal is allowed only while the insulin on
+    board is below what the CGM calls for, ``max(0, (CGM - iob_target) / correction
+    factor)``, so the controller does not stack insulin on a bolus still acting. The
+    insulin on board is the larger of the observation's ``iob_U`` (two 55-minute
+    compartments) and the controller's own count of the insulin it gave above basal
+    through two ``iob_tau_min`` compartments (120 min by default: on the published
+    patients the 55-minute count forgets insulin still acting and lets the controller
+    stack corrections; 30 patients, one day: time below 54 mg/dL 1.4 % with 55 min,
+    0.55 % with 120 min).
 
     Deviations from the papers, stated: a constant zone (80-140 mg/dL) instead of the
-    periodic day/night zone; the zone is measured from the glucose at the first
-    observation taken as the model's operating point (the observer starts at rest);
-    the weights are the paper's values for the model's units as read here, not re-tuned
-    per patient; the QP is solved approximately by a fixed number of iterations.
+    periodic day/night zone; the model's operating point is the first CGM reading (the
+    patient at rest on its basal; the observer starts there); one model sample per
+    control period (the model is identified for 5 minutes, the default period); the
+    insulin-on-board bound and the meal feedforward are added to the published law;
+    the QP is solved approximately by a fixed number of iterations. The poles, the
+    1800-rule gain with ``F = 1.5`` and the input weights (7000 above basal, 100 below,
+    zone weight 1) are as recalled from Gondhalekar et al. 2016; only the papers'
+    abstracts could be checked here, so treat these constants as to be confirmed
+    against the full text.
     """
     low, high = _zone(zone)
-    for key, value in (("safety_factor", safety_factor), ("weight_zone", weight_zone),
-                       ("weight_above_basal", weight_above_basal), ("weight_below_basal", weight_below_basal),
-                       ("iob_target", iob_target), ("observer_ratio", observer_ratio)):  # fmt: skip
-        _positive(key, value)
-    for key, value, top in (("prediction_horizon", prediction_horizon, 1000), ("control_horizon", control_horizon, 50),
-                            ("iterations", iterations, 10000)):  # fmt: skip
-        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top):
-            raise InputError(f"mpc {key} must be a whole number in 1..{top}; got {value!r}.")
-    if control_horizon > prediction_horizon:
-        raise InputError(
-            f"mpc control_horizon ({control_horizon}) must not exceed prediction_horizon ({prediction_horizon})."
-        )
-    p1, p2 = poles
-    if not all(isinstance(p, int | float) and 0.0 < p < 1.0 for p in (p1, p2)):
-        raise InputError(f"mpc poles must be two numbers in (0, 1) (stable); got {poles!r}.")
+    positive = {"safety_factor": safety_factor, "weight_zone": weight_zone, "weight_above_basal": weight_above_basal,
+                "weight_below_basal": weight_below_basal, "iob_target": iob_target, "iob_tau_min": iob_tau_min,
+                "observer_ratio": observer_ratio}  # fmt: skip
+    _check(positive, prediction_horizon, control_horizon, iterations, poles)
+    p1, p2 = float(poles[0]), float(poles[1])
     limits = Pump.named(pump)
-    a, b, c = _model(float(p1), float(p2))
+    a, b, c = _model(p1, p2)
     response = _step_responses(a, b, c, prediction_horizon, control_horizon)
     free = _free_responses(a, c, prediction_horizon)
     gain = _observer_gain(a, c, observer_ratio)
     scale = -60.0 * (1.0 - p1) * (1.0 - p2) ** 2 * safety_factor * 1800.0
     design = _Design(a, b, c, gain, response, free, scale, low, high, weight_zone, weight_above_basal,
-                     weight_below_basal, iob_target, iterations, limits.max_basal)  # fmt: skip
+                     weight_below_basal, iob_target, iob_tau_min, iterations, limits.max_basal)  # fmt: skip
     settings = {"zone_mg_dl": [low, high], "prediction_horizon": prediction_horizon,
-                "control_horizon": control_horizon, "poles": [float(p1), float(p2)],
-                "safety_factor": safety_factor, "weight_zone": weight_zone,
-                "weight_above_basal": weight_above_basal, "weight_below_basal": weight_below_basal,
-                "iob_target_mg_dl": iob_target, "observer_ratio": observer_ratio, "iterations": iterations,
+                "control_horizon": control_horizon, "poles": [p1, p2], **positive, "iterations": iterations,
                 "pump": pump}  # fmt: skip
     return Controller("mpc", design.init, design.policy, settings)
 
@@ -109,18 +108,18 @@ class _Design:
 
     def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, gain: np.ndarray, response: np.ndarray,
                  free: np.ndarray, scale: float, low: float, high: float, wz: float, wup: float, wdown: float,
-                 iob_target: float, iterations: int, max_basal: float) -> None:  # fmt: skip
+                 iob_target: float, iob_tau: float, iterations: int, max_basal: float) -> None:  # fmt: skip
         self.a, self.b, self.c, self.gain = a, b, c, gain
         self.response, self.free, self.scale = response, free, scale
         self.low, self.high, self.wz, self.wup, self.wdown = low, high, wz, wup, wdown
-        self.iob_target, self.iterations, self.max_basal = iob_target, iterations, max_basal
+        self.iob_target, self.iob_tau, self.iterations, self.max_basal = iob_target, iob_tau, iterations, max_basal
 
     def init(self, obs: Observation) -> Any:
         import jax.numpy as jnp
 
         zero = jnp.zeros_like(obs.cgm)
         return {"x": jnp.zeros((3,), dtype=jnp.result_type(obs.cgm, float)), "origin": obs.cgm,
-                "u": zero}  # fmt: skip
+                "u": zero, "iob": jnp.zeros((2,), dtype=jnp.result_type(obs.cgm, float))}  # fmt: skip
 
     def policy(self, state: Any, obs: Observation) -> tuple[Any, Action]:
         import jax.numpy as jnp
@@ -133,13 +132,18 @@ class _Design:
         base = jnp.asarray(self.free) @ x + jnp.asarray(self.response[:, 0]) * k * bolus
         basal_sample = obs.basal_U_per_min * obs.period_min
         lower = -basal_sample
-        need = jnp.maximum((obs.cgm - self.iob_target) / obs.correction_factor_mg_dl_per_U - obs.iob_U - bolus, 0.0)
+        iob = jnp.maximum(obs.iob_U, state["iob"][0] + state["iob"][1])
+        need = jnp.maximum((obs.cgm - self.iob_target) / obs.correction_factor_mg_dl_per_U - iob - bolus, 0.0)
         upper = jnp.minimum(self.max_basal * obs.period_min - basal_sample, need)
         upper = jnp.maximum(upper, 0.0)
         v = self._solve(base + state["origin"], k * jnp.asarray(self.response), lower, upper)
         rate = jnp.clip(obs.basal_U_per_min + v[0] / obs.period_min, 0.0, self.max_basal)
         delivered = (rate - obs.basal_U_per_min) * obs.period_min + bolus
-        return {"x": x, "origin": state["origin"], "u": delivered}, Action(rate, bolus)
+        decay = jnp.exp(-obs.period_min / self.iob_tau)
+        first = decay * state["iob"][0] + delivered
+        second = decay * state["iob"][1] + (1.0 - decay) * state["iob"][0]
+        memory = {"x": x, "origin": state["origin"], "u": delivered, "iob": jnp.stack([first, second])}
+        return memory, Action(rate, bolus)
 
     def _solve(self, base: Any, response: Any, lower: Any, upper: Any) -> Any:
         """Accelerated projected gradient on the zone QP (box constraints)."""
@@ -219,6 +223,22 @@ def _zone(zone: Any) -> tuple[float, float]:
         if 40.0 <= low < high <= 400.0:
             return low, high
     raise InputError(f"mpc zone must be (low, high) mg/dL with 40 <= low < high <= 400, e.g. (80, 140); got {zone!r}.")
+
+
+def _check(positive: dict[str, Any], horizon: Any, moves: Any, iterations: Any, poles: Any) -> None:
+    for key, value in positive.items():
+        _positive(key, value)
+    for key, value, top in (("prediction_horizon", horizon, 1000), ("control_horizon", moves, 50),
+                            ("iterations", iterations, 10000)):  # fmt: skip
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top):
+            raise InputError(f"mpc {key} must be a whole number in 1..{top}; got {value!r}.")
+    if moves > horizon:
+        raise InputError(f"mpc control_horizon ({moves}) must not exceed prediction_horizon ({horizon}).")
+    ok = isinstance(poles, tuple | list) and len(poles) == 2
+    if not (ok and all(isinstance(p, int | float) and not isinstance(p, bool) and 0.0 < p < 1.0 for p in poles)):
+        raise InputError(
+            f"mpc poles must be two numbers in (0, 1) (a stable model), e.g. (0.98, 0.965); got {poles!r}."
+        )
 
 
 def _positive(key: str, value: Any) -> None:
