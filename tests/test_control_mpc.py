@@ -143,6 +143,26 @@ def test_mpc_model_matches_the_published_transfer_function():
     assert impulse[0] == impulse[1] == 0.0 and impulse[2] == 1.0  # three samples of delay
 
 
+@pytest.mark.parametrize("level", [250.0, 160.0, 60.0])
+def test_mpc_qp_iterations_reach_the_optimum_of_the_first_move(level):
+    import jax.numpy as jnp
+
+    from twinloop.control import mpc
+
+    fast, exact = mpc().policy.__self__, mpc(iterations=5000).policy.__self__
+    k = fast.scale / (2.0 * 1440.0 * 0.015)  # a patient on 0.015 U/min (TDI 43 U)
+    base = jnp.full((108,), level)
+    response = k * jnp.asarray(fast.response)
+    lower, upper = -0.075, 2.0
+    v, best = fast._solve(base, response, lower, upper), exact._solve(base, response, lower, upper)
+    assert np.all((np.asarray(v) >= lower) & (np.asarray(v) <= upper))
+    assert abs(float(v[0]) - float(best[0])) <= 0.05 * max(abs(float(best[0])), 0.01)
+    if level < 80.0:
+        assert float(v[0]) == lower  # a predicted low suspends the pump at once
+    if level > 140.0:
+        assert float(v[0]) > 0.0  # a predicted high adds insulin
+
+
 @pytest.mark.slow
 def test_mpc_against_basal_bolus_and_pid(model, patients, three_meals):
     from twinloop.control import basal_bolus, pid

@@ -32,7 +32,7 @@ def mpc(
     iob_target: float = 120.0,
     iob_tau_min: float = 120.0,
     observer_ratio: float = 1e-3,
-    iterations: int = 60,
+    iterations: int = 30,
     pump: str = "Insulet",
 ) -> Controller:
     """Zone MPC with asymmetric input costs, a Luenberger observer, meal feedforward and
@@ -124,7 +124,8 @@ class _Design:
     def policy(self, state: Any, obs: Observation) -> tuple[Any, Action]:
         import jax.numpy as jnp
 
-        k = self.scale / (2.0 * 1440.0 * obs.basal_U_per_min)  # K = -60 (1-p1)(1-p2)^2 F 1800 / TDI
+        tdi = 2.0 * 1440.0 * jnp.maximum(obs.basal_U_per_min, 1e-6)
+        k = self.scale / tdi  # K = -60 (1-p1)(1-p2)^2 F 1800 / TDI
         x = jnp.asarray(self.a) @ state["x"] + jnp.asarray(self.b) * k * state["u"]
         y = obs.cgm - state["origin"]
         x = x + jnp.asarray(self.gain) * (y - jnp.asarray(self.c) @ x)
