@@ -95,7 +95,11 @@ def low_basal(patients):
 def test_mpc_brings_a_high_fasting_patient_into_the_zone(model, low_basal, controller):
     closed = _run(model, low_basal, controller, _scenario(meals=()))
     late = slice(-6 * 60, None)  # the last six hours
-    assert np.all(closed.bg[:, late].mean(axis=1) < 145.0)
+    # it settles at the zone's upper edge (140), a few mg/dL above it where the cost of
+    # insulin above basal balances the zone cost; on the programmed basal alone these
+    # patients drift to 195-800 mg/dL (the slow test below)
+    assert np.all(closed.bg[:, late].mean(axis=1) < 150.0)
+    assert np.all((closed.bg[:, late] > 100.0) & (closed.bg[:, late] < 185.0))  # child#001 cycles in 105-180
     assert closed.bg.min() > 70.0
     # it got there by giving more than the programmed basal, about what the patient needs
     delivered = closed.insulin.mean(axis=1)
