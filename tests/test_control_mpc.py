@@ -127,6 +127,11 @@ def test_mpc_settings_are_recorded_and_checked(controller):
         mpc(poles=(1.2, 0.9))
     with pytest.raises(InputError, match="control_horizon"):
         mpc(control_horizon=0)
+    with pytest.raises(InputError, match="prediction_horizon"):
+        mpc(prediction_horizon=7.5)
+    with pytest.raises(InputError, match="must not exceed"):
+        mpc(prediction_horizon=4, control_horizon=5)
+    assert mpc(prediction_horizon=72.0).settings["prediction_horizon"] == 72  # as the command line passes it
     with pytest.raises(InputError, match="weight_above_basal"):
         mpc(weight_above_basal=-1.0)
     with pytest.raises(InputError, match="pump"):

@@ -87,7 +87,10 @@ def mpc(
     positive = {"safety_factor": safety_factor, "weight_zone": weight_zone, "weight_above_basal": weight_above_basal,
                 "weight_below_basal": weight_below_basal, "iob_target": iob_target, "iob_tau_min": iob_tau_min,
                 "observer_ratio": observer_ratio}  # fmt: skip
-    _check(positive, prediction_horizon, control_horizon, iterations, poles)
+    prediction_horizon = _whole("prediction_horizon", prediction_horizon, 1000)
+    control_horizon = _whole("control_horizon", control_horizon, 50)
+    iterations = _whole("iterations", iterations, 10000)
+    _check(positive, prediction_horizon, control_horizon, poles)
     p1, p2 = float(poles[0]), float(poles[1])
     limits = Pump.named(pump)
     a, b, c = _model(p1, p2)
@@ -226,13 +229,17 @@ def _zone(zone: Any) -> tuple[float, float]:
     raise InputError(f"mpc zone must be (low, high) mg/dL with 40 <= low < high <= 400, e.g. (80, 140); got {zone!r}.")
 
 
-def _check(positive: dict[str, Any], horizon: Any, moves: Any, iterations: Any, poles: Any) -> None:
+def _whole(key: str, value: Any, top: int) -> int:
+    """A count given as an int or a whole float (the command line passes numbers as floats)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and float(value).is_integer() and 1 <= value <= top):
+        raise InputError(f"mpc {key} must be a whole number in 1..{top}; got {value!r}.")
+    return int(value)
+
+
+def _check(positive: dict[str, Any], horizon: int, moves: int, poles: Any) -> None:
     for key, value in positive.items():
         _positive(key, value)
-    for key, value, top in (("prediction_horizon", horizon, 1000), ("control_horizon", moves, 50),
-                            ("iterations", iterations, 10000)):  # fmt: skip
-        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= top):
-            raise InputError(f"mpc {key} must be a whole number in 1..{top}; got {value!r}.")
     if moves > horizon:
         raise InputError(f"mpc control_horizon ({moves}) must not exceed prediction_horizon ({horizon}).")
     ok = isinstance(poles, tuple | list) and len(poles) == 2
