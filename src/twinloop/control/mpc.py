@@ -6,6 +6,14 @@ Automatica 71:237-246 (2016), itself built on the zone MPC of Grosman et al., J 
 Sci Technol 4:961-975 (2010), and on the control-relevant model of van Heusden et al.,
 IEEE Trans Biomed Eng 59:1839-1849 (2012); the insulin-on-board safety bound is that of
 Ellingsen et al., J Diabetes Sci Technol 3:536-544 (2009).
+
+On simglucose's 30 published patients, one day of three meals (50, 70, 80 g), noise-free
+sensor, no rescue carbohydrate: time in 70-180 mg/dL 86.1 % (basal-bolus 83.7 %, PID
+49.4 %, programmed basal alone 32.5 %), below 70 0.78 % (4.46, 32.0, 0), below 54
+0.55 % (1.52, 26.8, 0); the one patient below 54 is child#008, whose meal boluses alone
+take it low (basal-bolus too). With the sensor's noise and rescue carbohydrate
+(``twinloop control evaluate -c bb -c pid -c mpc``): 86.3 % in range by CGM (basal-bolus
+86.7 %, PID 55.3 %), below 54 0.19 % (0.01 %, 11.7 %).
 """
 
 from __future__ import annotations
