@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from twinloop.control.loop import ClosedLoopResult as ClosedLoopResult
     from twinloop.control.loop import LoopPlant as LoopPlant
     from twinloop.control.loop import closed_loop as closed_loop
+    from twinloop.control.mpc import mpc as mpc
     from twinloop.control.patients import Patients as Patients
     from twinloop.control.pump import Pump as Pump
     from twinloop.control.scenario import RescueCarbs as RescueCarbs
