@@ -126,7 +126,7 @@ class _Plant:
             "planned": jnp.zeros((n,)),
             "reading": reading,
             "iob": jnp.stack([basal * IOB_TAU_MIN, basal * IOB_TAU_MIN]),
-            "last_rescue": jnp.full((n,), -1e9),
+            "last_rescue": jnp.full((n,), -1e9, dtype=jnp.float64),
             "delayed": jnp.broadcast_to(sg, (self.config.delay + 1, n)),
         }
         return state, self.observe(state, reading, jnp.zeros((n,)), exo)
@@ -354,8 +354,8 @@ class LoopPlant:
         self.config = _config(model, self.scenario, accurate)
         self.reseed(seed)
         plant = _Plant(model, self.config)
-        self._initial = jax.jit(plant.initial)
-        self._advance = jax.jit(plant.advance)
+        self.initial_fn = jax.jit(plant.initial)  # (exo) -> (state, observation)
+        self.advance_fn = jax.jit(plant.advance)  # (state, action, exo) -> as advance()
 
     @property
     def period(self) -> int:
@@ -370,10 +370,10 @@ class LoopPlant:
 
     def initial(self) -> tuple[dict[str, Any], Observation]:
         """Every patient at minute 0 and the first observation."""
-        return self._initial(self.exo)
+        return self.initial_fn(self.exo)
 
     def advance(self, state: dict[str, Any], action: Action) -> tuple[dict[str, Any], Observation, Any, Any]:
         """One control period under ``action`` (arrays of n): the new state, the next
         observation, the per-minute records (``bg``, ``sg``, ``cgm``, ``insulin``,
         ``carbs``; each ``(period, n)``) and the rescue grams taken."""
-        return self._advance(state, action, self.exo)
+        return self.advance_fn(state, action, self.exo)

@@ -113,7 +113,7 @@ class EnvCore:
         self.action_high = np.array([settings.max_basal_U_per_h, settings.max_bolus_U], dtype=np.float64)
         self._start = jax.jit(partial(_start, history=settings.history, limits=self.limits))
         # the plant's jitted functions of (..., exo), composed into one compiled call per step
-        advance, initial = self.plant._advance, self.plant._initial
+        advance, initial = self.plant.advance_fn, self.plant.initial_fn
         self._period = jax.jit(partial(_period, advance=advance, initial=initial, limits=self.limits))
         self._none = np.zeros(self.n, dtype=bool)
         self._state: dict[str, Any] | None = None
