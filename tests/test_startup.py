@@ -80,7 +80,8 @@ def test_public_names_resolve_and_dir_lists_them():
     assert tl.models.get("pk-one-compartment").id == "pk-one-compartment"
     assert issubclass(tl.DataError, tl.TwinloopError) and tl.__version__ == "0.1.0"
     errors = {"TwinloopError", "ModelError", "InputError", "DataError", "SimulationError", "CalibrationError"}
-    expected = {"PatientTwin", "simulate", "SolverSettings", "Trajectories", "Inputs", "models", "__version__", *errors}
+    names = {"PatientTwin", "simulate", "SolverSettings", "Trajectories", "Inputs", "models", "control"}
+    expected = {*names, "__version__", *errors}
     assert set(dir(tl)) == set(tl.__all__) == expected
     with pytest.raises(AttributeError, match="module 'twinloop' has no attribute 'PatientTwins'"):
         _ = tl.PatientTwins

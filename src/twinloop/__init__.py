@@ -15,6 +15,7 @@ from twinloop import _config as _config
 from twinloop._lazy import attach
 
 if TYPE_CHECKING:
+    from twinloop import control as control
     from twinloop import models as models
     from twinloop.errors import CalibrationError as CalibrationError
     from twinloop.errors import DataError as DataError

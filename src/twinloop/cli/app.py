@@ -12,6 +12,7 @@ from rich.console import Console
 
 from twinloop.cli._guard import GuardedGroup
 from twinloop.cli.cohort import cohort_app, lineage_command
+from twinloop.cli.control import control_app
 from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
 from twinloop.cli.models import models_app
@@ -29,6 +30,7 @@ app.add_typer(cohort_app, name="cohort")
 app.add_typer(twin_app, name="twin")
 app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
+app.add_typer(control_app, name="control")
 app.command("lineage")(lineage_command)
 console = Console()
 DEMO_MAX_COHORT = 200_000

@@ -17,9 +17,12 @@ ensure_jax()  # before any module of this package imports JAX
 if TYPE_CHECKING:
     from twinloop.control.controllers import basal_bolus as basal_bolus
     from twinloop.control.controllers import pid as pid
+    from twinloop.control.evaluate import Evaluation as Evaluation
+    from twinloop.control.evaluate import evaluate as evaluate
     from twinloop.control.loop import ClosedLoopResult as ClosedLoopResult
     from twinloop.control.loop import LoopPlant as LoopPlant
     from twinloop.control.loop import closed_loop as closed_loop
+    from twinloop.control.mpc import mpc as mpc
     from twinloop.control.named import by_name as by_name
     from twinloop.control.patients import Patients as Patients
     from twinloop.control.product import delivered_inputs as delivered_inputs
