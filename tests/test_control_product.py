@@ -67,7 +67,9 @@ def test_control_settings_are_checked_by_name() -> None:
     loop = loops(control={"controller": {"name": "pid", "P": 0.002}, "rescue": None, "noise": False})["all"]
     assert loop.controller.name == "pid" and loop.controller.settings["P"] == 0.002
     assert loop.scenario.rescue is None and loop.scenario.minutes == 1440 and len(loop.scenario.meals) == 3
-    with pytest.raises(InputError, match=r"Unknown controller 'bang-bang'.*basal-bolus, pid"):
+    mpc = loops(control={"controller": {"name": "mpc", "zone": [80, 140]}})["all"].controller
+    assert mpc.name == "mpc" and by_name("bb").name == "basal-bolus"
+    with pytest.raises(InputError, match=r"Unknown controller 'bang-bang'.*basal-bolus, bb, pid, mpc"):
         loops(control={"controller": "bang-bang"})
     with pytest.raises(InputError, match=r"'pid' has no settings \['gain'\]"):
         loops(control={"controller": {"name": "pid", "gain": 1}})

@@ -11,12 +11,15 @@ from functools import lru_cache
 from typing import Any
 
 from twinloop.control.controllers import basal_bolus, pid
+from twinloop.control.mpc import mpc
 from twinloop.control.types import Controller
 from twinloop.errors import InputError
 
 BUILT_IN: dict[str, Callable[..., Controller]] = {
     "basal-bolus": basal_bolus,
+    "bb": basal_bolus,
     "pid": pid,
+    "mpc": mpc,
 }
 
 
@@ -33,7 +36,7 @@ def by_name(name: str, settings: Mapping[str, Any] | None = None) -> Controller:
     if not isinstance(name, str) or name not in BUILT_IN:
         raise InputError(f"Unknown controller {name!r}; the built-in controllers are {', '.join(BUILT_IN)}.")
     factory = BUILT_IN[name]
-    settings = dict(settings or {})
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (settings or {}).items()}  # YAML lists
     accepted = list(inspect.signature(factory).parameters)
     unknown = sorted(str(k) for k in set(settings) - set(accepted))
     if unknown:

@@ -5,7 +5,7 @@ A product spec with a ``control`` section (``twinloop.products.spec``) names, fo
 closed-loop arm, a built-in controller and what the scenario of the loop needs::
 
     control:
-      controller: basal-bolus          # or {name: pid, P: 0.001, I: 1.0e-5, D: 0.001}
+      controller: basal-bolus          # bb, pid, mpc; with settings {name: pid, P: 0.001, I: 1.0e-5}
       rescue: {threshold_mg_dl: 70, grams: 15, refractory_min: 60}   # or null
       sensor: GuardianRT               # the sensor the controller reads
       noise: true                      # its error model on
