@@ -152,3 +152,13 @@ def write_spec(folder: Path) -> Path:
 
 def runner_invoke(args: list[str]) -> Any:
     return CliRunner().invoke(app, args)
+
+
+def test_a_patients_back_to_back_doses_at_one_rate_are_one_row() -> None:
+    from twinloop.products.treatments import dose_table
+
+    model = tl.models.get("t1d-uva-padova")
+    plan = delivered_inputs(model, np.array([[1.0, 1.0, 1.0, 0.0], [1.0, 3.0, 1.0, 1.0]]), np.zeros((2, 4)))
+    doses = dose_table(model, plan, ["a", "b"])
+    rows = [(r.subject_id, r.time, r.amount, r.duration) for r in doses.itertuples()]
+    assert rows == [("a", 0.0, 1.0, 3.0), ("b", 0.0, 1.0, 1.0), ("b", 1.0, 3.0, 1.0), ("b", 2.0, 1.0, 2.0)]
