@@ -156,6 +156,12 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
         tmp_path / "nsclc-product" / "manifest.json"
     ).exists()
     assert set(summary["products"]) == {"t1d", "nsclc"}  # type: ignore[arg-type]
+    # the T1D sections run closed-loop: rescue carbohydrate, nobody near 0 mg/dL, doses from the pump
+    loop: dict = summary["closed_loop"]  # type: ignore[assignment]
+    assert "closed-loop" in page and loop["cohort"]["min_glucose_mg_dl"] > 5
+    assert loop["controller"]["name"] == "basal-bolus" and loop["scenario"]["rescue"]["grams"] == 15
+    manifest = json.loads((tmp_path / "t1d-product" / "manifest.json").read_text())
+    assert manifest["spec"]["control"]["controller"] == "basal-bolus"
     # the AI section: an amortized posterior with its SBC plot, and a TSTR result
     assert "Simulation-based calibration" in page and "TSTR AUROC" in page
     learn = tmp_path / "learn"

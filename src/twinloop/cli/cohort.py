@@ -46,7 +46,12 @@ def generate(
         parsed = ProductSpec.from_dict(
             {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
         )
-    result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+    if parsed.control:  # closed-loop arms: the controllers plan them
+        from twinloop.control.product import generate_product
+
+        result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+    else:
+        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
     if result.complete:
         console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
     else:

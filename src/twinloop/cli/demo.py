@@ -1,5 +1,6 @@
 """``make demo``: the 30 published virtual patients and a cohort sampled from the default
-T1D population for one day, then a T1D and an oncology synthetic data product.
+T1D population for one day under closed-loop basal-bolus insulin (corrections and rescue
+carbohydrate, a noisy CGM), then a T1D and an oncology synthetic data product.
 
 Writes Parquet trajectories, the two product directories, an HTML page with glucose
 plots (percentile bands across the cohort) and the products' figures, and
@@ -11,8 +12,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from rich.console import Console
@@ -23,59 +26,66 @@ from twinloop.cli.demo_learn import run_learn_demo
 from twinloop.cli.demo_products import make_products, section
 from twinloop.cli.demo_twin import run_twin_demo
 from twinloop.cohort import Population
+from twinloop.control import ClosedLoopResult, Patients, RescueCarbs, Scenario, basal_bolus, closed_loop
 from twinloop.models import t1d_uva_padova as t1d
-from twinloop.simulate.trajectories import Trajectories
 
 MEALS = t1d.STANDARD_MEALS
-# Parameters that leave the basal steady state unchanged (meal absorption, insulin
-# action dynamics, sensor delay); perturbing them keeps every patient's x0 valid.
-PERTURBED = ("kabs", "kmax", "kmin", "Vmx", "p2u", "ki", "ksc")
-CV = 0.25  # coefficient of variation of the log-normal perturbations
+# One day, three meals, simglucose's basal-bolus controller with correction boluses, 15 g of
+# rescue carbohydrate when the noisy GuardianRT CGM reads below 70 mg/dL (at most hourly).
+SCENARIO = Scenario(days=1, meals=MEALS, rescue=RescueCarbs(), sensor="GuardianRT", noise=True, pump="Insulet")
+EVERY_MIN = 5  # the cohort's trajectories are stored every 5 minutes
 
 
-def published_patients(model: tl.models.Model) -> tuple[list[str], np.ndarray, list[tl.Inputs]]:
-    """The 30 patients with their own carbohydrate ratios (basal-bolus, three meals)."""
-    names = list(model.presets)
-    params = np.stack([model.preset(n) for n in names])
-    therapy = t1d.therapies()
-    plans = [
-        t1d.basal_bolus(model.param_map(p), MEALS, carb_ratio_g_per_U=therapy[n].carb_ratio_g_per_U)
-        for n, p in zip(names, params, strict=True)
-    ]
-    return names, params, plans
+def run_patients(model: tl.models.Model, patients: Patients, seed: int) -> ClosedLoopResult:
+    """The demo's closed loop for ``patients``. One Tsit5 step per minute: 10,000 patients in
+    about 15 s instead of minutes, glucose within 0.6 mg/dL of adaptive steps (median 0.006)."""
+    return closed_loop(model, patients, basal_bolus(), SCENARIO, seed=seed, accurate=False)
 
 
-def perturbed_cohort(model: tl.models.Model, n: int, seed: int) -> tuple[np.ndarray, list[tl.Inputs]]:
-    """``n`` patients: a random published patient each, with log-normal perturbations."""
-    rng = np.random.default_rng(seed)
-    names, base, _ = published_patients(model)
-    pick = rng.integers(0, len(names), size=n)
-    params = base[pick].copy()
-    lower = np.array([p.lower for p in model.parameters])
-    upper = np.array([p.upper for p in model.parameters])
-    for name in PERTURBED:
-        j = model.parameter_names.index(name)
-        params[:, j] *= np.exp(rng.normal(-0.5 * CV**2, CV, size=n))
-    params = np.clip(params, lower, upper)
-    therapy = t1d.therapies()
-    plans = [
-        t1d.basal_bolus(model.param_map(p), MEALS, carb_ratio_g_per_U=therapy[names[k]].carb_ratio_g_per_U)
-        for k, p in zip(pick, params, strict=True)
-    ]
-    return params, plans
+def trajectory_frame(result: ClosedLoopResult, every: int = 1) -> pd.DataFrame:
+    """One row per patient and stored minute: glucose, CGM, insulin delivered, carbohydrate eaten."""
+    columns = {"plasma_glucose_mg_dl": result.bg, "subcutaneous_glucose_mg_dl": result.sg, "cgm_mg_dl": result.cgm,
+               "insulin_U_per_min": result.insulin, "carbs_g_per_min": result.carbs}  # fmt: skip
+    minutes = result.minutes[::every]
+    return pd.DataFrame(
+        {
+            "patient": np.repeat(np.asarray(result.ids, dtype=object), minutes.size),
+            "group": np.repeat(np.asarray(result.groups, dtype=object), minutes.size),
+            "minute": np.tile(minutes, result.n),
+            **{name: values[:, ::every].ravel() for name, values in columns.items()},
+        }
+    )
 
 
-def _figure(patients: Trajectories, cohort: Trajectories) -> go.Figure:
+def low_glucose(result: ClosedLoopResult) -> dict[str, Any]:
+    """The lowest plasma glucose, and the share of patients (by group) who went below 54 and 70 mg/dL."""
+    lowest = result.bg.min(axis=1)
+    groups = np.asarray(result.groups)
+    by_group = {
+        str(g): {"below_54_pct": 100.0 * float(np.mean(lowest[groups == g] < 54)),
+                 "below_70_pct": 100.0 * float(np.mean(lowest[groups == g] < 70))}
+        for g in sorted(set(result.groups))
+    }  # fmt: skip
+    return {
+        "min_glucose_mg_dl": float(lowest.min()),
+        "below_54_pct": 100.0 * float(np.mean(lowest < 54)),
+        "below_70_pct": 100.0 * float(np.mean(lowest < 70)),
+        "rescue_g_per_patient": float(result.rescue_g.sum(axis=1).mean()),
+        "by_group": by_group,
+    }
+
+
+def _figure(patients: ClosedLoopResult, cohort: ClosedLoopResult) -> go.Figure:
     fig = make_subplots(
         rows=2, cols=1, vertical_spacing=0.12,
         subplot_titles=(
             "Plasma glucose of the 30 published virtual patients",
-            f"Plasma glucose across the cohort (n = {cohort.n_patients}): median, 25-75 % and 5-95 % bands",
+            f"Plasma glucose across the cohort (n = {cohort.n}): median, 25-75 % and 5-95 % bands",
         ),
     )  # fmt: skip
-    hours = patients.times / 60.0
-    glucose = patients["plasma_glucose"]
-    for i, name in enumerate(patients.patient_ids):
+    hours = patients.minutes / 60.0
+    glucose = patients.bg
+    for i, name in enumerate(patients.ids):
         group = name.split("#")[0]
         color = {"adolescent": "#1f77b4", "adult": "#2ca02c", "child": "#d62728"}[group]
         fig.add_trace(
@@ -83,8 +93,8 @@ def _figure(patients: Trajectories, cohort: Trajectories) -> go.Figure:
                        legendgroup=group, showlegend=False, hovertemplate=f"{name}<br>%{{x:.2f}} h: %{{y:.0f}} mg/dL"),
             row=1, col=1,
         )  # fmt: skip
-    cohort_hours = cohort.times / 60.0
-    q = np.nanpercentile(cohort["plasma_glucose"], [5, 25, 50, 75, 95], axis=0)
+    cohort_hours = cohort.minutes[::EVERY_MIN] / 60.0
+    q = np.nanpercentile(cohort.bg[:, ::EVERY_MIN], [5, 25, 50, 75, 95], axis=0)
     for lo, hi, alpha, label in ((0, 4, 0.15, "5-95 %"), (1, 3, 0.3, "25-75 %")):
         fig.add_trace(
             go.Scatter(x=cohort_hours, y=q[hi], mode="lines", line={"width": 0}, showlegend=False), row=2, col=1
@@ -137,33 +147,32 @@ def run_demo(
     and ``twin_members`` shrink it for a quick check)."""
     model = tl.models.get("t1d-uva-padova")
     out.mkdir(parents=True, exist_ok=True)
-    names, params, plans = published_patients(model)
-    patients = tl.simulate(model, params, plans, times=np.arange(0.0, 1441.0), patient_ids=names, progress=False)
-    patients.to_parquet(out / "published_patients.parquet")
-    console.print(f"30 published patients simulated -> {out / 'published_patients.parquet'}")
+    patients = run_patients(model, Patients.published(model), seed)
+    write_atomic(out / "published_patients.parquet", lambda tmp: trajectory_frame(patients).to_parquet(tmp))
+    console.print(f"30 published patients run closed-loop -> {out / 'published_patients.parquet'}")
 
-    sampled = Population.default(model).sample(cohort_size, seed=seed)
-    cohort_plan = t1d.basal_bolus(
-        sampled.param_map(), MEALS, carb_ratio_g_per_U=sampled.covariates["carb_ratio"].to_numpy()
-    )
+    sampled = Patients.from_cohort(model, Population.default(model).sample(cohort_size, seed=seed))
     start = time.perf_counter()
-    cohort = tl.simulate(model, sampled.parameters, cohort_plan, times=np.arange(0.0, 1441.0, 5.0), chunk_size=2000)
+    cohort = run_patients(model, sampled, seed)
     elapsed = time.perf_counter() - start
-    cohort.to_parquet(out / "cohort.parquet")
+    frame = trajectory_frame(cohort, EVERY_MIN)
+    write_atomic(out / "cohort.parquet", lambda tmp: frame.to_parquet(tmp))
     rate = cohort_size / elapsed
     console.print(
-        f"cohort of {cohort_size} patients simulated in {elapsed:.1f} s: {rate:,.0f} patient-days/s (1 process)"
+        f"cohort of {cohort_size} patients run closed-loop in {elapsed:.1f} s: {rate:,.0f} patient-days/s (1 process)"
     )
 
-    tir = _time_in_range(cohort["plasma_glucose"])
+    tir = _time_in_range(cohort.bg)
+    lows = low_glucose(cohort)
     summary: dict[str, object] = {
         "model": {"id": model.id, "version": model.version},
-        "published_patients": len(names),
+        "published_patients": patients.n,
         "cohort_size": cohort_size,
         "seed": seed,
         "cohort_seconds": elapsed,
         "patient_days_per_second": rate,
-        "cohort_failures": len(cohort.failures),
+        "cohort_failures": int(cohort.failed.sum()),
+        "closed_loop": {**cohort.lineage(), "published_patients": low_glucose(patients), "cohort": lows},
         "time_in_range_percent": {"median": float(np.median(tir)), "p5": float(np.percentile(tir, 5)),
                                   "p95": float(np.percentile(tir, 95))},
     }  # fmt: skip
@@ -182,10 +191,15 @@ def run_demo(
     page = (
         "<html><head><meta charset='utf-8'><title>twinloop demo</title></head><body style='font-family:sans-serif'>"
         f"<h1>twinloop demo: {model.name}</h1>"
-        f"<p>One day, meals of 50/70/80 g at 07:00/12:00/19:00, open-loop basal-bolus insulin. "
+        f"<p>One day, meals of 50/70/80 g at 07:00/12:00/19:00, closed-loop: simglucose's basal-bolus "
+        f"controller (meal and correction boluses) reads a noisy GuardianRT CGM every 5 min through an Insulet "
+        f"pump, and a patient takes 15 g of rescue carbohydrate when the CGM reads below 70 mg/dL. "
         f"Cohort: {cohort_size} patients sampled from the default T1D population, {elapsed:.1f} s "
         f"({rate:,.0f} patient-days/s on one process); "
-        f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %.</p>"
+        f"time in range 70-180 mg/dL: median {np.median(tir):.0f} %; lowest plasma glucose "
+        f"{lows['min_glucose_mg_dl']:.0f} mg/dL; {lows['below_54_pct']:.1f} % of patients below 54 mg/dL and "
+        f"{lows['below_70_pct']:.1f} % below 70 mg/dL at some time, "
+        f"{lows['rescue_g_per_patient']:.0f} g of rescue carbohydrate per patient on average.</p>"
         + fig.to_html(full_html=False, include_plotlyjs=True)
         + section(products)
         + learn_html

@@ -1,5 +1,5 @@
-"""The demo's synthetic data products: a T1D CGM product labelled by hypoglycaemia and
-an oncology product with two chemotherapy schedules and RECIST outcomes, with figures
+"""The demo's synthetic data products: a closed-loop T1D CGM product labelled by
+hypoglycaemia and an oncology product with two chemotherapy schedules and RECIST outcomes, with figures
 for the demo page. The specs mirror ``examples/`` at demo size."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from twinloop.products.dataset import Product, generate
+from twinloop.control.product import generate_product
+from twinloop.products.dataset import Product
 from twinloop.products.spec import ProductSpec
 
 T1D_DEMO: dict[str, Any] = {
@@ -30,6 +31,8 @@ T1D_DEMO: dict[str, Any] = {
     "observations": [{"name": "cgm", "observable": "subcutaneous_glucose", "schedule": {"every": 5},
                       "error": {"kind": "cgm", "sensor": "GuardianRT"}, "missing": {"mcar": 0.02}}],
     "outcomes": {"kind": "glycaemic", "observable": "plasma_glucose"},
+    "control": {"controller": "basal-bolus", "rescue": {"threshold_mg_dl": 70, "grams": 15, "refractory_min": 60},
+                "sensor": "GuardianRT", "noise": True, "pump": "Insulet"},
 }  # fmt: skip
 NSCLC_DEMO: dict[str, Any] = {
     "name": "demo-nsclc-two-schedules",
@@ -58,7 +61,8 @@ def make_products(out: Path, scale: float = 1.0) -> dict[str, Product]:
         target = out / f"{key}-product"
         shutil.rmtree(target, ignore_errors=True)
         n = max(20, round(raw["n"] * scale))
-        generate(ProductSpec.from_dict({**raw, "n": n, "chunk_size": min(raw["chunk_size"], n)}), target, progress=True)
+        spec = ProductSpec.from_dict({**raw, "n": n, "chunk_size": min(raw["chunk_size"], n)})
+        generate_product(spec, target, progress=True)
         products[key] = Product.open(target)
     return products
 
@@ -120,8 +124,10 @@ def section(products: dict[str, Product]) -> str:
     median_pfs = {arm: _median_survival(rows) for arm, rows in onc_out.groupby("arm")}
     return (
         "<h2>Synthetic data products</h2>"
-        f"<p><b>{t1d.manifest['name']}</b>: {len(t1d_out)} adolescents with type 1 diabetes, one day of 5-min "
-        f"GuardianRT CGM with sensor noise, {t1d.manifest['files']['observations.parquet']['rows']:,} observations; "
+        f"<p><b>{t1d.manifest['name']}</b>: {len(t1d_out)} adolescents with type 1 diabetes, one day under "
+        f"closed-loop basal-bolus insulin with correction boluses and 15 g rescue carbohydrate below 70 mg/dL "
+        f"(the controller's own noisy CGM), observed as 5-min GuardianRT CGM with sensor noise, "
+        f"{t1d.manifest['files']['observations.parquet']['rows']:,} observations; "
         f"{100 * t1d_out['hypoglycaemia'].mean():.1f} % labelled with hypoglycaemia (at least 15 min below 70 mg/dL). "
         f"Directory <code>t1d-product/</code>; trace a row with <code>twinloop lineage</code>.</p>"
         + t1d_figure(t1d).to_html(full_html=False, include_plotlyjs=False)

@@ -1,7 +1,7 @@
-"""The demo's closed loop: a T1D twin of one patient identified on three days of CGM,
-synchronized day by day, its day-ahead forecast judged against what then happened
-(beside "repeat yesterday"), a 24-h forecast (fan chart) and a comparison of two insulin
-plans, kept in a registry."""
+"""The demo's closed loop: a T1D twin of one patient (whose recorded days ran under a
+closed-loop insulin pump) identified on three days of CGM, synchronized day by day, its
+day-ahead forecast judged against what then happened (beside "repeat yesterday"), a 24-h
+forecast (fan chart) and a comparison of two insulin plans, kept in a registry."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import twinloop as tl
 from twinloop._atomic import write_atomic
 from twinloop.calibrate import NoiseModel
 from twinloop.cohort import Population
+from twinloop.control import Patients, RescueCarbs, Scenario, basal_bolus, closed_loop, delivered_inputs
 from twinloop.models import t1d_uva_padova as t1d
 from twinloop.store import TwinRegistry
 from twinloop.twin import PatientTwin, TwinConfig, synthetic_record
@@ -25,6 +26,16 @@ from twinloop.twin.synthetic import ORIGIN, window
 DAYS = 8  # three days to identify the twin, then daily syncs; the last day is held out
 CREATE_DAYS = 3
 PATIENT = "adult#004"
+
+
+def closed_loop_history(model: Any) -> tl.Inputs:
+    """The patient's insulin and meals over the recorded days and the day after: its pump
+    under simglucose's basal-bolus controller (with corrections) on a noisy CGM, meals
+    scattered by about 15 min and 12 % from day to day, rescue carbohydrate below 70 mg/dL."""
+    scenario = Scenario(days=DAYS + 1, meals=t1d.STANDARD_MEALS, meal_time_sd_min=15.0, meal_size_cv=0.12,
+                        rescue=RescueCarbs(), sensor="GuardianRT", noise=True)  # fmt: skip
+    result = closed_loop(model, Patients.published(model, [PATIENT]), basal_bolus(), scenario, seed=11)
+    return delivered_inputs(model, result.insulin, result.carbs)
 
 
 def pm_bw(model: Any, p: np.ndarray) -> float:
@@ -51,13 +62,7 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     """Build, sync, forecast and compare; returns the summary and the HTML section."""
     model = tl.models.get("t1d-uva-padova")
     p = model.preset(PATIENT)
-    rng = np.random.default_rng(11)
-    meals = [
-        (d * 1440 + t + int(rng.integers(-30, 31)), float(g * rng.uniform(0.8, 1.2)))
-        for d in range(DAYS + 1)
-        for t, g in [(420, 50), (720, 70), (1140, 80)]
-    ]
-    plan = t1d.basal_bolus(model.param_map(p), meals, t_end=(DAYS + 1) * 1440.0)
+    plan = closed_loop_history(model)
     times = np.arange(5.0, DAYS * 1440 + 1, 5.0)
     obs, doses, truth = synthetic_record(
         model,
@@ -130,7 +135,8 @@ def run_twin_demo(out: Path, members: int = 300) -> tuple[dict[str, Any], str]:
     fit = twin.calibration
     html = (
         "<h2>Closed loop: a patient twin</h2>"
-        f"<p>Twin of {PATIENT} (synthetic CGM every 5 min, insulin and meals), {members} ensemble members, "
+        f"<p>Twin of {PATIENT} (synthetic CGM every 5 min, and the insulin its closed-loop basal-bolus pump delivered "
+        f"and the meals it ate), {members} ensemble members, "
         f"identified on days 1-{CREATE_DAYS} with only the body weight known ({fit.get('method')}: fit RMSE "
         f"{next(iter(fit.get('rmse', {}).values()), float('nan')):.1f} mg/dL in {fit.get('wall_s', 0):.0f} s), "
         f"then synchronized day by day ({twin.version} versions in "

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
     from twinloop.control.loop import LoopPlant as LoopPlant
     from twinloop.control.loop import closed_loop as closed_loop
     from twinloop.control.mpc import mpc as mpc
+    from twinloop.control.named import by_name as by_name
     from twinloop.control.patients import Patients as Patients
+    from twinloop.control.product import delivered_inputs as delivered_inputs
+    from twinloop.control.product import generate_product as generate_product
     from twinloop.control.pump import Pump as Pump
     from twinloop.control.scenario import RescueCarbs as RescueCarbs
     from twinloop.control.scenario import Scenario as Scenario

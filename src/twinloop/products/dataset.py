@@ -47,6 +47,10 @@ from twinloop.products.treatments import build_plan, dose_table
 from twinloop.simulate import simulate
 
 FILES = ("patients", "observations", "outcomes", "doses")
+Planner = Callable[[str, Cohort, int], Inputs]
+"""``planner(arm, patients, seed) -> Inputs``: the cohort plan of one closed-loop arm's
+patients in one chunk (``twinloop.control.product``); ``seed`` derives from the spec's
+seed, the chunk and the arm."""
 PARTS = ".parts"
 MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
 
@@ -95,6 +99,7 @@ def generate(
     csv: bool = False,
     max_chunks: int | None = None,
     sources: Sequence[Source] = (),
+    planner: Planner | None = None,
 ) -> RunResult:
     """Write the product of ``spec`` into the directory ``out``.
 
@@ -105,11 +110,20 @@ def generate(
             finish later with ``resume=True``).
         sources: further inputs to record in the product's PROV graph (e.g. the
             fitted population artifact a cohort was drawn from).
+        planner: plans the closed-loop arms of a spec with a ``control`` section
+            (:data:`Planner`; ``twinloop.control.generate_product`` supplies it).
 
     Raises:
-        InputError: ``out`` holds another product, or a different spec on resume.
+        InputError: ``out`` holds another product, a different spec on resume, or the
+            spec has closed-loop arms and no planner.
     """
     out = Path(out)
+    if spec.control and planner is None:
+        raise InputError(
+            f"Product spec '{spec.name}' has a control section (closed-loop arms {sorted(spec.control)}), which "
+            "needs a controller to plan them; generate it with twinloop.control.generate_product(spec, out) or "
+            "`twinloop cohort generate`."
+        )
     parts = out / PARTS
     check_out_dir(out, "--out")
     if max_chunks is not None and (isinstance(max_chunks, bool) or max_chunks < 1):
@@ -151,7 +165,7 @@ def generate(
             write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
         advance(sum(min(spec.chunk_size, spec.n - k * spec.chunk_size) for k in done))
         for k in todo:
-            counts = _write_chunk(spec, model, k, parts)
+            counts = _write_chunk(spec, model, k, parts, planner)
             write_atomic(parts / f"{k:06d}.done", lambda tmp, c=counts: Path(tmp).write_text(json.dumps(c)))
             undo.keep = True  # a finished chunk is worth resuming
             advance(counts["patients"])
@@ -163,7 +177,7 @@ def generate(
     return RunResult(out, True, n_chunks, n_chunks)
 
 
-def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[str, int]:
+def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: Planner | None) -> dict[str, int]:
     """Sample, simulate, observe and label chunk ``k``; write its four part files."""
     width = max(5, len(str(spec.n - 1)))
     cohort = spec.population.sample_chunk(spec.n, spec.seed, spec.chunk_size, k, width)
@@ -174,12 +188,16 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path) -> dict[s
     observables = np.full((cohort.n, grid.size, len(model.observables)), np.nan)
     doses: list[pd.DataFrame] = []
     failed = np.zeros(cohort.n, dtype=bool)
-    for name in arm_names:
+    for a, name in enumerate(arm_names):
         rows = np.flatnonzero(arm == name)
         if rows.size == 0:
             continue
         sub = cohort[rows]
-        plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration, model)
+        if planner is not None and name in spec.control:
+            seed = int(np.random.SeedSequence([spec.seed, k, 4, a]).generate_state(1)[0])
+            plan = planner(name, sub, seed)
+        else:
+            plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration, model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traj = simulate(
@@ -315,7 +333,8 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
             "chunk_size": spec.chunk_size,
             "chunks": n_chunks,
             "derivation": "chunk k: population SeedSequence([seed, k]); arms [seed, k, 1]; "
-            "dropout [seed, k, 2]; observation protocol j [seed, k, 3, j]",
+            "dropout [seed, k, 2]; observation protocol j [seed, k, 3, j]"
+            + ("; closed-loop arm a [seed, k, 4, a]" if spec.control else ""),
         },
         "code_version": __version__,
         "time_origin": spec.origin.isoformat(),

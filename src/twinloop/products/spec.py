@@ -17,8 +17,24 @@ YAML example (``examples/t1d_adolescents.yaml``)::
     outcomes: {kind: glycaemic, observable: plasma_glucose}
 
 ``arms: {A: <treatment>, B: <treatment>}`` randomizes patients 1:1 instead of one
-``treatment``. ``origin`` is the UTC timestamp of model time 0. ``solver: {rtol: ...,
-atol: ..., solver: tsit5}`` sets the integration tolerances (default 1e-6; for a
+``treatment``.
+
+``control`` makes arms closed-loop: an insulin controller reacts to the sensor every
+control period instead of the treatment's plan being given as written. Either one
+mapping for every arm, or ``{arm name: mapping or null}`` naming every arm (null: that
+arm stays open-loop)::
+
+    control: {controller: basal-bolus, rescue: {threshold_mg_dl: 70, grams: 15},
+              sensor: GuardianRT, noise: true, pump: Insulet}
+
+The mapping's keys are checked by ``twinloop.control`` (see
+``twinloop.control.product``), which plans each closed-loop arm (the arm's treatment
+gives the meals) and hands the delivered inputs back to be simulated and observed like
+any other; ``twinloop cohort generate`` does this, ``products.dataset.generate`` alone
+refuses such a spec. The section is hashed with the spec and recorded in the manifest.
+
+``origin`` is the UTC timestamp of model time 0. ``solver: {rtol: ..., atol: ...,
+solver: tsit5}`` sets the integration tolerances (default 1e-6; for a
 T1D CGM product rtol 1e-4, atol 1e-3 is about twice as fast and changes glucose by
 at most ~0.3 mg/dL, far below sensor noise).
 """
@@ -64,6 +80,7 @@ _KEYS = {
     "chunk_size",
     "batch_size",
     "solver",
+    "control",
 }
 
 
@@ -86,6 +103,7 @@ class ProductSpec:
     chunk_size: int
     batch_size: int
     solver: SolverSettings
+    control: Mapping[str, Mapping[str, Any]]
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ProductSpec:
@@ -130,6 +148,7 @@ class ProductSpec:
         if not isinstance(arms_raw, Mapping) or not arms_raw:
             raise InputError(f"arms must map arm names to treatments, e.g. {{A: {{kind: none}}}}; got {arms_raw!r}.")
         arms = {str(k): validate_treatment(f"arms.{k}", v, model, duration) for k, v in arms_raw.items()}
+        control = _control(raw.get("control"), list(arms))
         observations = _observations(raw.get("observations"), model, duration)
         outcomes = _outcomes(raw.get("outcomes"), model, observations)
         population = population_from(raw.get("population", "default"), model.id)
@@ -157,6 +176,7 @@ class ProductSpec:
             chunk_size=chunk,
             batch_size=batch,
             solver=solver,
+            control=control,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,6 +205,29 @@ def _solver(raw: Any) -> SolverSettings:
     if not isinstance(raw.get("solver", "tsit5"), str):
         raise InputError(f"solver.solver must be a solver name such as tsit5; got {raw.get('solver')!r}.")
     return SolverSettings(solver=raw.get("solver", "tsit5"), rtol=rtol, atol=atol)
+
+
+def _control(raw: Any, arms: list[str]) -> dict[str, dict[str, Any]]:
+    """The closed-loop settings of each closed-loop arm (arms absent run open-loop): one
+    mapping for every arm, or ``{arm: mapping or null}`` naming every arm."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not raw:
+        raise InputError(
+            f"control must be a mapping of closed-loop settings, e.g. {{controller: basal-bolus}}, or "
+            f"{{arm name: settings or null}}; got {raw!r}."
+        )
+    keys = {str(k) for k in raw}
+    per_arm = keys <= set(arms) and all(v is None or isinstance(v, Mapping) for v in raw.values())
+    if not per_arm:
+        return {arm: dict(raw) for arm in arms}
+    missing = [a for a in arms if a not in keys]
+    if missing:
+        raise InputError(
+            f"control names arms {sorted(keys)} but not {missing}; give every arm its settings (null keeps an "
+            "arm open-loop), or one mapping of settings for all arms."
+        )
+    return {str(a): dict(v) for a, v in raw.items() if v is not None}
 
 
 def population_from(raw: Any, model_id: str) -> Population:

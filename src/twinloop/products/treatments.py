@@ -113,5 +113,23 @@ def dose_table(model: Model, plan: Inputs, ids: Sequence[str]) -> pd.DataFrame:
     if not frames:
         return empty_doses(time="model")
     out = pd.concat(frames, ignore_index=True)
-    out = out[out["amount"] > 0]
+    out = _merge_runs(out[out["amount"] > 0])
     return out.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
+
+
+def _merge_runs(doses: pd.DataFrame) -> pd.DataFrame:
+    """Join a patient's back-to-back rate rows of one input at the same rate into one row
+    (a cohort plan breaks wherever any patient's rate changes; one patient's need not)."""
+    frame = doses.sort_values(["subject_id", "input", "time"], kind="stable").reset_index(drop=True)
+    rate = (frame["kind"] == "rate").to_numpy()
+    end = (frame["time"] + frame["duration"]).to_numpy()
+    same = (frame["subject_id"].to_numpy()[1:] == frame["subject_id"].to_numpy()[:-1]) & (
+        frame["input"].to_numpy()[1:] == frame["input"].to_numpy()[:-1]
+    )
+    joins = same & rate[1:] & rate[:-1] & (end[:-1] == frame["time"].to_numpy()[1:])
+    joins &= frame["amount"].to_numpy()[1:] == frame["amount"].to_numpy()[:-1]
+    if not joins.any():
+        return frame
+    run = np.cumsum(np.r_[True, ~joins])
+    merged = frame.groupby(run, sort=False).agg({**{c: "first" for c in frame.columns}, "duration": "sum"})
+    return merged.reset_index(drop=True)
