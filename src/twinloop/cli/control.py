@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 control_app = typer.Typer(help="Insulin controllers in the loop: evaluate them on a virtual cohort.",
                           no_args_is_help=True)  # fmt: skip
 # the names a --controller may take, and the factory in twinloop.control that builds it
-CONTROLLERS = {"bb": "basal_bolus", "basal-bolus": "basal_bolus", "pid": "pid", "mpc": "mpc"}
 MAX_VALUES = 2_000_000_000  # per-minute values held in memory (8 bytes each): 16 GB
 SHOWN = ("tir_70_180_pct", "tbr_70_pct", "tbr_54_pct", "tar_180_pct", "tar_250_pct", "mean_mg_dl", "cv_pct",
          "gmi_pct", "lbgi", "hbgi", "hypo_events_70", "hypo_events_54")  # fmt: skip
@@ -29,18 +28,14 @@ def parse_controller(spec: str) -> Controller:
     import dataclasses
     import inspect
 
-    import twinloop.control as control
+    from twinloop.control.named import BUILT_IN, by_name
     from twinloop.errors import InputError
 
     name, _, rest = spec.strip().partition(":")
-    if name not in CONTROLLERS:
+    if name not in BUILT_IN:
         raise InputError(f"--controller '{spec}': unknown controller '{name}'; expected one of "
-                         f"{', '.join(CONTROLLERS)}, optionally with settings, e.g. pid:P=0.002,I=1e-6.")  # fmt: skip
-    try:
-        factory = getattr(control, CONTROLLERS[name])
-    except AttributeError:
-        raise InputError(f"--controller '{spec}': '{name}' is not available in this version of twinloop.") from None
-    accepted = list(inspect.signature(factory).parameters)
+                         f"{', '.join(BUILT_IN)}, optionally with settings, e.g. pid:P=0.002,I=1e-6.")  # fmt: skip
+    accepted = list(inspect.signature(BUILT_IN[name]).parameters)
     settings: dict[str, float] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
@@ -48,7 +43,7 @@ def parse_controller(spec: str) -> Controller:
         if not eq or key not in accepted:
             raise InputError(f"--controller '{spec}': '{item}' must be key=value with a key among {accepted}.")
         settings[key] = _number(value, f"--controller '{spec}': {key}")
-    controller = factory(**settings)
+    controller = by_name(name, settings)
     if settings:
         label = ",".join(f"{k}={v:g}" for k, v in settings.items())
         controller = dataclasses.replace(controller, name=f"{controller.name}({label})")
