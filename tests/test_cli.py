@@ -147,7 +147,13 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     from twinloop.cli.demo import run_demo
 
     summary = run_demo(
-        tmp_path, cohort_size=50, seed=0, console=Console(quiet=True), product_scale=0.02, twin_members=100
+        tmp_path,
+        cohort_size=50,
+        seed=0,
+        console=Console(quiet=True),
+        product_scale=0.02,
+        twin_members=100,
+        control_patients=12,
     )
     page = (tmp_path / "index.html").read_text()
     for text in ("Synthetic data products", "time in range", "Best overall response", "Progression-free survival"):
@@ -162,6 +168,11 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     assert loop["controller"]["name"] == "basal-bolus" and loop["scenario"]["rescue"]["grams"] == 15
     manifest = json.loads((tmp_path / "t1d-product" / "manifest.json").read_text())
     assert manifest["spec"]["control"]["controller"] == "basal-bolus"
+    # PID against MPC on a cohort, with the CVGA; the evaluation written beside the page
+    compared: dict = summary["controllers"]  # type: ignore[assignment]
+    assert "Controllers compared" in page and "Control-variability grid" in page
+    assert set(compared["cvga_zones"]) == {"pid", "mpc"} and sum(compared["cvga_zones"]["mpc"].values()) == 12
+    assert (tmp_path / "control" / "report.html").exists() and (tmp_path / "control" / "manifest.json").exists()
     # the AI section: an amortized posterior with its SBC plot, and a TSTR result
     assert "Simulation-based calibration" in page and "TSTR AUROC" in page
     learn = tmp_path / "learn"

@@ -22,6 +22,7 @@ from rich.console import Console
 
 import twinloop as tl
 from twinloop._atomic import write_atomic
+from twinloop.cli.demo_control import run_control_demo
 from twinloop.cli.demo_learn import run_learn_demo
 from twinloop.cli.demo_products import make_products, section
 from twinloop.cli.demo_twin import run_twin_demo
@@ -141,10 +142,17 @@ def run_governance(out: Path) -> tuple[dict[str, str], str]:
 
 
 def run_demo(
-    out: Path, *, cohort_size: int, seed: int, console: Console, product_scale: float = 1.0, twin_members: int = 300
+    out: Path,
+    *,
+    cohort_size: int,
+    seed: int,
+    console: Console,
+    product_scale: float = 1.0,
+    twin_members: int = 300,
+    control_patients: int = 500,
 ) -> dict[str, object]:
-    """Run the demo, write its outputs under ``out`` and return the summary (``product_scale``
-    and ``twin_members`` shrink it for a quick check)."""
+    """Run the demo, write its outputs under ``out`` and return the summary (``product_scale``,
+    ``twin_members`` and ``control_patients`` shrink it for a quick check)."""
     model = tl.models.get("t1d-uva-padova")
     out.mkdir(parents=True, exist_ok=True)
     patients = run_patients(model, Patients.published(model), seed)
@@ -185,6 +193,9 @@ def run_demo(
     twin_summary, twin_html = run_twin_demo(out, twin_members)
     summary["twin"] = twin_summary
     console.print(f"twin {twin_summary['twin']}: {twin_summary['versions']} versions -> {twin_summary['registry']}")
+    control_summary, control_html = run_control_demo(out, control_patients, seed)
+    summary["controllers"] = control_summary
+    console.print(f"PID and MPC compared on {control_patients} patients -> {out / 'control'}")
     governance, governance_html = run_governance(out)
     summary["governance"] = governance
     fig = _figure(patients, cohort)
@@ -204,6 +215,7 @@ def run_demo(
         + section(products)
         + learn_html
         + twin_html
+        + control_html
         + governance_html
         + "</body></html>"
     )
