@@ -6,6 +6,7 @@ noise-free sensor their closed loop matches simglucose's own (``tests/test_contr
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from twinloop.control.types import Action, Controller, Observation
@@ -18,7 +19,11 @@ def basal_bolus(target: float = 140.0, correction_above: float = 150.0) -> Contr
     a correction ``(CGM - target) / correction factor`` (units)."""
     _finite("target", target)
     _finite("correction_above", correction_above)
+    return _basal_bolus(float(target), float(correction_above))
 
+
+@cache  # one object per settings: the closed loop compiled for it is reused
+def _basal_bolus(target: float, correction_above: float) -> Controller:
     def policy(state: Any, obs: Observation) -> tuple[Any, Action]:
         import jax.numpy as jnp
 
@@ -37,7 +42,11 @@ def pid(P: float = 0.001, I: float = 0.00001, D: float = 0.001, target: float = 
     The defaults are the gains of simglucose's examples."""
     for key, value in (("P", P), ("I", I), ("D", D), ("target", target)):
         _finite(key, value)
+    return _pid(float(P), float(I), float(D), float(target))
 
+
+@cache
+def _pid(P: float, I: float, D: float, target: float) -> Controller:  # noqa: E741
     def init(obs: Observation) -> Any:
         import jax.numpy as jnp
 
