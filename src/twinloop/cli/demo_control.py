@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import twinloop as tl
+from twinloop._html import table
 from twinloop.control import Patients, Scenario, evaluate, mpc, pid
-from twinloop.control.report import bands_figure, cvga_figure, metric_table, table
+from twinloop.control.report import bands_figure, cvga_figure, metric_table
 
 SHOWN = ("cgm_tir_70_180_pct", "cgm_tbr_70_pct", "cgm_tbr_54_pct", "cgm_tar_250_pct", "cgm_mean_mg_dl", "cgm_lbgi")
 # A realistic day: meal times and sizes vary, carbohydrate is miscounted, the sensor errs.

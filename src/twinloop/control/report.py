@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from twinloop._html import Page, table
 from twinloop.control.metrics import CVGA_MAX_CLIP, CVGA_MIN_CLIP, cvga_counts, cvga_zone
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-h1{border-bottom:2px solid #446}h2{margin-top:2em;color:#335}table{border-collapse:collapse;margin:.6em 0}
-td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eef}
-.note{color:#555;font-style:italic}code{font-size:12px}"""
+
 BAND_COLOURS = ("31,119,180", "214,39,40", "44,160,44", "148,103,189", "255,127,14", "140,86,75")
 # the nine CVGA rectangles: (name, min BG from, to, max BG from, to, colour) as Magni et al. (2008) draw them
 CVGA_RECTANGLES = (
@@ -37,40 +34,6 @@ CVGA_RECTANGLES = (
     ("Upper D", 70, 90, 300, 400, "#ffa500"),
     ("E", 50, 70, 300, 400, "#e03030"),
 )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    """An HTML table of ``rows`` (escaped), in the order of ``columns``."""
-    if not rows:
-        return "<p class=note>none</p>"
-    columns = list(columns or rows[0].keys())
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-class Page:
-    """Sections of HTML and plotly figures; plotly.js is embedded once."""
-
-    def __init__(self, title: str) -> None:
-        self.title, self.parts, self._js = title, [f"<h1>{html.escape(title)}</h1>"], True
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-
-    def figure(self, fig: go.Figure) -> None:
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=self._js))
-        self._js = False
-
-    def render(self) -> str:
-        return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body>{''.join(self.parts)}</body></html>")  # fmt: skip
 
 
 def interval(row: Mapping[str, Any]) -> str:

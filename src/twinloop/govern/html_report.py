@@ -3,51 +3,14 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
-h1{border-bottom:2px solid #446}h2{margin-top:2em;color:#335}table{border-collapse:collapse;margin:.6em 0}
-td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:left}th{background:#eef}
-.met{color:#070}.missing{color:#b00;font-weight:bold}.note{color:#555;font-style:italic}"""
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, list) and all(isinstance(v, float) for v in value):
-        return "[" + ", ".join(f"{v:.3g}" for v in value) + "]"
-    return html.escape(str(value))
-
-
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
-    if not rows:
-        return "<p class=note>none</p>"
-    columns = list(columns or rows[0].keys())
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-class Page:
-    """Sections of HTML and plotly figures; plotly.js is embedded once."""
-
-    def __init__(self, title: str) -> None:
-        self.title, self.parts, self._js = title, [f"<h1>{html.escape(title)}</h1>"], True
-
-    def add(self, text: str) -> None:
-        self.parts.append(text)
-
-    def figure(self, fig: go.Figure) -> None:
-        self.parts.append(fig.to_html(full_html=False, include_plotlyjs=self._js))
-        self._js = False
-
-    def render(self) -> str:
-        return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(self.title)}</title>"
-                f"<style>{STYLE}</style></head><body>{''.join(self.parts)}</body></html>")  # fmt: skip
+from twinloop._html import Page, table
+from twinloop._html import fmt as _fmt
 
 
 def render(report: Mapping[str, Any]) -> str:
