@@ -16,11 +16,6 @@ import pytest
 os.environ["TWINLOOP_MODELS_DIR"] = os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "no-user-models")
 os.environ.setdefault("TWINLOOP_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "twinloop"))
 
-# Two test workers share the machine's cores (`make test` runs one per core): each runs XLA
-# on one thread rather than both oversubscribing every core.
-if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-
 import twinloop as tl
 
 # The files whose tests take longest go first, so that with two workers (pytest-xdist,
