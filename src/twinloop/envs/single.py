@@ -11,7 +11,7 @@ import numpy as np
 from twinloop.control.patients import Patients
 from twinloop.envs.core import EnvCore, EnvSettings
 from twinloop.envs.resolve import controllable_model, env_patients, env_scenario
-from twinloop.envs.vector import SEED_BOUND, check_options
+from twinloop.envs.vector import CoreAccess
 from twinloop.errors import InputError
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from twinloop.models.base import Model
 
 
-class GlucoseEnv(gymnasium.Env):
+class GlucoseEnv(CoreAccess, gymnasium.Env):
     """One virtual patient with type 1 diabetes, one control period per step.
 
     The observation, action, reward, termination, truncation and ``info`` are those of
@@ -72,10 +72,6 @@ class GlucoseEnv(gymnasium.Env):
         self.observation_space, self.action_space = self.core.spaces()
 
     @property
-    def model(self) -> Model:
-        return self.core.model
-
-    @property
     def patients(self) -> Patients:
         """The patient, as a ``Patients`` of one (id, group, therapy settings)."""
         return self.core.patients
@@ -85,10 +81,7 @@ class GlucoseEnv(gymnasium.Env):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new episode; ``seed`` draws its meals and sensor errors."""
         super().reset(seed=seed)
-        check_options(options)
-        if seed is not None:
-            self.action_space.seed(seed)
-        obs, info = self.core.reset(seed if seed is not None else int(self.np_random.integers(0, SEED_BOUND)))
+        obs, info = self.core.reset(self._episode_seed(seed, options))
         return obs[0], {k: v[0] for k, v in info.items()}
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

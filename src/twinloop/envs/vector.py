@@ -21,7 +21,39 @@ if TYPE_CHECKING:
 SEED_BOUND = 2**31 - 1
 
 
-class GlucoseVectorEnv(VectorEnv):
+class CoreAccess:
+    """What both glucose environments expose of their core, and how an episode's seed is chosen."""
+
+    core: EnvCore
+    action_space: Any
+    np_random: Any
+
+    @property
+    def model(self) -> Model:
+        return self.core.model
+
+    @property
+    def patients(self) -> Patients:
+        """The patients, one per environment (ids, groups, therapy settings)."""
+        return self.core.patients
+
+    @property
+    def scenario(self) -> Scenario:
+        return self.core.scenario
+
+    def _episode_seed(self, seed: int | None, options: Mapping[str, Any] | None) -> int:
+        """The seed of the next episode's meals and sensor errors (after ``super().reset``)."""
+        check_options(options)
+        if seed is not None:
+            self.action_space.seed(seed)
+            return seed
+        return self._draw_seed()
+
+    def _draw_seed(self) -> int:
+        return int(self.np_random.integers(0, SEED_BOUND))
+
+
+class GlucoseVectorEnv(CoreAccess, VectorEnv):
     """``num_envs`` virtual patients with type 1 diabetes, one control period per step.
 
     The patients run through the closed loop of :mod:`twinloop.control` (meals eaten at
@@ -122,29 +154,14 @@ class GlucoseVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._ended = np.zeros(self.num_envs, dtype=bool)
 
-    @property
-    def model(self) -> Model:
-        return self.core.model
-
-    @property
-    def patients(self) -> Patients:
-        """The patients, one per environment (ids, groups, therapy settings)."""
-        return self.core.patients
-
-    @property
-    def scenario(self) -> Scenario:
-        return self.core.scenario
-
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Start a new episode for every patient."""
         super().reset(seed=seed)
-        check_options(options)
-        if seed is not None:
-            self.action_space.seed(seed)
+        episode = self._episode_seed(seed, options)
         self._ended[:] = False
-        return self.core.reset(seed if seed is not None else self._draw_seed())
+        return self.core.reset(episode)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """One control period of every patient (see the class for what comes back)."""
@@ -153,9 +170,6 @@ class GlucoseVectorEnv(VectorEnv):
         out = self.core.step(actions, fresh, seed)
         self._ended = out[2] | out[3]
         return out
-
-    def _draw_seed(self) -> int:
-        return int(self.np_random.integers(0, SEED_BOUND))
 
 
 def check_options(options: Mapping[str, Any] | None) -> None:
