@@ -80,7 +80,7 @@ def test_public_names_resolve_and_dir_lists_them():
     assert tl.models.get("pk-one-compartment").id == "pk-one-compartment"
     assert issubclass(tl.DataError, tl.TwinloopError) and tl.__version__ == "0.1.0"
     errors = {"TwinloopError", "ModelError", "InputError", "DataError", "SimulationError", "CalibrationError"}
-    names = {"PatientTwin", "simulate", "SolverSettings", "Trajectories", "Inputs", "models", "control"}
+    names = {"PatientTwin", "simulate", "SolverSettings", "Trajectories", "Inputs", "models", "control", "trials"}
     expected = {*names, "__version__", *errors}
     assert set(dir(tl)) == set(tl.__all__) == expected
     with pytest.raises(AttributeError, match="module 'twinloop' has no attribute 'PatientTwins'"):

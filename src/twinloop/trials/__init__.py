@@ -1,0 +1,32 @@
+"""In-silico trials: a trial specification run on a virtual cohort, analysed like a real one.
+
+A trial (``TrialSpec``) names a population and its eligibility criteria, the arms and how
+participants are randomized to them, the visits and what is measured, the endpoints and
+the analysis plan. ``run_trial`` screens, randomizes and simulates R replicate trials in
+one chunked cohort run; ``analyse`` fits the planned analyses (statsmodels, lifelines);
+``power`` estimates operating characteristics by simulation; ``external_control`` builds a
+synthetic external control arm; ``prognostic_scores`` gives each participant's twin-predicted
+control outcome for PROCOVA-style adjustment; ``virtual_twins`` finds subgroups.
+"""
+
+from typing import TYPE_CHECKING
+
+from twinloop._lazy import attach
+
+if TYPE_CHECKING:
+    from twinloop.trials.analysis import AnalysisPlan as AnalysisPlan
+    from twinloop.trials.analysis import analyse as analyse
+    from twinloop.trials.context import SpecContext as SpecContext
+    from twinloop.trials.external import ExternalControlSpec as ExternalControlSpec
+    from twinloop.trials.external import external_control as external_control
+    from twinloop.trials.power import power as power
+    from twinloop.trials.procova import PrognosticSpec as PrognosticSpec
+    from twinloop.trials.procova import prognostic_scores as prognostic_scores
+    from twinloop.trials.run import TrialData as TrialData
+    from twinloop.trials.run import run_trial as run_trial
+    from twinloop.trials.run import simulate_participants as simulate_participants
+    from twinloop.trials.spec import TrialSpec as TrialSpec
+    from twinloop.trials.subgroups import SubgroupSpec as SubgroupSpec
+    from twinloop.trials.subgroups import virtual_twins as virtual_twins
+
+__getattr__, __dir__, __all__ = attach(__name__, __file__)
