@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -15,7 +15,8 @@ class SpecContext:
 
     ``covariates`` are the population's covariate columns (``group`` included),
     ``baselines`` the trial's named baseline measures, ``endpoints`` each endpoint's kind,
-    ``arms`` the arm names in spec order with ``control_arm`` among them, and ``base_dir``
+    ``arms`` the arm names in spec order with ``control_arm`` among them, ``protocols`` each
+    observation protocol's name with its observable, and ``base_dir``
     the folder that relative paths in the spec (populations) are resolved against.
     """
 
@@ -25,6 +26,7 @@ class SpecContext:
     covariates: tuple[str, ...]
     baselines: tuple[str, ...]
     endpoints: dict[str, EndpointKind]
+    protocols: dict[str, str] = field(default_factory=dict)
     base_dir: Path | None = None
 
     @property
