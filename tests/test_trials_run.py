@@ -26,6 +26,7 @@ SPEC: dict[str, Any] = {
     "duration": 252,
     "resolution": 1,
     "chunk_size": 10,
+    "randomization": {"kind": "block", "block_size": 4},
     "arms": {"low": {**CHEMO, "dose_mg": 400}, "high": {**CHEMO, "dose_mg": 1600}},
     "observations": [
         {
@@ -95,7 +96,8 @@ def test_arms_follow_the_randomization(data: TrialData) -> None:
     table = p.drop(columns=["arm", "stratum", *ENDPOINTS, "pfs_event", "simulation_failed"])
     again = data.spec.randomization.assign(table, list(data.spec.arms), randomization_seed(data.spec.seed))
     assert list(again) == list(p["arm"])
-    assert set(p["arm"]) == {"low", "high"}
+    blocks = p.assign(block=p["order"] // 4, low=p["arm"] == "low").groupby(["replicate", "block"])["low"].sum()
+    assert (blocks == 2).all()  # permuted blocks of 4, 1:1
 
 
 def test_the_baseline_scan_is_the_trials_day_0_scan(data: TrialData) -> None:

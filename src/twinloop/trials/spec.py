@@ -30,7 +30,7 @@ from twinloop.models.registry import get as get_model
 from twinloop.products import limits
 from twinloop.products.spec import ProductSpec
 from twinloop.trials.analysis import AnalysisPlan
-from twinloop.trials.context import EndpointKind, SpecContext
+from twinloop.trials.context import SpecContext
 from twinloop.trials.external import ExternalControlSpec
 from twinloop.trials.procova import PrognosticSpec
 from twinloop.trials.randomize import Randomization
@@ -42,10 +42,8 @@ OWN = ("name", "eligibility", "n", "replicates", "max_screened", "control_arm", 
        "endpoints", "analysis", "prognostic", "external_control", "subgroups")  # fmt: skip
 RESERVED = ("replicate", "order", "subject_id", "arm", "stratum", "group", "simulation_failed")
 MAX_REPLICATES = 100_000
-ENDPOINT_KINDS: dict[str, EndpointKind] = {"measure": "continuous", "response": "binary",
-                                           "time_to_event": "time_to_event"}  # fmt: skip
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")  # measures and endpoints: usable in formulas
 
 
 @dataclass(frozen=True)
@@ -279,7 +277,7 @@ def _section(where: str, raw: Any) -> Mapping[str, Any]:
     return raw
 
 
-def _check_new(where: str, name: Any, taken: set[str], pattern: re.Pattern[str] = _NAME) -> str:
+def _check_new(where: str, name: Any, taken: set[str], pattern: re.Pattern[str] = _IDENTIFIER) -> str:
     name = _name(where, name, pattern)
     if name in taken or name in RESERVED or keyword.iskeyword(name):
         raise InputError(
@@ -290,13 +288,14 @@ def _check_new(where: str, name: Any, taken: set[str], pattern: re.Pattern[str] 
 
 
 def _baseline(raw: Any, ctx: SpecContext, run_in: RunIn | None) -> dict[str, Any]:
-    from twinloop.trials.endpoints import Measure
+    from twinloop.trials.endpoints import parse_measures
 
-    out: dict[str, Any] = {}
-    for key, value in _section("baseline", raw).items():
-        name = _check_new(f"baseline.{key}", key, set(ctx.covariates), _IDENTIFIER)
-        measure = Measure.parse(f"baseline.{name}", name, value, ctx)
-        window = getattr(measure, "window", None)
+    taken = set(ctx.covariates)
+    for key in _section("baseline", raw):
+        taken.add(_check_new(f"baseline.{key}", key, taken))
+    measures = parse_measures("baseline", raw, ctx)
+    for name, measure in measures.items():
+        window = measure.window
         if run_in is None and window is not None and float(window[1]) > 0:
             raise InputError(
                 f"baseline.{name}.window is {list(window)}; without a run_in a baseline measure is taken before "
@@ -306,8 +305,7 @@ def _baseline(raw: Any, ctx: SpecContext, run_in: RunIn | None) -> dict[str, Any
             raise InputError(
                 f"baseline.{name}.window is {list(window)}; it must lie within the run-in [0, {run_in.duration:g}]."
             )
-        out[name] = measure
-    return out
+    return measures
 
 
 def _eligibility(raw: Any, ctx: SpecContext) -> tuple[Formula, ...]:
@@ -332,21 +330,10 @@ def _eligibility(raw: Any, ctx: SpecContext) -> tuple[Formula, ...]:
 
 
 def _endpoints(raw: Any, ctx: SpecContext) -> dict[str, Any]:
-    from twinloop.trials.endpoints import Endpoint
+    from twinloop.trials.endpoints import parse_endpoints
 
-    section = _section("endpoints", raw)
     taken = set(ctx.columns)
-    names = []
-    for key in section:
+    for key in _section("endpoints", raw):
         name = _check_new(f"endpoints.{key}", key, taken)
         taken |= {name, f"{name}_event"}
-        names.append(name)
-    kinds = {}
-    for name in names:
-        value = section[name]
-        kind = value.get("kind") if isinstance(value, Mapping) else None
-        if kind not in ENDPOINT_KINDS:
-            raise InputError(f"endpoints.{name}.kind must be one of {list(ENDPOINT_KINDS)}; got {kind!r}.")
-        kinds[name] = ENDPOINT_KINDS[str(kind)]
-    ctx = dataclasses.replace(ctx, endpoints=kinds)
-    return {name: Endpoint.parse(f"endpoints.{name}", name, section[name], ctx) for name in names}
+    return parse_endpoints("endpoints", raw, ctx)
