@@ -190,8 +190,12 @@ T1D: dict[str, Any] = {
 
 
 def test_a_t1d_trial_of_two_controllers_gives_time_in_range() -> None:
-    data = run_trial(TrialSpec.from_dict(T1D))
+    data = run_trial(TrialSpec.from_dict(T1D), potential_outcomes=True)
     p = data.participants
-    assert len(p) == 8 and set(p["arm"]) <= {"bb", "pid"}
+    assert len(p) == 8 and set(p["arm"]) == {"bb", "pid"}
     assert p["tir"].between(0, 100).all() and p["tir"].std() > 0
     assert not p["simulation_failed"].any()
+    # a participant's closed loop does not depend on who else is in the arm: observed == potential outcome
+    own = np.where(p["arm"] == "bb", data.truth["tir@bb"], data.truth["tir@pid"])
+    assert np.array_equal(own, p["tir"].to_numpy())
+    assert not np.array_equal(data.truth["tir@bb"], data.truth["tir@pid"])

@@ -354,13 +354,14 @@ def _simulate(
         for unit in units:
             m = sum(blk.rows.size for blk in unit)
             arm = arms[offset : offset + m]
-            run = _measure(runner, unit, arm, keep)
+            plans = _Plans(runner, unit)
+            run = _measure(runner, unit, arm, keep, plans)
             endpoints.append(run["endpoints"])
             failed.append(run["failed"])
             completed.append(run["completed"])
             observations.extend(run["observations"])
             if potential:
-                potentials.append(_potential(runner, unit, m))
+                potentials.append(_potential(runner, unit, m, plans))
             offset += m
             advance(m)
     return {
@@ -386,14 +387,15 @@ def _units(blocks: list[_Block], chunk_size: int, per_block: bool) -> list[list[
     return units
 
 
-def _measure(runner: _Runner, unit: list[_Block], arm: np.ndarray, keep: bool) -> dict[str, Any]:
+def _measure(runner: _Runner, unit: list[_Block], arm: np.ndarray, keep: bool, plans: _Plans) -> dict[str, Any]:
     """Simulate one unit's participants under ``arm``, observe them block by block, compute endpoints."""
     from twinloop.trials.endpoints import endpoint_values
 
     spec, model = runner.spec, runner.model
-    cohort = Cohort.concat([blk.cohort for blk in unit]) if len(unit) > 1 else unit[0].cohort
+    cohort = _cohort(unit)
     b0 = unit[0].index
-    run = simulate_arms(spec.product, model, cohort, arm, runner.grid, planner=runner.planner, doses=False,
+    planner = plans if runner.planner is not None else None
+    run = simulate_arms(spec.product, model, cohort, arm, runner.grid, planner=planner, doses=False,
                         plan_seed=lambda a: _seed_of(runner.rng(b0, 4, a)),
                         chunk_size=min(spec.product.batch_size, spec.chunk_size), pad=True)  # fmt: skip
     observables = run.observables
@@ -417,13 +419,49 @@ def _measure(runner: _Runner, unit: list[_Block], arm: np.ndarray, keep: bool) -
             np.concatenate(completed), "observations": kept}  # fmt: skip
 
 
-def _potential(runner: _Runner, unit: list[_Block], m: int) -> pd.DataFrame:
+def _potential(runner: _Runner, unit: list[_Block], m: int, plans: _Plans) -> pd.DataFrame:
     """Every endpoint of the unit's participants under every arm: ``<endpoint>@<arm>`` columns."""
     columns = {}
     for name in runner.spec.arms:
-        values = _measure(runner, unit, np.full(m, name, dtype=object), False)["endpoints"]
+        values = _measure(runner, unit, np.full(m, name, dtype=object), False, plans)["endpoints"]
         columns.update({f"{c}@{name}": values[c].to_numpy() for c in values.columns})
     return pd.DataFrame(columns)
+
+
+class _Plans:
+    """The closed-loop plans of a unit (one block) of participants: each closed-loop arm is planned
+    once for every participant of the block, and an arm's patients take their rows of it, so a
+    participant's plan does not depend on who else was randomized to the arm (the observed and the
+    potential outcomes then share it)."""
+
+    def __init__(self, runner: _Runner, unit: list[_Block]) -> None:
+        self.runner, self.unit = runner, unit
+        self.cache: dict[str, Any] = {}
+
+    def __call__(self, arm: str, patients: Cohort, seed: int) -> Any:
+        assert self.runner.planner is not None
+        cohort = _cohort(self.unit)
+        if arm not in self.cache:
+            self.cache[arm] = self.runner.planner(arm, cohort, seed)
+        index = {pid: i for i, pid in enumerate(cohort.ids)}
+        rows = np.asarray([index.get(pid, -1) for pid in patients.ids])
+        rows = np.maximum.accumulate(rows)  # padding repeats the last patient
+        return _take(self.cache[arm], rows)
+
+
+def _cohort(unit: list[_Block]) -> Cohort:
+    return Cohort.concat([blk.cohort for blk in unit]) if len(unit) > 1 else unit[0].cohort
+
+
+def _take(plan: Any, rows: np.ndarray) -> Any:
+    """The cohort plan ``plan`` of the patients ``rows`` (per-patient values taken, scalars kept)."""
+
+    def pick(value: Any) -> Any:
+        return np.asarray(value)[rows] if np.ndim(value) else value
+
+    segments = tuple(dataclasses.replace(seg, rate=pick(seg.rate)) for seg in plan.segments)
+    boluses = tuple(dataclasses.replace(b, amount=pick(b.amount)) for b in plan.boluses)
+    return dataclasses.replace(plan, segments=segments, boluses=boluses)
 
 
 def _block_ids(blk: _Block) -> list[str]:

@@ -189,7 +189,11 @@ class TrialSpec:
                 f"max_screened ({screened}) is below n x replicates ({n} x {replicates}); raise max_screened."
             )
         raw = {**self.raw, "n": n, "replicates": replicates, "seed": seed}
-        product = dataclasses.replace(self.product, seed=seed, raw={**self.product.raw, "seed": seed})
+        requested = self.raw.get("chunk_size")
+        model = get_model(self.model_id)
+        points = limits.output_points(self.duration, self.product.resolution)
+        chunk = limits.chunk_size_for(requested, n * replicates, points, len(model.observables))
+        product = dataclasses.replace(self.product, seed=seed, raw={**self.product.raw, "seed": seed}, chunk_size=chunk)
         return dataclasses.replace(self, raw=raw, n=n, replicates=replicates, seed=seed, product=product)
 
     def to_dict(self) -> dict[str, Any]:
