@@ -142,6 +142,11 @@ def test_too_few_eligible_is_refused_with_the_reason() -> None:
         run_trial(spec)
 
 
+def test_an_eligibility_criterion_must_be_a_condition() -> None:
+    with pytest.raises(InputError, match=r"eligibility\[0\] is 'age \+ 1', which gives float64 values"):
+        run_trial(trial_spec(eligibility=["age + 1"]))
+
+
 def test_a_run_in_gives_the_baseline() -> None:
     baseline = {"sld_baseline": {"observation": "ct", "summary": "first"},
                 "sld_run_in": {"observation": "ct", "summary": "last", "window": [0, 42]}}  # fmt: skip

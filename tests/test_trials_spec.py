@@ -129,6 +129,12 @@ BAD = [
     ({"endpoints": {"arm": {"kind": "response", "recist": "ct"}}}, "endpoints.arm: the name 'arm' is already"),
     ({"endpoints": {"pfs": {"kind": "survival", "recist": "ct"}}}, "endpoints.pfs.kind must be one of"),
     ({"endpoints": {"../x": {"kind": "response", "recist": "ct"}}}, r"endpoints.../x: the name"),
+    ({"randomization": {"kind": "coin"}}, r"randomization\.kind"),
+    ({"randomization": {"kind": "block", "ratio": {"three-weekly": 1}}}, r"randomization\.ratio"),
+    ({"analysis": {"primary": "survival"}}, r"analysis\.primary"),
+    ({"prognostic": [1]}, "prognostic"),
+    ({"external_control": "yes"}, "external_control"),
+    ({"subgroups": 3}, "subgroups"),
 ]  # fmt: skip
 
 
