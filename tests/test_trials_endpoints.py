@@ -213,6 +213,13 @@ def test_bad_endpoints_are_refused_with_their_key_path(raw: dict[str, object], m
 
 
 def test_bad_sections_are_refused() -> None:
+    late = {"e": {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 400}}
+    assert parse_endpoints("endpoints", late, CTX)["e"].measure is not None  # duration unknown: accepted
+    with pytest.raises(InputError, match=r"endpoints\.e\.at is 400; it must not be after the trial's duration \(364\)"):
+        parse_endpoints("endpoints", late, CTX, duration=364)
+    long = {"e": {"kind": "time_to_event", "recist": "ct", "window": [0, 400]}}
+    with pytest.raises(InputError, match=r"endpoints\.e\.window is \[0\.0, 400\.0\]; it must end by"):
+        parse_endpoints("endpoints", long, CTX, duration=364)
     with pytest.raises(InputError, match=r"endpoints is empty"):
         parse_endpoints("endpoints", {}, CTX)
     with pytest.raises(InputError, match=r"endpoints has the name 'sld change'"):
