@@ -129,6 +129,7 @@ BAD = [
     ({"endpoints": {"arm": {"kind": "response", "recist": "ct"}}}, "endpoints.arm: the name 'arm' is already"),
     ({"endpoints": {"pfs": {"kind": "survival", "recist": "ct"}}}, "endpoints.pfs.kind must be one of"),
     ({"endpoints": {"../x": {"kind": "response", "recist": "ct"}}}, r"endpoints.../x: the name"),
+    ({"duration": 100}, r"endpoints\.sld_change\.window is \[140\.0, 196\.0\]; it must end by the trial's duration"),
     ({"randomization": {"kind": "coin"}}, r"randomization\.kind"),
     ({"randomization": {"kind": "block", "ratio": {"three-weekly": 1}}}, r"randomization\.ratio"),
     ({"analysis": {"primary": "survival"}}, r"analysis\.primary"),
