@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from trials_data import context, participants
 
+from trials_data import context, participants
 from twinloop.errors import InputError
 from twinloop.trials.analysis import AnalysisPlan, analyse, kaplan_meier, km_medians
-from twinloop.trials.regression import Design, ols, ols_reference, reduce
+from twinloop.trials.regression import designs, ols, ols_reference
 from twinloop.trials.survival import cox_one, cox_reference, logrank_one, logrank_reference
 
 ALL = {
@@ -84,12 +84,10 @@ def test_procova_without_prognostic_scores_is_refused():
 
 
 def _designs(table, columns):
-    designs = []
-    for _, part in table.groupby("replicate"):
-        part = part.dropna(subset=["y"])
-        x = np.column_stack([np.ones(len(part)), part["arm"].to_numpy() != "control", *(part[c] for c in columns)])
-        designs.append(reduce(Design(part["y"].to_numpy(float), x.astype(float)), 1))
-    return designs
+    x = np.column_stack([np.ones(len(table)), table["arm"] != "control", *(table[c] for c in columns)])
+    complete = table["y"].notna().to_numpy()
+    used = [np.flatnonzero(complete & (table["replicate"] == r).to_numpy()) for r in table["replicate"].unique()]
+    return designs(table["y"].to_numpy(float), x.astype(float), used, 1)
 
 
 def test_batched_ols_equals_statsmodels_to_1e10():

@@ -42,12 +42,18 @@ def participants(
     rho: float = 0.6,
     missing: float = 0.0,
     scan_days: float | None = None,
+    block: int | None = None,
 ) -> pd.DataFrame:
-    """``replicates`` trials of ``n`` participants randomized in balanced blocks over ``arms``."""
+    """``replicates`` trials of ``n`` participants randomized in permuted blocks (default: one of n) over ``arms``."""
     rng = np.random.default_rng(seed)
     total = replicates * n
-    block = np.resize(np.arange(len(arms)), n)
-    arm = np.concatenate([rng.permutation(block) for _ in range(replicates)])
+    size = block or n
+    pattern = np.resize(np.arange(len(arms)), (total // size + 1, size))
+    arm = (
+        rng.permuted(pattern, axis=1).ravel()[:total]
+        if block
+        else np.concatenate([rng.permutation(pattern[0]) for _ in range(replicates)])
+    )
     treated = (arm > 0).astype(float)
     age = rng.normal(60, 10, total)
     sex = rng.choice(np.array(["female", "male"], dtype=object), total)
