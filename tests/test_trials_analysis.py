@@ -1,21 +1,26 @@
 """twinloop.trials.analysis: the analysis plan, and analyses checked against peers and known truth.
 
-The participant tables are drawn directly with numpy (tests/trials_data.py), so every effect,
+The participant tables are drawn directly with numpy (tests/data/trials_data.py), so every effect,
 and the null, is known. The fast numpy paths (batched OLS, log-rank, Efron Cox) are checked
 against statsmodels and lifelines, and lifelines against statsmodels.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
 
-from trials_data import context, participants
 from twinloop.errors import InputError
 from twinloop.trials.analysis import AnalysisPlan, analyse, kaplan_meier, km_medians
 from twinloop.trials.regression import designs, ols, ols_reference
 from twinloop.trials.survival import cox_one, cox_reference, logrank_one, logrank_reference
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from trials_data import context, participants
 
 ALL = {
     "y": ["ancova", {"method": "ancova", "covariates": ["base", "sex"]}, {"method": "procova"}],

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from trials_data import context, participants
 from twinloop.errors import InputError
 from twinloop.trials.analysis import AnalysisPlan
 from twinloop.trials.power import closed_form_power, operating_characteristics, parse_n_grid, replicates_for
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from trials_data import context, participants
 
 ANCOVA = AnalysisPlan.parse("analysis", {"methods": {"y": ["ancova"]}}, context())
 
