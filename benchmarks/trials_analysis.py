@@ -37,8 +37,6 @@ ALL_METHODS = {
     "resp": [{"method": "logistic", "covariates": ["base"]}],
     "pfs": ["logrank", {"method": "cox", "covariates": ["base"]}],
 }
-SCHEDULE = {"kind": "chemotherapy", "dose_mg": 1200, "cycle_days": 21, "days_on": 1, "n_cycles": 6}
-WEEKLY = {"kind": "chemotherapy", "dose_mg": 400, "cycle_days": 7, "days_on": 1, "n_cycles": 18}
 
 
 def _plan(methods: dict[str, Any]) -> Any:
@@ -127,58 +125,9 @@ def _against(table: Any, expected: np.ndarray, replicates: int) -> dict[str, Any
     }
 
 
-def model_spec(*, null: bool, n: int = 200, seed: int = 5) -> Any:
-    """A tgi-claret trial: three-weekly against weekly dosing (or against itself when ``null``)."""
-    from twinloop.trials.spec import TrialSpec
-
-    raw = {
-        "name": "null-schedules" if null else "two-schedules",
-        "model": "tgi-claret",
-        "population": "default",
-        "eligibility": ["sld_baseline >= 20"],
-        "n": n,
-        "seed": seed,
-        "duration": 364,
-        "resolution": 1,
-        "arms": {"A": SCHEDULE, "B": SCHEDULE if null else WEEKLY},
-        "randomization": {"kind": "block", "block_size": 2},
-        "observations": [
-            {
-                "name": "ct",
-                "observable": "sum_of_diameters",
-                "schedule": {"every": 42, "jitter": 7},
-                "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
-                "dropout": {"hazard": 0.001},
-            }
-        ],
-        "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
-        "endpoints": {
-            "sld_change": {
-                "kind": "measure",
-                "observation": "ct",
-                "summary": "nearest",
-                "at": 168,
-                "window": [140, 196],
-                "baseline": "sld_baseline",
-                "relative": True,
-            },
-            "objective_response": {"kind": "response", "recist": "ct"},
-            "pfs": {"kind": "time_to_event", "recist": "ct"},
-        },
-        "analysis": {
-            "primary": "sld_change",
-            "methods": {
-                "sld_change": [{"method": "ancova", "covariates": ["sld_baseline"]}, "ancova"],
-                "objective_response": [{"method": "logistic", "covariates": ["sld_baseline"]}],
-                "pfs": ["logrank", {"method": "cox", "covariates": ["sld_baseline"]}],
-            },
-        },
-    }
-    return TrialSpec.from_dict(raw)
-
-
 def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) -> dict[str, Any]:
     """Rejection rates under the null on model-based trials (both arms the same treatment)."""
+    from trials_data import model_spec
     from twinloop.trials.run import run_trial
 
     from twinloop.trials.analysis import analyse
@@ -204,6 +153,7 @@ def power_model(replicates: int = 2000, pilot: int = 20_000, seed: int = 6) -> d
     delta and sd come from a pilot trial of ``pilot`` participants; the closed form is evaluated
     at the participants analysed per arm (n times the pilot's share with the endpoint observed).
     """
+    from trials_data import model_spec
     from twinloop.trials.run import run_trial
 
     from twinloop.trials.power import closed_form_power, power

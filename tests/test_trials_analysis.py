@@ -20,7 +20,7 @@ from twinloop.trials.regression import designs, ols, ols_reference
 from twinloop.trials.survival import cox_one, cox_reference, logrank_one, logrank_reference
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from trials_data import context, participants
+from trials_data import context, model_spec, participants
 
 ALL = {
     "y": ["ancova", {"method": "ancova", "covariates": ["base", "sex"]}, {"method": "procova"}],
@@ -213,3 +213,16 @@ def test_kaplan_meier_without_censoring_is_the_empirical_survival():
     assert medians.loc["control", "ci_low"] <= medians.loc["control", "median"] <= medians.loc["control", "ci_high"]
     with pytest.raises(InputError, match="replicate 3"):
         kaplan_meier(table, "pfs", replicate=3)
+
+
+@pytest.mark.slow
+def test_type_one_error_on_a_model_based_null_trial():
+    """2,000 tgi-claret trials whose two arms get the same chemotherapy: every analysis at its nominal 5 %."""
+    from twinloop.trials.run import run_trial
+
+    spec = model_spec(null=True, n=200, seed=5)
+    results = analyse(run_trial(spec, replicates=2000).participants, spec)
+    for (endpoint, method), rows in results.groupby(["endpoint", "method"]):
+        low, high = stats.binom.interval(0.99, len(rows), 0.05)
+        assert low <= rows["reject"].sum() <= high, (endpoint, method, rows["reject"].mean())
+        assert rows["estimate"].isna().mean() < 0.01, (endpoint, method)

@@ -1,4 +1,5 @@
-"""Participant tables drawn directly with numpy, with known truth, for the trial analysis tests.
+"""Participant tables drawn directly with numpy, with known truth, for the trial analysis tests
+(and the model-based trial spec of the slow tests and benchmarks/trials_analysis.py).
 
 Columns as ``TrialData.participants``: a continuous endpoint ``y`` (normal, shifted by
 ``effect`` in the treated arms), a binary ``resp`` (logistic, log odds ratio ``log_or``), a
@@ -10,12 +11,16 @@ control outcome.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from twinloop.trials.context import SpecContext
 
 ENDPOINTS = {"y": "continuous", "resp": "binary", "pfs": "time_to_event"}
+SCHEDULE = {"kind": "chemotherapy", "dose_mg": 1200, "cycle_days": 21, "days_on": 1, "n_cycles": 6}
+WEEKLY = {"kind": "chemotherapy", "dose_mg": 400, "cycle_days": 7, "days_on": 1, "n_cycles": 18}
 
 
 def context(arms: tuple[str, ...] = ("control", "treated")) -> SpecContext:
@@ -88,3 +93,53 @@ def participants(
             "prognostic:y": prognosis,
         }
     )
+
+
+def model_spec(*, null: bool, n: int = 200, seed: int = 5) -> Any:
+    """A tgi-claret trial: three-weekly against weekly dosing (or against itself when ``null``)."""
+    from twinloop.trials.spec import TrialSpec
+
+    raw = {
+        "name": "null-schedules" if null else "two-schedules",
+        "model": "tgi-claret",
+        "population": "default",
+        "eligibility": ["sld_baseline >= 20"],
+        "n": n,
+        "seed": seed,
+        "duration": 364,
+        "resolution": 1,
+        "arms": {"A": SCHEDULE, "B": SCHEDULE if null else WEEKLY},
+        "randomization": {"kind": "block", "block_size": 2},
+        "observations": [
+            {
+                "name": "ct",
+                "observable": "sum_of_diameters",
+                "schedule": {"every": 42, "jitter": 7},
+                "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
+                "dropout": {"hazard": 0.001},
+            }
+        ],
+        "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
+        "endpoints": {
+            "sld_change": {
+                "kind": "measure",
+                "observation": "ct",
+                "summary": "nearest",
+                "at": 168,
+                "window": [140, 196],
+                "baseline": "sld_baseline",
+                "relative": True,
+            },
+            "objective_response": {"kind": "response", "recist": "ct"},
+            "pfs": {"kind": "time_to_event", "recist": "ct"},
+        },
+        "analysis": {
+            "primary": "sld_change",
+            "methods": {
+                "sld_change": [{"method": "ancova", "covariates": ["sld_baseline"]}, "ancova"],
+                "objective_response": [{"method": "logistic", "covariates": ["sld_baseline"]}],
+                "pfs": ["logrank", {"method": "cox", "covariates": ["sld_baseline"]}],
+            },
+        },
+    }
+    return TrialSpec.from_dict(raw)
