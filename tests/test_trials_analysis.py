@@ -79,6 +79,13 @@ def test_plan_refuses_bad_input_naming_the_field(raw, match):
         AnalysisPlan.parse("analysis", raw, context())
 
 
+def test_a_binary_endpoint_holding_other_values_is_refused():
+    table = participants(2, 20, seed=0)
+    table.loc[3, "resp"] = 2.0
+    with pytest.raises(InputError, match=r"binary endpoint 'resp' must hold 0\.0 or 1\.0"):
+        analyse(table, plan({"resp": ["logistic"]}))
+
+
 def test_procova_without_prognostic_scores_is_refused():
     table = participants(2, 20, seed=0).drop(columns="prognostic:y")
     with pytest.raises(InputError, match=r"prognostic:y.*with_prognostic"):

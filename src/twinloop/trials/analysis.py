@@ -285,6 +285,8 @@ def _one(
     k = len(compared)
     dummies = (arm_index[:, None] == np.arange(1, k + 1)[None, :]).astype(float)
     y = frame[endpoint].to_numpy(float)
+    if kind == "binary" and not np.isin(y[complete], (0.0, 1.0)).all():
+        raise InputError(f"analyse: the binary endpoint {endpoint!r} must hold 0.0 or 1.0 (or NaN) in every row.")
     used = [rows[complete[rows]] for rows in pieces]
     alpha = plan.alpha
     if kind == "time_to_event":
