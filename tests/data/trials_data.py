@@ -95,8 +95,9 @@ def participants(
     )
 
 
-def model_spec(*, null: bool, n: int = 200, seed: int = 5) -> Any:
-    """A tgi-claret trial: three-weekly against weekly dosing (or against itself when ``null``)."""
+def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) -> Any:
+    """A tgi-claret trial: arm A three-weekly (or ``control``) against arm B weekly dosing, or both
+    three-weekly when ``null``."""
     from twinloop.trials.spec import TrialSpec
 
     raw = {
@@ -108,7 +109,7 @@ def model_spec(*, null: bool, n: int = 200, seed: int = 5) -> Any:
         "seed": seed,
         "duration": 364,
         "resolution": 1,
-        "arms": {"A": SCHEDULE, "B": SCHEDULE if null else WEEKLY},
+        "arms": {"A": control or SCHEDULE, "B": SCHEDULE if null else WEEKLY},
         "randomization": {"kind": "block", "block_size": 2},
         "observations": [
             {
