@@ -15,7 +15,7 @@ from twinloop.trials.analysis import AnalysisPlan
 from twinloop.trials.power import closed_form_power, operating_characteristics, parse_n_grid, replicates_for
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from trials_data import context, participants
+from trials_data import context, model_spec, participants
 
 ANCOVA = AnalysisPlan.parse("analysis", {"methods": {"y": ["ancova"]}}, context())
 
@@ -89,3 +89,16 @@ def test_n_grid_parses(text, expected):
 def test_bad_n_grid_is_refused(text, match):
     with pytest.raises(InputError, match=match):
         parse_n_grid(text)
+
+
+@pytest.mark.slow  # the engine's compilation alone is 5-15 s on this machine
+def test_power_runs_the_trial_once_at_the_largest_n():
+    """A tgi-claret trial of the two schedules through run_trial: each n analysed, the lineage kept."""
+    from twinloop.trials.power import power
+
+    spec = model_spec(null=False, n=10, seed=4)
+    result = power(spec, [8, 16], replicates=3, methods={"pfs": ["logrank"], "objective_response": ["logistic"]})
+    assert result.replicates == 3 and result.lineage
+    assert sorted(set(result.table["n"])) == [8, 16] and (result.table["replicates"] == 3).all()
+    assert set(result.table["endpoint"]) == {"pfs", "objective_response"}
+    json.dumps(result.to_dict())
