@@ -6,10 +6,12 @@ Functions ``benchmarks/bench_trials.py`` calls (each returns a JSON-ready dict),
 - :func:`type_one_error_direct`: rejection rates under the null on directly drawn trials
   (normal, logistic and exponential-survival endpoints; tests/data/trials_data.py).
 - :func:`type_one_error_model`: the same on a model-based null trial (tgi-claret, both arms
-  the same chemotherapy) run with ``run_trial``.
+  the same chemotherapy) run with ``run_trial``; tumour size at week 24 as log ratio and as
+  percent change to baseline, with the PROCOVA-adjusted ANCOVA once ``twinloop.trials.procova`` has it.
 - :func:`power_direct` / :func:`power_model`: simulated power of the normal (resp. tumour-size
-  change) endpoint against ``closed_form_power`` over a grid of n; for the model, delta and sd
-  come from a large pilot trial (a skewed endpoint: the formula is only approximate there).
+  log ratio and percent change) endpoint against ``closed_form_power`` over a grid of n; for the
+  model, delta and sd come from a large pilot trial (the percent change is strongly skewed: the
+  formula is only approximate there).
 
 Each rate comes with its binomial 99 % interval around the nominal level (type-I) or its
 Monte Carlo SE (power).
@@ -126,16 +128,26 @@ def _against(table: Any, expected: np.ndarray, replicates: int) -> dict[str, Any
 
 
 def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) -> dict[str, Any]:
-    """Rejection rates under the null on model-based trials (both arms the same treatment)."""
+    """Rejection rates under the null on model-based trials (both arms the same treatment), per
+    endpoint and analysis; the tumour-size endpoints' skewness and kurtosis (pooled over replicates)
+    say how far from normal they are. With PROCOVA available (``twinloop.trials.procova``'s
+    ``with_prognostic``), the log ratio is also analysed adjusting for the twins' prognostic score."""
     from trials_data import model_spec
 
     from twinloop.trials.analysis import analyse
     from twinloop.trials.run import run_trial
 
-    spec = model_spec(null=True, n=n, seed=seed)
+    section = _prognostic()
+    spec = model_spec(null=True, n=n, seed=seed, prognostic=section)
     start = time.perf_counter()
     data = run_trial(spec, replicates=replicates)
     simulated = time.perf_counter() - start
+    if section:
+        from twinloop.trials.procova import with_prognostic
+
+        start = time.perf_counter()
+        data = with_prognostic(spec, data, seed=seed)
+        simulated += time.perf_counter() - start
     start = time.perf_counter()
     results = analyse(data.participants, spec)
     return {
@@ -143,39 +155,81 @@ def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) ->
         "n": n,
         "simulate_s": simulated,
         "analyse_s": time.perf_counter() - start,
+        "shape": _shape(data.participants, ["sld_log", "sld_change"]),
         "methods": {f"{e}:{m}": v for (e, rows) in results.groupby("endpoint") for m, v in _rates(rows, 0.05).items()},
     }
 
 
-def power_model(replicates: int = 2000, pilot: int = 20_000, seed: int = 6) -> dict[str, Any]:
-    """Simulated power of the unadjusted ANCOVA of tumour-size change (weekly chemotherapy against
-    none) against the closed form.
+def _prognostic() -> dict[str, Any] | None:
+    """The PROCOVA section of the model-based null trial, or None before the procova lane lands."""
+    try:
+        from twinloop.trials.procova import with_prognostic  # noqa: F401
+    except ImportError:
+        return None
+    return {"endpoint": "sld_log", "population": "default", "bank": 4000, "features": ["sld_baseline", "age"]}
 
-    delta and sd come from a pilot trial of ``pilot`` participants; the closed form is evaluated
-    at the participants analysed per arm (n times the pilot's share with the endpoint observed).
-    The closed form assumes a normal endpoint; the percent change in tumour size of tgi-claret's
-    default population is strongly right-skewed (skewness 8 to 12): its sd is made by rare huge
-    tumours that small trials seldom contain, so at small n the simulated power lies far above the
-    formula (0.46 against 0.19 at n = 50, 400 replicates) and meets it only near n = 400.
+
+def _shape(table: Any, endpoints: list[str]) -> dict[str, Any]:
+    """Skewness, excess kurtosis and the observed share of each endpoint, per arm."""
+    out: dict[str, Any] = {}
+    for e in endpoints:
+        for arm, values in table.groupby("arm")[e]:
+            out[f"{e}@{arm}"] = {
+                "skewness": float(values.skew()),
+                "excess_kurtosis": float(values.kurt()),
+                "observed": float(values.notna().mean()),
+            }
+    return out
+
+
+def power_model(
+    replicates: int = 2000,
+    pilot: int = 20_000,
+    seed: int = 6,
+    grid: tuple[int, ...] = (20, 40, 60, 80, 100, 150, 200),
+    endpoints: tuple[str, ...] = ("sld_log", "sld_change"),
+) -> dict[str, Any]:
+    """Simulated power of the unadjusted ANCOVA (the t-test) of tumour size at week 24 (weekly
+    chemotherapy against none), as log ratio and as percent change, against the closed form.
+
+    delta and the pooled sd come from a pilot trial of ``pilot`` participants; the closed form is
+    evaluated at the participants analysed per arm: the harmonic mean of n / 2 times each arm's
+    share with the endpoint observed in the pilot (unequal arms, as the t-test's variance sees them).
+    The closed form assumes a normal endpoint: the log ratio is near normal; the percent change is
+    strongly right-skewed (skewness 7 to 12), its sd made by rare huge tumours that small trials
+    seldom contain, so at small n its simulated power lies far above the formula.
     """
     from trials_data import model_spec
 
     from twinloop.trials.power import closed_form_power, power
     from twinloop.trials.run import run_trial
 
-    grid = [50, 100, 200, 300, 400]
     spec = model_spec(null=False, n=max(grid), seed=seed, control={"kind": "none"})
     table = run_trial(spec, n=pilot, replicates=1, seed=seed + 1).participants
-    observed = float(table["sld_change"].notna().mean())
-    complete = table.dropna(subset=["sld_change"])
-    means = complete.groupby("arm")["sld_change"].mean()
-    delta = float(means["B"] - means["A"])
-    sd = float(np.sqrt(complete.groupby("arm")["sld_change"].var().mean()))
-    result = power(spec, grid, replicates=replicates, methods={"sld_change": ["ancova"]})
-    expected = closed_form_power(delta, sd, result.table["n"].to_numpy() * observed / 2)
-    return {"delta": delta, "sd": sd, "pilot": pilot, "observed": observed} | _against(
-        result.table, np.asarray(expected), replicates
-    )
+    result = power(spec, list(grid), replicates=replicates, methods={e: ["ancova"] for e in endpoints})
+    out: dict[str, Any] = {"pilot": pilot, "grid": list(grid)}
+    for e in endpoints:
+        delta, sd, share = _pilot(table, e)
+        rows = result.table[result.table["endpoint"] == e].sort_values("n")
+        per_arm = rows["n"].to_numpy() / 2 * share
+        expected = closed_form_power(delta, sd, per_arm)
+        gap = np.abs(rows["power"].to_numpy() - expected)
+        worst = int(gap.argmax())
+        out[e] = (
+            {"delta": delta, "sd": sd, "observed_per_arm": share, "shape": _shape(table, [e])}
+            | _against(rows, np.asarray(expected), replicates)
+            | {"max_gap_n": int(rows["n"].iloc[worst]), "max_gap_mc_se": float(rows["mc_se"].iloc[worst])}
+        )
+    return out
+
+
+def _pilot(table: Any, endpoint: str) -> tuple[float, float, float]:
+    """delta (B - A), the pooled sd and the harmonic mean share observed per arm of ``endpoint``."""
+    complete = table.dropna(subset=[endpoint])
+    means = complete.groupby("arm")[endpoint].mean()
+    sd = float(np.sqrt(complete.groupby("arm")[endpoint].var().mean()))
+    shares = table.groupby("arm")[endpoint].apply(lambda s: s.notna().mean())
+    return float(means["B"] - means["A"]), sd, float(2 / (1 / shares).sum())
 
 
 def main() -> None:

@@ -95,11 +95,21 @@ def participants(
     )
 
 
-def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) -> Any:
+def model_spec(
+    *, null: bool, n: int = 200, seed: int = 5, control: Any = None, duration: float = 364, prognostic: Any = None
+) -> Any:
     """A tgi-claret trial: arm A three-weekly (or ``control``) against arm B weekly dosing, or both
-    three-weekly when ``null``."""
+    three-weekly when ``null``.
+
+    Tumour size at week 24 is the endpoint twice: ``sld_change``, the percent change from baseline
+    (strongly right-skewed: rare huge tumours), and ``sld_log``, the log ratio to baseline (near
+    normal), each analysed by ANCOVA on the baseline and unadjusted; ``prognostic`` (a section
+    mapping) adds the PROCOVA-adjusted ANCOVA of ``sld_log``. A shorter ``duration`` (at least 196)
+    shortens follow-up for response and PFS."""
     from twinloop.trials.spec import TrialSpec
 
+    week24 = {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 168, "window": [140, 196]}
+    adjusted = {"method": "ancova", "covariates": ["sld_baseline"]}
     raw = {
         "name": "null-schedules" if null else "two-schedules",
         "model": "tgi-claret",
@@ -107,7 +117,7 @@ def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) 
         "eligibility": ["sld_baseline >= 20"],
         "n": n,
         "seed": seed,
-        "duration": 364,
+        "duration": duration,
         "resolution": 1,
         "arms": {"A": control or SCHEDULE, "B": SCHEDULE if null else WEEKLY},
         "randomization": {"kind": "block", "block_size": 2},
@@ -122,25 +132,21 @@ def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) 
         ],
         "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
         "endpoints": {
-            "sld_change": {
-                "kind": "measure",
-                "observation": "ct",
-                "summary": "nearest",
-                "at": 168,
-                "window": [140, 196],
-                "baseline": "sld_baseline",
-                "relative": True,
-            },
+            "sld_log": {**week24, "baseline": "sld_baseline", "relative": "log"},
+            "sld_change": {**week24, "baseline": "sld_baseline", "relative": True},
             "objective_response": {"kind": "response", "recist": "ct"},
             "pfs": {"kind": "time_to_event", "recist": "ct"},
         },
         "analysis": {
-            "primary": "sld_change",
+            "primary": "sld_log",
             "methods": {
-                "sld_change": [{"method": "ancova", "covariates": ["sld_baseline"]}, "ancova"],
+                "sld_log": [adjusted, "ancova"] + (["procova"] if prognostic else []),
+                "sld_change": [adjusted, "ancova"],
                 "objective_response": [{"method": "logistic", "covariates": ["sld_baseline"]}],
                 "pfs": ["logrank", {"method": "cox", "covariates": ["sld_baseline"]}],
             },
         },
     }
+    if prognostic:
+        raw["prognostic"] = prognostic
     return TrialSpec.from_dict(raw)
