@@ -50,8 +50,7 @@ def test_section_parses_and_round_trips(tmp_path) -> None:
     assert PrognosticSpec.parse("prognostic", None, CTX).to_dict() is None
     # a population file beside the spec; the expanded population is what to_dict records
     (tmp_path / "prior.yaml").write_text(
-        "model: tgi-claret\nname: historic\ntypical: {y0: 60.0, KL: 0.002, KD: 5.8e-05, lam: 0.006}\n"
-        "omega: {y0: 0.1}\n"
+        "model: tgi-claret\nname: historic\ntypical: {y0: 60.0, KL: 0.002, KD: 5.8e-05, lam: 0.006}\nomega: {y0: 0.1}\n"
     )
     ctx = SpecContext(**{**CTX.__dict__, "base_dir": tmp_path})
     fitted = PrognosticSpec.parse("prognostic", _section(population="prior.yaml"), ctx)

@@ -174,7 +174,9 @@ def entropy_weights(x_pool: np.ndarray, target: np.ndarray) -> tuple[np.ndarray,
     if z.shape[1]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            lam = minimize(dual, lam, jac=True, hess=hess, method="trust-exact", options={"gtol": 1e-10}).x
+            lam = minimize(
+                dual, lam, jac=True, hess=hess, method="trust-exact", options={"gtol": 1e-10, "maxiter": 200}
+            ).x
     w = softmax(z @ lam)
     gap = float(np.max(np.abs(w @ z))) if z.shape[1] else 0.0
     return w, gap
