@@ -22,7 +22,7 @@ the bank instead.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -287,50 +287,57 @@ def procova_summary(
     endpoint: str,
     control_arm: str,
     *,
-    score: str | None = None,
     alpha: float = 0.05,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """How much the prognostic score buys: correlation, variance ratios and sample-size saving.
 
-    Per replicate, the unadjusted model ``endpoint ~ arm`` and the PROCOVA model
-    ``endpoint ~ arm + score`` are fitted by OLS (statsmodels) on the participants with
-    both values. Returns ``rho`` (score-outcome correlation in the control arm, pooled and
-    per replicate), ``predicted_variance_ratio`` ``1 - rho**2``, ``observed_variance_ratio``
-    (variance of the adjusted over the unadjusted estimate across replicates, with a
-    bootstrap CI over replicates; None for one replicate), ``se2_ratio`` (mean squared-SE
-    ratio), ``equivalent_n`` ``n (1 - rho**2)`` and ``saving``, and per comparison the mean
-    estimates and the rejection rates at ``alpha``.
+    The participants with the endpoint and the score ``prognostic:<endpoint>`` are analysed
+    per replicate by :func:`~twinloop.trials.analysis.analyse` twice: ``ancova`` without
+    covariates (the unadjusted difference) and ``procova`` (adjusted for the score).
+
+    Returns:
+        ``rho`` (score-outcome correlation in the control arm, pooled; ``rho_by_replicate``),
+        ``predicted_variance_ratio`` ``1 - rho**2``, ``observed_variance_ratio`` (variance of
+        the adjusted over the unadjusted estimate across replicates, mean over comparisons;
+        None for one replicate) with ``observed_variance_ratio_ci`` (bootstrap over
+        replicates, first comparison), ``se2_ratio`` (mean squared standard errors, recovered
+        from the t intervals), ``n`` (mean analysed per replicate), ``equivalent_n``
+        ``n (1 - rho**2)``, ``saving`` and ``saving_fraction``, and per comparison the mean
+        estimates, SEs, variance ratio and the rejection rates at ``alpha``.
     """
     import pandas as pd
 
-    score = score or f"prognostic:{endpoint}"
+    from twinloop.trials.analysis import AnalysisPlan, analyse
+
+    score = f"prognostic:{endpoint}"
     _require(participants, [endpoint, score, "arm"])
     frame = participants
     if "simulation_failed" in frame.columns:
         frame = frame[~frame["simulation_failed"].astype(bool)]
     frame = frame[frame[endpoint].notna() & frame[score].notna()]
-    reps = frame["replicate"].to_numpy() if "replicate" in frame.columns else np.zeros(len(frame), int)
+    if "replicate" not in frame.columns:
+        frame = frame.assign(replicate=0)
     arms = [str(a) for a in pd.unique(frame["arm"].astype(str)) if a != control_arm]
     if control_arm not in set(frame["arm"].astype(str)) or not arms:
         raise InputError(f"procova_summary needs participants in the control arm {control_arm!r} and another arm.")
-    y, s, arm = frame[endpoint].to_numpy(float), frame[score].to_numpy(float), frame["arm"].astype(str).to_numpy()
-    order = np.argsort(reps, kind="stable")
-    splits = np.split(order, np.flatnonzero(np.diff(reps[order])) + 1)
-    fits = [_fit(y[i], s[i], arm[i], control_arm, arms) for i in splits]
+    ctx = SpecContext("", (control_arm, *arms), control_arm, (), (), {endpoint: "continuous"})
+    plan = AnalysisPlan.parse("analysis", {"alpha": alpha, "methods": {endpoint: ["ancova", "procova"]}}, ctx)
+    rows = analyse(frame, plan)
     control = frame[frame["arm"].astype(str) == control_arm]
     rho = float(np.corrcoef(control[score], control[endpoint])[0, 1])
-    n = float(np.mean([f["n"] for f in fits]))
-    comparisons = [_comparison(fits, arm, control_arm, alpha, n_boot, seed) for arm in arms]
+    by_rep = control.groupby("replicate")[[score, endpoint]].corr().xs(score, level=1)[endpoint]
+    comparisons = [_comparison(rows, f"{arm} vs {control_arm}", alpha, n_boot, seed) for arm in arms]
     observed = [c["variance_ratio"] for c in comparisons if c["variance_ratio"] is not None]
+    n = float(rows.loc[rows["method"] == "procova"].groupby("replicate")["n"].first().mean())
     return {
         "endpoint": endpoint,
         "control_arm": control_arm,
-        "replicates": len(fits),
+        "replicates": int(rows["replicate"].nunique()),
         "n": n,
         "rho": rho,
-        "rho_by_replicate": [f["rho"] for f in fits],
+        "rho_by_replicate": [float(v) for v in by_rep.to_numpy()],
         "predicted_variance_ratio": 1.0 - rho**2,
         "observed_variance_ratio": float(np.mean(observed)) if observed else None,
         "observed_variance_ratio_ci": comparisons[0]["variance_ratio_ci"],
@@ -350,43 +357,35 @@ def _require(frame: pd.DataFrame, names: Sequence[str]) -> None:
         )
 
 
-def _fit(y: np.ndarray, score: np.ndarray, arm: np.ndarray, control_arm: str, arms: Sequence[str]) -> dict[Any, Any]:
-    """One replicate's unadjusted and score-adjusted OLS fits: estimate, SE and p per arm."""
-    import statsmodels.api as sm
+def _comparison(rows: pd.DataFrame, comparison: str, alpha: float, n_boot: int, seed: int) -> dict[str, Any]:
+    """Across replicates: mean estimates and SEs, variance ratio (bootstrap CI), rejection rates."""
+    from scipy import stats
 
-    dummies = np.column_stack([(arm == a).astype(float) for a in arms])
-    base = np.column_stack([np.ones(len(y)), dummies])
-    out: dict[Any, Any] = {"n": len(y)}
-    for label, design in (("unadjusted", base), ("adjusted", np.column_stack([base, score]))):
-        res = sm.OLS(y, design).fit()
-        for i, a in enumerate(arms, start=1):
-            out[(label, a)] = (float(res.params[i]), float(res.bse[i]), float(res.pvalues[i]))
-    control = arm == control_arm
-    out["rho"] = float(np.corrcoef(score[control], y[control])[0, 1])
-    return out
+    picked = rows[rows["comparison"] == comparison].sort_values("replicate", kind="stable")
+    un, ad = (picked[picked["method"] == m] for m in ("ancova", "procova"))
+    est_un, est_ad = un["estimate"].to_numpy(float), ad["estimate"].to_numpy(float)
 
+    def se2(frame: pd.DataFrame, params: int) -> np.ndarray:
+        t = stats.t.ppf(1 - alpha / 2, np.maximum(frame["n"].to_numpy(float) - params, 1.0))
+        return np.asarray(((frame["ci_high"] - frame["ci_low"]).to_numpy(float) / (2 * t)) ** 2)
 
-def _comparison(
-    fits: Sequence[Mapping[Any, Any]], arm: str, control_arm: str, alpha: float, n_boot: int, seed: int
-) -> dict[str, Any]:
-    """Across replicates: mean estimates, variance ratio (bootstrap CI), SE ratio, rejection rates."""
-    un = np.array([f[("unadjusted", arm)] for f in fits])
-    ad = np.array([f[("adjusted", arm)] for f in fits])
+    arms = rows["comparison"].nunique()
+    se2_un, se2_ad = se2(un, 1 + arms), se2(ad, 2 + arms)
     out: dict[str, Any] = {
-        "comparison": f"{arm} vs {control_arm}",
-        "estimate_unadjusted": float(un[:, 0].mean()),
-        "estimate_adjusted": float(ad[:, 0].mean()),
-        "se_unadjusted": float(np.sqrt(np.mean(un[:, 1] ** 2))),
-        "se_adjusted": float(np.sqrt(np.mean(ad[:, 1] ** 2))),
-        "se2_ratio": float(np.mean(ad[:, 1] ** 2) / np.mean(un[:, 1] ** 2)),
-        "rejection_unadjusted": float(np.mean(un[:, 2] < alpha)),
-        "rejection_adjusted": float(np.mean(ad[:, 2] < alpha)),
+        "comparison": comparison,
+        "estimate_unadjusted": float(np.nanmean(est_un)),
+        "estimate_adjusted": float(np.nanmean(est_ad)),
+        "se_unadjusted": float(np.sqrt(np.nanmean(se2_un))),
+        "se_adjusted": float(np.sqrt(np.nanmean(se2_ad))),
+        "se2_ratio": float(np.nanmean(se2_ad) / np.nanmean(se2_un)),
+        "rejection_unadjusted": float(un["reject"].mean()),
+        "rejection_adjusted": float(ad["reject"].mean()),
         "variance_ratio": None,
         "variance_ratio_ci": None,
     }
-    if len(fits) > 1:
-        out["variance_ratio"] = float(np.var(ad[:, 0], ddof=1) / np.var(un[:, 0], ddof=1))
-        idx = np.random.default_rng(seed).integers(0, len(fits), size=(n_boot, len(fits)))
-        boot = np.var(ad[idx, 0], axis=1, ddof=1) / np.var(un[idx, 0], axis=1, ddof=1)
+    if len(est_un) > 1:
+        out["variance_ratio"] = float(np.nanvar(est_ad, ddof=1) / np.nanvar(est_un, ddof=1))
+        idx = np.random.default_rng(seed).integers(0, len(est_un), size=(n_boot, len(est_un)))
+        boot = np.nanvar(est_ad[idx], axis=1, ddof=1) / np.nanvar(est_un[idx], axis=1, ddof=1)
         out["variance_ratio_ci"] = [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))]
     return out
