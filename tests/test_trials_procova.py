@@ -178,3 +178,70 @@ def test_summary_refuses_missing_columns() -> None:
         procova_summary(frame.rename(columns={"y": "z"}), "z", "control")
     with pytest.raises(InputError, match=r"control arm 'placebo'"):
         procova_summary(frame, "y", "placebo")
+
+
+CHEMO = {"kind": "chemotherapy", "cycle_days": 21, "days_on": 1, "n_cycles": 6}
+TRIAL: dict[str, object] = {
+    "name": "procova-check",
+    "model": "tgi-claret",
+    "seed": 4,
+    "duration": 130,
+    "chunk_size": 512,
+    # two identical schedules (a null comparison) and a doubled dose
+    "arms": {"low": {**CHEMO, "dose_mg": 800}, "low-again": {**CHEMO, "dose_mg": 800},
+             "high": {**CHEMO, "dose_mg": 1600}},
+    "observations": [{"name": "ct", "observable": "sum_of_diameters", "schedule": {"every": 42},
+                      "error": {"kind": "combined", "sd": 1.0, "cv": 0.05}}],
+    "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
+    "endpoints": {"sld_126": {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 126,
+                              "window": [100, 130]}},
+}  # fmt: skip
+
+
+def _model_trial(reps: int, n: int, bank: int, method: str = "twin"):  # type: ignore[no-untyped-def]
+    from twinloop.trials.run import run_trial
+    from twinloop.trials.spec import TrialSpec
+
+    features = ["sld_baseline", "age", "weight"]
+    prognostic = {"endpoint": "sld_126", "bank": bank, "features": features, "method": method}
+    spec = TrialSpec.from_dict({**TRIAL, "n": n, "replicates": reps, "prognostic": prognostic})
+    return spec, run_trial(spec, potential_outcomes=True)
+
+
+@pytest.mark.parametrize(
+    ("reps", "n", "bank"), [pytest.param(60, 45, 500), pytest.param(2000, 60, 4000, marks=pytest.mark.slow)]
+)
+def test_model_trial_variance_falls_by_one_minus_rho_squared(reps: int, n: int, bank: int) -> None:
+    """tgi-claret, tumour size at week 18: the twins' bank is simulated from the default
+    population; the score adjusts the ANCOVA. Checked against the potential outcomes (the
+    true effect) and the binomial interval of the null comparison."""
+    from twinloop.trials.procova import with_prognostic
+
+    spec, data = _model_trial(reps, n, bank)
+    data = with_prognostic(spec, data)
+    assert data.lineage["prognostic"]["ess"]["min"] >= 50
+    assert data.participants["prognostic:sld_126"].notna().all()
+    summary = procova_summary(data.participants, "sld_126", "low")
+    assert summary["rho"] > 0.4  # baseline size, age and weight predict the size at week 18
+    by_name = {c["comparison"]: c for c in summary["comparisons"]}
+    for comp in by_name.values():
+        low, high = comp["variance_ratio_ci"]
+        assert low <= summary["predicted_variance_ratio"] <= high
+        assert comp["se2_ratio"] == pytest.approx(summary["predicted_variance_ratio"], abs=0.1)
+    truth = data.truth
+    effect = float((truth["sld_126@high"] - truth["sld_126@low"]).mean())
+    high = by_name["high vs low"]
+    assert abs(high["estimate_adjusted"] - effect) < 3 * high["se_adjusted"] / np.sqrt(reps)  # unbiased
+    low_rate, high_rate = _binomial_99(reps)
+    assert low_rate <= by_name["low-again vs low"]["rejection_adjusted"] <= high_rate
+
+
+def test_model_scores_ignore_outcome_and_arm() -> None:
+    """The score of a participant is the same whatever their arm or outcome (regression twin)."""
+    from twinloop.trials.procova import prognostic_scores
+
+    spec, data = _model_trial(1, 30, 300, method="regression")
+    scores = prognostic_scores(spec, data.participants)
+    shuffled = data.participants.assign(arm="high", sld_126=0.0)
+    np.testing.assert_allclose(prognostic_scores(spec, shuffled), scores)
+    assert np.corrcoef(scores, data.participants["sld_baseline"])[0, 1] > 0.5

@@ -407,7 +407,9 @@ def _flags(espec: ExternalControlSpec, frames: dict[str, pd.DataFrame], alpha: f
 
 def simulate_pool(spec: Any, *, seed: int) -> pd.DataFrame:
     """The external pool for ``spec`` (a ``TrialSpec``): ``external_control.n`` patients of the
-    section's population, simulated under the trial's control arm."""
+    section's population, simulated under the trial's control arm; those who fail the
+    trial's eligibility criteria (on covariates and baseline measures) are left out, as a
+    real external control applies the trial's criteria to its historical patients."""
     from twinloop.trials.run import simulate_participants
 
     espec: ExternalControlSpec = spec.external_control
@@ -415,7 +417,12 @@ def simulate_pool(spec: Any, *, seed: int) -> pd.DataFrame:
         raise InputError("The trial has no external_control section; add one naming the population.")
     draw, run = np.random.SeedSequence([seed, 5309]).generate_state(2)
     cohort = espec.population.sample(espec.n, seed=int(draw), id_prefix="ext")
-    return simulate_participants(spec, cohort, [espec.control_arm] * cohort.n, seed=int(run))
+    pool = simulate_participants(spec, cohort, [espec.control_arm] * cohort.n, seed=int(run))
+    names = {str(c): pool[c].to_numpy() for c in pool.columns}
+    keep = np.ones(len(pool), dtype=bool)
+    for formula in getattr(spec, "eligibility", ()):
+        keep &= np.asarray(np.broadcast_to(np.asarray(formula(names)), keep.shape) == True, dtype=bool)  # noqa: E712
+    return pool[keep].reset_index(drop=True)
 
 
 def external_control(spec: Any, data: TrialData, *, seed: int | None = None) -> ExternalControl:
