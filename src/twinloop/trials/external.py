@@ -251,10 +251,10 @@ def weigh_external(
     if espec.population is None:
         raise InputError("The trial has no external_control section; add one naming the population.")
     cols = list(espec.covariates)
-    for name, frame in (("participants", participants), ("external pool", pool)):
-        missing = [c for c in [*cols, "arm"] if c not in frame.columns and not (c == "arm" and name != "participants")]
+    for name, frame, needed in (("participants", participants, [*cols, "arm"]), ("external pool", pool, cols)):
+        missing = [c for c in needed if c not in frame.columns]
         if missing:
-            raise InputError(f"The {name} lack the column(s) {missing} named in external_control.covariates.")
+            raise InputError(f"The {name} lack the column(s) {missing} (external_control.covariates and the arm).")
     keep = pool[cols].notna().all(axis=1) & ~_failed(pool)
     pool = pool[keep.to_numpy()].reset_index(drop=True)
     if len(pool) < 2 * len(cols) + 2:
