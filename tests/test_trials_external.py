@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from trials_claret import claret_trial
 from twinloop.errors import InputError
 from twinloop.trials.context import SpecContext
 from twinloop.trials.external import ExternalControlSpec, entropy_weights, propensity, weigh_external
@@ -170,29 +171,18 @@ def test_weighting_refuses_missing_columns() -> None:
         weigh_external(ExternalControlSpec.parse("external_control", None, CTX), trial, pool)
 
 
-CHEMO = {"kind": "chemotherapy", "cycle_days": 21, "days_on": 1, "n_cycles": 6}
-TRIAL: dict[str, object] = {
-    "name": "external-check",
-    "model": "tgi-claret",
-    "seed": 5,
-    "duration": 130,
-    "chunk_size": 512,
-    "eligibility": ["age <= 75"],
-    "arms": {"low": {**CHEMO, "dose_mg": 800}, "high": {**CHEMO, "dose_mg": 1600}},
-    "observations": [{"name": "ct", "observable": "sum_of_diameters", "schedule": {"every": 42},
-                      "error": {"kind": "combined", "sd": 1.0, "cv": 0.05}}],
-    "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
-    "endpoints": {"sld_126": {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 126,
-                              "window": [100, 130]},
-                  "shrunk": {"kind": "response", "of": "sld_126", "below": 60}},
-}  # fmt: skip
+TRIAL = claret_trial("external-check", {"low": 800, "high": 1600}, seed=5, eligibility=["age <= 75"])
+TRIAL["endpoints"]["shrunk"] = {"kind": "response", "of": "sld_126", "below": 60}
 
 
 def _claret_population(age_mean: float = 63.0, kl: float | None = None) -> dict[str, object]:
     """tgi-claret's default population (its YAML), with the mean age or the typical KL changed."""
-    from twinloop.cohort.spec import load_yaml
+    from pathlib import Path
 
-    raw = load_yaml("src/twinloop/models/tgi_claret.population.yaml")
+    from twinloop.cohort.spec import load_yaml
+    from twinloop.models import registry
+
+    raw = load_yaml(Path(registry.__file__).parent / "tgi_claret.population.yaml")
     raw["covariates"]["age"]["mean"] = age_mean
     if kl is not None:
         raw["typical"]["KL"] = kl

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from trials_claret import claret_trial
 from twinloop.errors import InputError
 from twinloop.trials.context import SpecContext
 from twinloop.trials.procova import (
@@ -180,22 +181,8 @@ def test_summary_refuses_missing_columns() -> None:
         procova_summary(frame, "y", "placebo")
 
 
-CHEMO = {"kind": "chemotherapy", "cycle_days": 21, "days_on": 1, "n_cycles": 6}
-TRIAL: dict[str, object] = {
-    "name": "procova-check",
-    "model": "tgi-claret",
-    "seed": 4,
-    "duration": 130,
-    "chunk_size": 512,
-    # two identical schedules (a null comparison) and a doubled dose
-    "arms": {"low": {**CHEMO, "dose_mg": 800}, "low-again": {**CHEMO, "dose_mg": 800},
-             "high": {**CHEMO, "dose_mg": 1600}},
-    "observations": [{"name": "ct", "observable": "sum_of_diameters", "schedule": {"every": 42},
-                      "error": {"kind": "combined", "sd": 1.0, "cv": 0.05}}],
-    "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
-    "endpoints": {"sld_126": {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 126,
-                              "window": [100, 130]}},
-}  # fmt: skip
+# two identical schedules (a null comparison) and a doubled dose
+TRIAL = claret_trial("procova-check", {"low": 800, "low-again": 800, "high": 1600}, seed=4)
 
 
 def _model_trial(reps: int, n: int, bank: int, method: str = "twin"):  # type: ignore[no-untyped-def]
