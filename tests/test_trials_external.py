@@ -162,6 +162,18 @@ def test_shifted_pools_are_flagged() -> None:
     assert weigh_external(_spec(), trial, _pool(1000, rng)).flags == []
 
 
+def test_the_experimental_arm_can_be_the_target() -> None:
+    rng = np.random.default_rng(6)
+    trial = _trial(1, 200, rng, effect=-4.0)
+    trial.loc[trial["arm"] == "new", "age"] += 5.0  # an unlucky randomization: the new arm is older
+    ext = weigh_external(_spec(target="experimental"), trial, _pool(1000, rng))
+    assert ext.diagnostics["n_target"].iloc[0] == 100 and ext.diagnostics["target"].iloc[0] == "experimental"
+    pool = ext.pool.set_index("subject_id")
+    weights = ext.weights.set_index("subject_id")["weight"]
+    older = trial.loc[trial["arm"] == "new", "age"].mean()
+    assert float(weights @ pool.loc[weights.index, "age"]) == pytest.approx(older, abs=1e-4)
+
+
 def test_weighting_refuses_missing_columns() -> None:
     rng = np.random.default_rng(5)
     trial, pool = _trial(1, 40, rng, effect=0.0), _pool(100, rng)

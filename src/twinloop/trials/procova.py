@@ -110,7 +110,8 @@ class PrognosticSpec:
 
 @dataclass(frozen=True)
 class Bank:
-    """The twins' bank: features and control-arm endpoint of each complete virtual patient."""
+    """The twins' bank: one row per virtual patient simulated under the control arm
+    (``simulate_participants`` columns), its control endpoint, the number simulated, the seed."""
 
     table: pd.DataFrame
     endpoint: np.ndarray
@@ -125,9 +126,9 @@ def twin_posterior(
 
     Features are standardized by the bank's mean and sd; a row's weights are
     ``exp(-d**2 / (2 h**2))`` over the bank (``d``: Euclidean distance over the row's
-    observed features — a missing feature is marginalized out), with ``h`` starting at the
-    distance of the ``min_ess``-th nearest bank member and widened until the effective
-    sample size ``(sum w)**2 / sum w**2`` reaches ``min_ess``.
+    observed features — a missing feature is marginalized out), with ``h`` chosen per row
+    (bisection on ``log h``) so that the effective sample size ``(sum w)**2 / sum w**2`` is
+    just at least ``min_ess``: the kernel (ABC) posterior over the bank, not an exact one.
     """
     bank_x = np.asarray(bank_x, float)
     bank_y = np.asarray(bank_y, float)
