@@ -211,9 +211,9 @@ def test_model_trial_variance_falls_by_one_minus_rho_squared(reps: int, n: int, 
     summary = procova_summary(data.participants, "sld_126", "low")
     assert summary["rho"] > 0.4  # baseline size, age and weight predict the size at week 18
     by_name = {c["comparison"]: c for c in summary["comparisons"]}
-    for comp in by_name.values():
+    for comp in by_name.values():  # within 3 Monte Carlo SEs (the bootstrap CI's half-width / 1.96)
         low, high = comp["variance_ratio_ci"]
-        assert low <= summary["predicted_variance_ratio"] <= high
+        assert abs(comp["variance_ratio"] - summary["predicted_variance_ratio"]) < 3 * (high - low) / (2 * 1.96)
         assert comp["se2_ratio"] == pytest.approx(summary["predicted_variance_ratio"], abs=0.1)
     truth = data.truth
     effect = float((truth["sld_126@high"] - truth["sld_126@low"]).mean())
