@@ -150,3 +150,42 @@ def model_spec(
     if prognostic:
         raw["prognostic"] = prognostic
     return TrialSpec.from_dict(raw)
+
+
+def pilot_moments(table: pd.DataFrame, endpoint: str) -> tuple[float, float, float]:
+    """From a large pilot trial of arms A and B: delta (B - A), the pooled sd and the participants
+    analysed per randomized one of an arm (the harmonic mean of each arm's observed share)."""
+    complete = table.dropna(subset=[endpoint])
+    means = complete.groupby("arm")[endpoint].mean()
+    sd = float(np.sqrt(complete.groupby("arm")[endpoint].var().mean()))
+    shares = table.groupby("arm")[endpoint].apply(lambda s: s.notna().mean())
+    return float(means["B"] - means["A"]), sd, float(2 / (1 / shares).sum())
+
+
+def resampled_power(
+    table: pd.DataFrame, endpoint: str, n: int, *, draws: int, seed: int, normal: bool = False
+) -> float:
+    """Power of the two-sample t-test in ``draws`` trials of ``n`` (n / 2 per arm) resampled from a
+    pilot's arms A and B (missing values kept: they stay missing); ``normal`` draws each arm's values
+    from the normal with the arm's mean and sd instead (the same missing shares): what the endpoint's
+    shape, not its moments or missingness, does to the power."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    m = n // 2
+    arms = []
+    for arm in ("A", "B"):
+        values = table.loc[table["arm"] == arm, endpoint].to_numpy(np.float64)
+        picked = rng.choice(values, (draws, m))
+        if normal:
+            seen = values[np.isfinite(values)]
+            fresh = rng.normal(seen.mean(), seen.std(ddof=1), (draws, m))
+            picked = np.where(np.isfinite(picked), fresh, np.nan)
+        arms.append(picked)
+    count = [np.isfinite(a).sum(axis=1) for a in arms]
+    mean = [np.nanmean(a, axis=1) for a in arms]
+    var = [np.nanvar(a, axis=1, ddof=1) for a in arms]
+    df = count[0] + count[1] - 2
+    pooled = ((count[0] - 1) * var[0] + (count[1] - 1) * var[1]) / df
+    t = (mean[1] - mean[0]) / np.sqrt(pooled * (1 / count[0] + 1 / count[1]))
+    return float(np.mean(2 * stats.t.sf(np.abs(t), df) < 0.05))
