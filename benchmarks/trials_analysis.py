@@ -150,12 +150,15 @@ def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) ->
         simulated += time.perf_counter() - start
     start = time.perf_counter()
     results = analyse(data.participants, spec)
+    table = data.participants
+    control = table[(table["arm"] == spec.control_arm) & table["sld_log"].notna()]
     return {
         "replicates": replicates,
         "n": n,
         "simulate_s": simulated,
         "analyse_s": time.perf_counter() - start,
-        "shape": _shape(data.participants, ["sld_log", "sld_change"]),
+        "shape": _shape(table, ["sld_log", "sld_change"]),
+        "prognostic_rho": float(control["sld_log"].corr(control["prognostic:sld_log"])) if section else None,
         "methods": {f"{e}:{m}": v for (e, rows) in results.groupby("endpoint") for m, v in _rates(rows, 0.05).items()},
     }
 
