@@ -12,54 +12,8 @@ import pytest
 from scipy.stats import norm
 
 import twinloop as tl
-from twinloop.cohort.expressions import Formula
-from twinloop.trials.context import SpecContext
-from twinloop.trials.subgroups import SubgroupSpec, jaccard, subgroup_analysis, subgroup_effects, virtual_twins
-
-CTX = SpecContext(
-    "any-model",
-    ("control", "drug", "other"),
-    "control",
-    ("group", "age", "sex", "biomarker"),
-    ("baseline",),
-    {"pfs": "time_to_event", "y": "continuous", "response": "binary"},
-)
-REGION = (0.6, 1.0)  # the planted subgroup: biomarker in [0.6, 1.0] (20 % of patients)
-
-
-def covariates(n: int, rng: np.random.Generator) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "group": "all",
-            "age": rng.normal(60, 10, n),
-            "sex": rng.choice(["female", "male"], n),
-            "biomarker": rng.uniform(0, 2, n),
-            "baseline": rng.normal(50, 10, n),
-        }
-    )
-
-
-def in_region(frame: pd.DataFrame) -> np.ndarray:
-    return ((frame["biomarker"] >= REGION[0]) & (frame["biomarker"] <= REGION[1])).to_numpy()
-
-
-def trial(n: int, effect: float, seed: int, *, homogeneous: float = 0.0, replicates: int = 1) -> pd.DataFrame:
-    """Participants as run_trial gives them: a prognostic baseline and age, unit noise, and a
-    treatment effect ``effect`` inside the region (plus ``homogeneous`` everywhere)."""
-    rng = np.random.default_rng(seed)
-    frame = covariates(n * replicates, rng)
-    arm = np.where(rng.random(len(frame)) < 0.5, "drug", "control")
-    lift = np.where(arm == "drug", homogeneous + effect * in_region(frame), 0.0)
-    y = 0.05 * (frame["baseline"] - 50) + 0.02 * (frame["age"] - 60) + rng.normal(0, 1, len(frame)) + lift
-    response = (rng.random(len(frame)) < np.where(lift > 0.5, 0.8, 0.25)).astype(float)
-    return frame.assign(
-        replicate=np.repeat(np.arange(replicates), n),
-        subject_id=[f"p{i}" for i in range(len(frame))],
-        arm=arm,
-        y=y,
-        response=response,
-        simulation_failed=False,
-    )
+from subgroup_cases import CTX, covariates, in_region, operating, recovered, trial
+from twinloop.trials.subgroups import SubgroupSpec, subgroup_analysis, subgroup_effects, virtual_twins
 
 
 def parse(raw: object) -> SubgroupSpec:
@@ -130,20 +84,6 @@ def test_forest_rows_match_the_closed_forms() -> None:
     assert binary["estimate"] == pytest.approx(drug.mean() - control.mean(), rel=1e-10)
 
 
-def recovered(result: object, effect: float, reference: pd.DataFrame) -> tuple[bool, float]:
-    """Whether the reported subgroup with the largest effect is the planted one (Jaccard >= 0.7
-    on a fresh sample) with its true mean effect inside the reported interval; and the Jaccard."""
-    table = result.candidates  # type: ignore[attr-defined]
-    reported = table[table["reported"]]
-    if reported.empty:
-        return False, 0.0
-    best = reported.sort_values("estimate").iloc[-1]
-    mask = np.asarray(Formula(best["label"], "rule")({c: reference[c].to_numpy() for c in reference}), dtype=bool)
-    truth, score = in_region(reference), jaccard(mask, in_region(reference))
-    true_effect = effect * (mask & truth).sum() / mask.sum()
-    return bool(score >= 0.7 and best["ci_low"] <= true_effect <= best["ci_high"]), score
-
-
 def test_virtual_twins_recovers_a_planted_subgroup_honestly() -> None:
     spec = parse({"endpoint": "y", "discover": {"trees": 100}})
     reference = covariates(20_000, np.random.default_rng(0))
@@ -161,10 +101,17 @@ def test_virtual_twins_recovers_a_planted_subgroup_honestly() -> None:
 
 
 def test_virtual_twins_reports_nothing_under_a_homogeneous_effect() -> None:
-    spec = parse({"endpoint": "y", "discover": {"trees": 100}})
-    data = trial(600, 0.0, seed=12, homogeneous=0.5, replicates=4)
-    reported = [virtual_twins(data, spec, replicate=r, seed=r).reported for r in range(4)]
-    assert sum(bool(r) for r in reported) <= 1, reported
+    figures = operating(4, 600, 0.0, homogeneous=0.5, trees=100, seed=12)
+    assert figures["any_reported"] <= 0.25, figures
+
+
+@pytest.mark.slow
+def test_planted_subgroup_recovery_and_false_discoveries_over_200_replicates() -> None:
+    planted = operating(200, 1000, 2.0, seed=100)
+    assert planted["recovered"] >= 0.7, planted
+    null = operating(200, 600, 0.0, homogeneous=0.5, seed=300)
+    fdr = null["fdr"]
+    assert null["any_reported"] <= fdr + 2.326 * math.sqrt(fdr * (1 - fdr) / 200), null  # one-sided 99 %
 
 
 def test_binary_endpoint_and_the_forest_of_all_kinds() -> None:
