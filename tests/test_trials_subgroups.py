@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import norm
 
 import twinloop as tl
-from subgroup_cases import CTX, covariates, in_region, operating, recovered, trial
+from subgroup_cases import CTX, covariates, in_region, model_based, operating, recovered, trial
 from twinloop.trials.subgroups import SubgroupSpec, subgroup_analysis, subgroup_effects, virtual_twins
 
 
@@ -140,3 +140,12 @@ def test_misuse_is_refused_with_a_clear_message() -> None:
         virtual_twins(data.head(16), parse({"endpoint": "y", "discover": {}}), seed=0)
     with pytest.raises(tl.InputError, match=r"\[.weight.\], which are not covariates"):
         subgroup_effects(data, parse({"endpoint": "y"}), {"bad": "weight > 1"})
+
+
+@pytest.mark.slow
+def test_a_planted_subgroup_of_a_tgi_claret_trial_is_recovered() -> None:
+    """Chemotherapy against none, the drug acting only where a biomarker lies in [0.6, 1.0]
+    (a range covariate effect of the population); truth from the potential outcomes."""
+    figures = model_based(20, 400, seed=1)
+    assert figures["true_effect_inside"] < -40 < -5 < figures["true_effect_outside"], figures
+    assert figures["recovered"] >= 0.7, figures
