@@ -41,7 +41,7 @@ def subgroup_figures(replicates: int = 200) -> dict[str, Any]:
     return out
 
 
-def model_figures(replicates: int = 20, n: int = 400) -> dict[str, Any]:
+def model_figures(replicates: int = 20, n: int = 800) -> dict[str, Any]:
     """The planted biomarker subgroup on tgi-claret trials (chemotherapy against none)."""
     from subgroup_cases import model_based
 

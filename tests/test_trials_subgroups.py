@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import norm
+from scipy.stats import t as t_dist
 
 import twinloop as tl
 from subgroup_cases import CTX, covariates, in_region, model_based, operating, recovered, trial
@@ -57,8 +57,9 @@ def test_bad_sections_name_the_field(raw: object, message: str) -> None:
 
 
 def test_forest_rows_match_the_closed_forms() -> None:
-    """Difference in means with the unequal-variance (Welch) standard error, and the
-    interaction as the difference of the differences inside and outside."""
+    """Difference in means with the unequal-variance (Welch) standard error and t quantiles
+    (n - 2 degrees of freedom), and the interaction as the difference of the differences
+    inside and outside (n - 4)."""
     data = trial(400, 1.0, seed=5)
     spec = parse({"prespecified": {"marker": "biomarker >= 0.6 and biomarker <= 1.0", "women": "sex == 'female'"}})
     rows = subgroup_effects(data, spec).set_index("label")
@@ -73,10 +74,11 @@ def test_forest_rows_match_the_closed_forms() -> None:
     row = rows.loc["marker"]
     assert row["n"] == inside.sum()
     assert row["estimate"] == pytest.approx(est, rel=1e-10)
-    assert (row["ci_low"], row["ci_high"]) == pytest.approx((est - 1.959964 * se, est + 1.959964 * se), rel=1e-6)
+    half = t_dist.ppf(0.975, inside.sum() - 2) * se
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx((est - half, est + half), rel=1e-6)
     out_est, out_se = diff(data["y"][~inside], data["arm"][~inside])
     z = (est - out_est) / math.hypot(se, out_se)
-    assert row["interaction_p"] == pytest.approx(2 * norm.sf(abs(z)), rel=1e-6)
+    assert row["interaction_p"] == pytest.approx(2 * t_dist.sf(abs(z), len(data) - 4), rel=1e-6)
     assert rows.loc["overall", "estimate"] == pytest.approx(diff(data["y"], data["arm"])[0], rel=1e-10)
     binary = subgroup_effects(data, parse({"endpoint": "response"})).iloc[0]
     drug, control = data["response"][data["arm"] == "drug"], data["response"][data["arm"] == "control"]
@@ -146,6 +148,6 @@ def test_misuse_is_refused_with_a_clear_message() -> None:
 def test_a_planted_subgroup_of_a_tgi_claret_trial_is_recovered() -> None:
     """Chemotherapy against none, the drug acting only where a biomarker lies in [0.6, 1.0]
     (a range covariate effect of the population); truth from the potential outcomes."""
-    figures = model_based(20, 400, seed=1)
+    figures = model_based(20, 800, seed=1)
     assert figures["true_effect_inside"] < -40 < -5 < figures["true_effect_outside"], figures
     assert figures["recovered"] >= 0.7, figures

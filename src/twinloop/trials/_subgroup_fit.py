@@ -100,12 +100,13 @@ def _design(rows: pd.DataFrame, features: Sequence[str]) -> tuple[np.ndarray, tu
 
 
 def _ols(y: np.ndarray, x: np.ndarray, term: int) -> tuple[float, float, float, float]:
-    """Estimate, 95 % CI and p-value of column ``term`` of an OLS fit with HC2 errors."""
+    """Estimate, 95 % CI and p-value of column ``term`` of an OLS fit with HC2 errors and
+    Student-t reference (residual degrees of freedom), less liberal than the normal in small subgroups."""
     from statsmodels.regression.linear_model import OLS
 
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        fit = OLS(y, x).fit(cov_type="HC2")
+        fit = OLS(y, x).fit(cov_type="HC2", use_t=True)
         low, high = fit.conf_int(0.05)[term]
         p = float(fit.pvalues[term])
     estimate = float(fit.params[term])
