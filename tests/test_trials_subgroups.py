@@ -13,6 +13,7 @@ from scipy.stats import t as t_dist
 
 import twinloop as tl
 from subgroup_cases import CTX, covariates, in_region, model_based, operating, recovered, trial
+from twinloop.trials._subgroup_fit import heterogeneity_p
 from twinloop.trials.subgroups import SubgroupSpec, subgroup_analysis, subgroup_effects, virtual_twins
 
 
@@ -80,6 +81,10 @@ def test_forest_rows_match_the_closed_forms() -> None:
     z = (est - out_est) / math.hypot(se, out_se)
     assert row["interaction_p"] == pytest.approx(2 * t_dist.sf(abs(z), len(data) - 4), rel=1e-6)
     assert rows.loc["overall", "estimate"] == pytest.approx(diff(data["y"], data["arm"])[0], rel=1e-10)
+    # the global test over a partition in two is the interaction test (F = t squared)
+    treat = (data["arm"] == "drug").to_numpy(dtype=int)
+    global_p = heterogeneity_p(data["y"].to_numpy(), treat, [inside, ~inside])
+    assert global_p == pytest.approx(row["interaction_p"], rel=1e-8)
     binary = subgroup_effects(data, parse({"endpoint": "response"})).iloc[0]
     drug, control = data["response"][data["arm"] == "drug"], data["response"][data["arm"] == "control"]
     assert binary["measure"] == "risk_difference"

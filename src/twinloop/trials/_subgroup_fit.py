@@ -220,27 +220,53 @@ def discover(
     leaf = max(1, math.ceil(settings.min_fraction * len(z)))
     tree = pruned_tree(found.design, z, settings.max_depth, leaf, rng)
     nodes = candidate_nodes(tree, data.encoding)
-    candidates = _estimate(held, sub, nodes, settings.fdr)
+    candidates, global_p = _estimate(held, sub, nodes, settings.fdr)
     individual = found.frame[[c for c in ("subject_id", "arm") if c in found.frame.columns]].assign(z=z)
     return SubgroupResult(
         str(sub.endpoint), sub.measure, sub.arm, sub.control_arm, int(replicate), int(seed), settings.fdr,
-        len(found.y), len(held.y), data.excluded, float(z.mean()), candidates, individual,
+        len(found.y), len(held.y), data.excluded, float(z.mean()), global_p, candidates, individual,
     )  # fmt: skip
 
 
-def _estimate(held: Prepared, sub: SubgroupSpec, nodes: list[dict], fdr: float) -> pd.DataFrame:
-    """Honest estimates of the candidates on the estimation half, with Benjamini-Hochberg q-values."""
+def _estimate(held: Prepared, sub: SubgroupSpec, nodes: list[dict], fdr: float) -> tuple[pd.DataFrame, float]:
+    """Honest estimates of the candidates on the estimation half with Benjamini-Hochberg
+    q-values, reported only when the global heterogeneity test over the leaves rejects at ``fdr``."""
     from statsmodels.stats.multitest import multipletests
 
     rows = effect_rows(held, sub, {n["label"]: n["label"] for n in nodes}).iloc[1:]
-    table = pd.DataFrame(nodes, columns=["label", "depth", "n_discovery", "predicted_effect"])
+    table = pd.DataFrame(nodes, columns=["label", "depth", "leaf", "n_discovery", "predicted_effect"])
     table = table.merge(rows.drop(columns=["rule", "measure"]), on="label", how="left")
+    leaves = [held.mask(label, label, sub.features) for label in table.loc[table["leaf"], "label"]]
+    global_p = heterogeneity_p(held.y, held.treat, leaves)
     p = table["interaction_p"].fillna(1.0).to_numpy()
     if len(p):
         reject, q, _, _ = multipletests(p, alpha=fdr, method="fdr_bh")
     else:
         reject, q = np.zeros(0, dtype=bool), np.zeros(0)
-    return table.assign(q_value=q, reported=np.asarray(reject, dtype=bool))
+    gate = bool(global_p <= fdr)  # NaN (fewer than two usable leaves) closes the gate
+    return table.assign(q_value=q, reported=np.asarray(reject, dtype=bool) & gate), global_p
+
+
+def heterogeneity_p(y: np.ndarray, treat: np.ndarray, leaves: Sequence[np.ndarray]) -> float:
+    """p-value of the Wald test (HC2, F form) that the leaves (a partition) share one treatment
+    effect: ``y ~ leaf + treat:leaf``, the treatment effects equal; NaN with < 2 leaves of >= 2 per arm."""
+    from statsmodels.regression.linear_model import OLS
+
+    usable = [leaf for leaf in leaves if _enough(treat[leaf])]
+    if len(usable) < 2:
+        return math.nan
+    rows = np.logical_or.reduce(usable)
+    columns = [leaf[rows].astype(np.float64) for leaf in usable]
+    x = np.column_stack(columns + [c * treat[rows] for c in columns])
+    k = len(usable)
+    contrast = np.zeros((k - 1, 2 * k))
+    contrast[np.arange(k - 1), k + np.arange(k - 1)] = 1.0
+    contrast[np.arange(k - 1), 2 * k - 1] = -1.0
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        test = OLS(y[rows], x).fit(cov_type="HC2", use_t=True).f_test(contrast)
+    p = float(np.asarray(test.pvalue).reshape(-1)[0])
+    return p if math.isfinite(p) else math.nan
 
 
 def pruned_tree(design: np.ndarray, z: np.ndarray, depth: int, leaf: int, rng: np.random.Generator) -> Any:
@@ -270,18 +296,21 @@ def pruned_tree(design: np.ndarray, z: np.ndarray, depth: int, leaf: int, rng: n
 
 def candidate_nodes(tree: object, encoding: Sequence[tuple[str, str | None]]) -> list[dict]:
     """Every node of a fitted regression tree below the root, as ``label`` (its rule),
-    ``depth``, ``n_discovery`` and ``predicted_effect`` (mean ``z``), in pre-order, each rule once."""
+    ``depth``, ``leaf``, ``n_discovery`` and ``predicted_effect`` (mean ``z``), in pre-order, each rule once."""
     t = tree.tree_  # type: ignore[attr-defined]
     out: dict[str, dict] = {}
     stack: list[tuple[int, list[tuple[int, str, float]]]] = [(0, [])]
     while stack:
         node, path = stack.pop()
+        left, right = int(t.children_left[node]), int(t.children_right[node])
         if path:
             label = rule_text(path, encoding)
             value = float(np.asarray(t.value[node]).reshape(-1)[0])
-            out.setdefault(label, {"label": label, "depth": len(path), "n_discovery": int(t.n_node_samples[node]),
-                                   "predicted_effect": value})  # fmt: skip
-        left, right = int(t.children_left[node]), int(t.children_right[node])
+            n = int(t.n_node_samples[node])
+            row = out.setdefault(
+                label, {"label": label, "depth": len(path), "leaf": False, "n_discovery": n, "predicted_effect": value}
+            )
+            row["leaf"] = row["leaf"] or left < 0
         if left >= 0:
             feature, threshold = int(t.feature[node]), float(t.threshold[node])
             stack.append((right, [*path, (feature, ">", threshold)]))
