@@ -1,21 +1,26 @@
 """twinloop.trials.analysis: the analysis plan, and analyses checked against peers and known truth.
 
-The participant tables are drawn directly with numpy (tests/trials_data.py), so every effect,
+The participant tables are drawn directly with numpy (tests/data/trials_data.py), so every effect,
 and the null, is known. The fast numpy paths (batched OLS, log-rank, Efron Cox) are checked
 against statsmodels and lifelines, and lifelines against statsmodels.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import stats
-from trials_data import context, participants
 
 from twinloop.errors import InputError
 from twinloop.trials.analysis import AnalysisPlan, analyse, kaplan_meier, km_medians
-from twinloop.trials.regression import Design, ols, ols_reference, reduce
+from twinloop.trials.regression import designs, ols, ols_reference
 from twinloop.trials.survival import cox_one, cox_reference, logrank_one, logrank_reference
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from trials_data import context, model_spec, participants
 
 ALL = {
     "y": ["ancova", {"method": "ancova", "covariates": ["base", "sex"]}, {"method": "procova"}],
@@ -74,6 +79,13 @@ def test_plan_refuses_bad_input_naming_the_field(raw, match):
         AnalysisPlan.parse("analysis", raw, context())
 
 
+def test_a_binary_endpoint_holding_other_values_is_refused():
+    table = participants(2, 20, seed=0)
+    table.loc[3, "resp"] = 2.0
+    with pytest.raises(InputError, match=r"binary endpoint 'resp' must hold 0\.0 or 1\.0"):
+        analyse(table, plan({"resp": ["logistic"]}))
+
+
 def test_procova_without_prognostic_scores_is_refused():
     table = participants(2, 20, seed=0).drop(columns="prognostic:y")
     with pytest.raises(InputError, match=r"prognostic:y.*with_prognostic"):
@@ -84,12 +96,10 @@ def test_procova_without_prognostic_scores_is_refused():
 
 
 def _designs(table, columns):
-    designs = []
-    for _, part in table.groupby("replicate"):
-        part = part.dropna(subset=["y"])
-        x = np.column_stack([np.ones(len(part)), part["arm"].to_numpy() != "control", *(part[c] for c in columns)])
-        designs.append(reduce(Design(part["y"].to_numpy(float), x.astype(float)), 1))
-    return designs
+    x = np.column_stack([np.ones(len(table)), table["arm"] != "control", *(table[c] for c in columns)])
+    complete = table["y"].notna().to_numpy()
+    used = [np.flatnonzero(complete & (table["replicate"] == r).to_numpy()) for r in table["replicate"].unique()]
+    return designs(table["y"].to_numpy(float), x.astype(float), used, 1)
 
 
 def test_batched_ols_equals_statsmodels_to_1e10():
@@ -210,3 +220,16 @@ def test_kaplan_meier_without_censoring_is_the_empirical_survival():
     assert medians.loc["control", "ci_low"] <= medians.loc["control", "median"] <= medians.loc["control", "ci_high"]
     with pytest.raises(InputError, match="replicate 3"):
         kaplan_meier(table, "pfs", replicate=3)
+
+
+@pytest.mark.slow
+def test_type_one_error_on_a_model_based_null_trial():
+    """2,000 tgi-claret trials whose two arms get the same chemotherapy: every analysis at its nominal 5 %."""
+    from twinloop.trials.run import run_trial
+
+    spec = model_spec(null=True, n=200, seed=5)
+    results = analyse(run_trial(spec, replicates=2000).participants, spec)
+    for (endpoint, method), rows in results.groupby(["endpoint", "method"]):
+        low, high = stats.binom.interval(0.99, len(rows), 0.05)
+        assert low <= rows["reject"].sum() <= high, (endpoint, method, rows["reject"].mean())
+        assert rows["estimate"].isna().mean() < 0.01, (endpoint, method)

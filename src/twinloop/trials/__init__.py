@@ -17,11 +17,14 @@ if TYPE_CHECKING:
     from twinloop.trials.analysis import AnalysisPlan as AnalysisPlan
     from twinloop.trials.analysis import analyse as analyse
     from twinloop.trials.context import SpecContext as SpecContext
+    from twinloop.trials.external import ExternalControl as ExternalControl
     from twinloop.trials.external import ExternalControlSpec as ExternalControlSpec
     from twinloop.trials.external import external_control as external_control
     from twinloop.trials.power import power as power
     from twinloop.trials.procova import PrognosticSpec as PrognosticSpec
+    from twinloop.trials.procova import procova_summary as procova_summary
     from twinloop.trials.procova import prognostic_scores as prognostic_scores
+    from twinloop.trials.procova import with_prognostic as with_prognostic
     from twinloop.trials.run import TrialData as TrialData
     from twinloop.trials.run import run_trial as run_trial
     from twinloop.trials.run import simulate_participants as simulate_participants

@@ -30,7 +30,7 @@ import pandas as pd
 
 from twinloop.errors import InputError
 from twinloop.trials.context import SpecContext
-from twinloop.trials.regression import Design, Effects, logistic, ols, reduce
+from twinloop.trials.regression import Effects, designs, logistic, ols
 from twinloop.trials.survival import cox, km_medians, logrank
 from twinloop.trials.survival import kaplan_meier as kaplan_meier
 
@@ -235,8 +235,12 @@ def analyse(participants: pd.DataFrame, spec: Any, *, methods: Any = None) -> pd
         plan = plan.with_methods(methods)
     ctx = plan._context()
     frame = _usable(participants, ctx)
+    order = (ctx.control_arm, *(a for a in ctx.arms if a != ctx.control_arm))
+    arm_index = frame["arm"].astype(object).map({arm: j for j, arm in enumerate(order)}).to_numpy(int)
+    replicates, bounds = np.unique(frame["replicate"].to_numpy(), return_index=True)
+    pieces = np.split(np.arange(len(frame)), bounds[1:])
     frames = [
-        _one(frame, plan, ctx, endpoint, method)
+        _one(frame, plan, endpoint, method, arm_index, replicates, pieces)
         for endpoint, endpoint_methods in plan.methods.items()
         for method in endpoint_methods
     ]
@@ -257,7 +261,17 @@ def _usable(participants: pd.DataFrame, ctx: SpecContext) -> pd.DataFrame:
     return frame[frame["arm"].isin(ctx.arms)].sort_values("replicate", kind="stable")
 
 
-def _one(frame: pd.DataFrame, plan: AnalysisPlan, ctx: SpecContext, endpoint: str, method: Method) -> pd.DataFrame:
+def _one(
+    frame: pd.DataFrame,
+    plan: AnalysisPlan,
+    endpoint: str,
+    method: Method,
+    arm_index: np.ndarray,
+    replicates: np.ndarray,
+    pieces: list[np.ndarray],
+) -> pd.DataFrame:
+    """One method on one endpoint over every replicate (``pieces``: each replicate's rows of ``frame``)."""
+    ctx = plan._context()
     kind = ctx.endpoints[endpoint]
     outcome = [endpoint, f"{endpoint}_event"] if kind == "time_to_event" else [endpoint]
     adjust = method.adjusted_for(endpoint)
@@ -266,17 +280,13 @@ def _one(frame: pd.DataFrame, plan: AnalysisPlan, ctx: SpecContext, endpoint: st
         hint = " (add the prognostic scores first: procova's with_prognostic)" if method.method == "procova" else ""
         raise InputError(f"analyse: {endpoint} by {method.method} needs the participant columns {missing}{hint}.")
     compared = [a for a in ctx.arms if a != ctx.control_arm]
-    arm_index = np.full(len(frame), -1)
-    for j, arm in enumerate((ctx.control_arm, *compared)):
-        arm_index[frame["arm"].to_numpy() == arm] = j
     complete = frame[[*outcome, *adjust]].notna().all(axis=1).to_numpy()
-    replicates = np.unique(frame["replicate"].to_numpy())
-    bounds = np.searchsorted(frame["replicate"].to_numpy(), replicates, side="left")
     covariates = _covariate_matrix(frame, adjust)
     k = len(compared)
     dummies = (arm_index[:, None] == np.arange(1, k + 1)[None, :]).astype(float)
     y = frame[endpoint].to_numpy(float)
-    pieces = np.split(np.arange(len(frame)), bounds[1:])
+    if kind == "binary" and not np.isin(y[complete], (0.0, 1.0)).all():
+        raise InputError(f"analyse: the binary endpoint {endpoint!r} must hold 0.0 or 1.0 (or NaN) in every row.")
     used = [rows[complete[rows]] for rows in pieces]
     alpha = plan.alpha
     if kind == "time_to_event":
@@ -285,13 +295,12 @@ def _one(frame: pd.DataFrame, plan: AnalysisPlan, ctx: SpecContext, endpoint: st
             effects = logrank([(y[u], event[u], arm_index[u]) for u in used], k, alpha)
         else:
             x = np.column_stack([dummies, covariates])
-            designs = [reduce(Design(y[u], x[u]), k, first=0) for u in used]
-            samples = [None if d is None else (d.y, event[u], d.x) for d, u in zip(designs, used, strict=True)]
+            fits = designs(y, x, used, k, first=0)
+            samples = [None if d is None else (d.y, event[u], d.x) for d, u in zip(fits, used, strict=True)]
             effects = cox(samples, k, alpha)
     else:
         x = np.column_stack([np.ones(len(frame)), dummies, covariates])
-        designs = [reduce(Design(y[u], x[u]), k) for u in used]
-        effects = (logistic if kind == "binary" else ols)(designs, k, alpha)
+        effects = (logistic if kind == "binary" else ols)(designs(y, x, used, k), k, alpha)
     return _rows(effects, replicates, endpoint, method, compared, ctx.control_arm, pieces, used, arm_index, alpha)
 
 

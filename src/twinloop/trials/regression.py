@@ -9,7 +9,7 @@ p-value per replicate.
 replicate: zero rows change neither ``X'X`` nor ``X'y``); ``tests/test_trials_analysis.py`` checks
 it equals statsmodels' ``OLS`` (:func:`ols_reference`) to 1e-10 in estimate, standard error and
 p-value. A replicate whose design is rank deficient is fitted by statsmodels (pseudo-inverse).
-A replicate given as None (:func:`reduce`: an arm absent, too few complete cases) gives NaN.
+A replicate given as None (:func:`designs`: an arm absent, too few complete cases) gives NaN.
 :func:`logistic` is statsmodels' ``Logit`` (Newton) per replicate; a replicate with perfect
 separation or without convergence gives NaN (no effect estimable, not a rejection).
 """
@@ -67,20 +67,30 @@ class Effects:
         return Effects(np.exp(self.estimate), np.exp(self.ci_low), np.exp(self.ci_high), self.p_value)
 
 
-def reduce(design: Design, k: int, first: int = 1) -> Design | None:
-    """``design`` without constant covariate columns, or None when an arm is absent or too few rows remain.
+def designs(y: np.ndarray, x: np.ndarray, used: list[np.ndarray], k: int, first: int = 1) -> list[Design | None]:
+    """Each replicate's design (rows ``used``), without its constant covariate columns.
 
-    Columns ``first .. first + k - 1`` are the arm dummies (``first`` 1 after an intercept, 0 without);
-    a covariate constant within the replicate (a single level present) cannot be adjusted for.
+    Columns ``first .. first + k - 1`` of ``x`` are the arm dummies (``first`` 1 after an
+    intercept, 0 without). A replicate where an arm has no complete case, or with no more rows
+    than columns, is None; a covariate constant within a replicate (one level present) is dropped.
     """
-    x = design.x
-    spread = x.max(axis=0) - x.min(axis=0) if len(x) else np.zeros(x.shape[1])
-    if len(x) == 0 or np.any(spread[first : first + k] == 0):
-        return None
-    keep = np.ones(x.shape[1], bool)
-    keep[first + k :] = spread[first + k :] > 0
-    x = x[:, keep]
-    return Design(design.y, x) if len(design.y) > x.shape[1] else None
+    lengths = np.array([len(u) for u in used])
+    rows = np.concatenate(used) if used else np.empty(0, int)
+    spread = np.zeros((len(used), x.shape[1]))
+    filled = np.flatnonzero(lengths > 0)
+    if filled.size:
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])[filled]
+        block = x[rows]
+        spread[filled] = np.maximum.reduceat(block, starts) - np.minimum.reduceat(block, starts)
+    out: list[Design | None] = []
+    for r, u in enumerate(used):
+        keep = np.ones(x.shape[1], bool)
+        keep[first + k :] = spread[r, first + k :] > 0
+        if lengths[r] <= keep.sum() or np.any(spread[r, first : first + k] == 0):
+            out.append(None)
+        else:
+            out.append(Design(y[u], x[u] if keep.all() else x[np.ix_(u, keep)]))
+    return out
 
 
 def ols(designs: list[Design | None], k: int, alpha: float) -> Effects:
