@@ -29,7 +29,10 @@ if TYPE_CHECKING:
     from twinloop.trials.run import run_trial as run_trial
     from twinloop.trials.run import simulate_participants as simulate_participants
     from twinloop.trials.spec import TrialSpec as TrialSpec
+    from twinloop.trials.subgroups import SubgroupResult as SubgroupResult
     from twinloop.trials.subgroups import SubgroupSpec as SubgroupSpec
+    from twinloop.trials.subgroups import subgroup_analysis as subgroup_analysis
+    from twinloop.trials.subgroups import subgroup_effects as subgroup_effects
     from twinloop.trials.subgroups import virtual_twins as virtual_twins
 
 __getattr__, __dir__, __all__ = attach(__name__, __file__)
