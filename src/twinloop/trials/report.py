@@ -38,12 +38,14 @@ NULL_VALUE = {"difference": 0.0, "odds_ratio": 1.0, "hazard_ratio": 1.0, "ratio"
 SHOWN_ROWS = 200
 
 
-def render(artifact: TrialArtifact) -> tuple[str, list[str]]:
-    """The report page and the names of the figures it draws."""
+def render(artifact: TrialArtifact, *, part: bool = False) -> tuple[str, list[str]]:
+    """The report page and the names of the figures it draws; with ``part``, its sections
+    (no run table, headings one level down, no plotly.js) to place in another page."""
     spec = artifact.spec
-    page = Page(f"In-silico trial: {spec.get('name', '')}")
+    page = Page(f"In-silico trial: {spec.get('name', '')}", plotlyjs=not part)
     figures: list[str] = []
-    page.add(run_section(artifact))
+    if not part:
+        page.add(run_section(artifact))
     flow = artifact.table("flow")
     if flow is not None:
         page.add(flow_section(flow, artifact.table("participants"), spec))
@@ -57,6 +59,10 @@ def render(artifact: TrialArtifact) -> tuple[str, list[str]]:
     for name, draw in drawers:
         if artifact.has(name):
             figures += draw(page, artifact)
+    if part:
+        return page.body().replace("<h3>", "<h5>").replace("</h3>", "</h5>").replace("<h2>", "<h4>").replace(
+            "</h2>", "</h4>"
+        ), figures
     return page.render(), figures
 
 
