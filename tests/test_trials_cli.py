@@ -92,14 +92,14 @@ def sections() -> dict[str, Any]:
                                   "ci_high": np.minimum(1, s * 1.1)}) for arm, s in curves])  # fmt: skip
     power = pd.DataFrame({"n": [50, 100, 150], "endpoint": "sld_change", "method": "ancova", "rejections": [9, 15, 19],
                           "replicates": 20, "closed_form": [0.4, 0.7, 0.88]})  # fmt: skip
-    subgroups = pd.DataFrame({"subgroup": [HOSTILE, "age >= 65"], "source": ["prespecified", "discovered"],
+    forest = pd.DataFrame({"label": [HOSTILE, "age >= 65"], "kind": ["prespecified", "discovered"],
                               "estimate": [-0.1, -0.3], "ci_low": [-0.2, -0.5], "ci_high": [0.0, -0.1],
                               "n": [20, 12]})  # fmt: skip
     procova = {"rho": 0.6, "variance_reduction": 0.64, "observed_ratio": 0.66, "sample_size_saving": 0.36}
     external = {"balance": pd.DataFrame({"covariate": ["age", "sex"], "smd_before": [0.3, 0.05],
                                          "smd_after": [0.02, 0.01], "flag": [False, False]}),
                 "bias": -0.01, "flags": []}  # fmt: skip
-    return {"km": km, "power": {"curve": power, "target": 0.8}, "subgroups": subgroups, "procova": procova,
+    return {"km": km, "power": {"curve": power, "target": 0.8}, "subgroups": {"forest": forest}, "procova": procova,
             "external": external}  # fmt: skip
 
 
@@ -120,7 +120,7 @@ def test_trial_artifact_round_trips_with_report_lineage_and_prov(tmp_path: Path)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "twinloop.trial" and manifest["spec"]["name"] == "fake-trial"
     assert manifest["lineage"]["model"]["content_hash"] == "a" * 64
-    tables = {"participants", "flow", "results", "truth", "km", "power_curve", "subgroups", "external_balance"}
+    tables = {"participants", "flow", "results", "truth", "km", "power_curve", "subgroups_forest", "external_balance"}
     assert {f"{t}.parquet" for t in tables} == set(manifest["files"])
     assert manifest["sections"]["procova"]["summary"]["rho"] == 0.6
     assert manifest["figures"] == ["consort", "effects", "km:pfs", "power", "forest"]

@@ -60,28 +60,32 @@ def check_out(out: Path) -> None:
 
 
 def run_sections(spec: TrialSpec, data: TrialData) -> tuple[TrialData, pd.DataFrame, dict[str, Any]]:
-    """Everything the spec asks for after the run: PROCOVA scores, the planned analyses,
-    Kaplan-Meier curves, the external control arm and subgroups."""
+    """Everything the spec asks for after the run: the twins' prognostic scores and the
+    PROCOVA summary, the planned analyses, Kaplan-Meier curves, the external control arm and
+    the subgroups (the first replicate's)."""
     from twinloop.trials.analysis import analyse, kaplan_meier
 
+    asked = {k for k, v in spec.to_dict().items() if v}
     sections: dict[str, Any] = {}
     seed = int(spec.seed)
-    if spec.prognostic is not None:
+    if "prognostic" in asked:
         from twinloop.trials.procova import procova_summary, with_prognostic
 
         data = with_prognostic(spec, data, seed)
-        sections["procova"] = procova_summary(spec, data.participants)
+        endpoint = spec.prognostic.endpoint
+        sections["procova"] = procova_summary(data.participants, endpoint, spec.control_arm,
+                                              alpha=spec.analysis.alpha, seed=seed)  # fmt: skip
     results = analyse(data.participants, spec)
     if any(kind == "time_to_event" for kind in spec.context.endpoints.values()):
         sections["km"] = kaplan_meier(data.participants, spec)
-    if spec.external_control is not None:
+    if "external_control" in asked:
         from twinloop.trials.external import external_control
 
         sections["external"] = external_control(spec, data, seed=seed)
-    if spec.subgroups is not None:
-        from twinloop.trials.subgroups import subgroup_effects
+    if "subgroups" in asked:
+        from twinloop.trials.subgroups import subgroup_analysis
 
-        sections["subgroups"] = subgroup_effects(spec, data, seed=seed)
+        sections["subgroups"] = {"forest": subgroup_analysis(data.participants, spec, seed=seed)}
     return data, results, sections
 
 

@@ -9,7 +9,8 @@ formulas) is escaped. The tables it draws from, by column:
 - ``km``: ``endpoint, arm, time, survival, ci_low, ci_high`` (and ``replicate``: the first is drawn);
 - ``power``: ``n, endpoint, method, power`` with ``rejections`` and ``replicates`` (Clopper-Pearson
   bands are computed when ``ci_low``/``ci_high`` are absent) and optionally ``closed_form``;
-- ``subgroups``: ``subgroup, source, estimate, ci_low, ci_high`` (``n``, ``measure`` optional).
+- ``subgroups`` (its ``forest`` table): ``label, kind, estimate, ci_low, ci_high`` (``kind``: overall,
+  prespecified or discovered; ``n``, ``measure`` optional).
 
 Any other table or summary of a section is shown as a table.
 """
@@ -313,8 +314,8 @@ def power_figure(frame: pd.DataFrame, target: float | None) -> go.Figure:
 def subgroups_section(page: Page, artifact: TrialArtifact) -> list[str]:
     """The forest plot of prespecified and discovered subgroups, and their table."""
     tables = artifact.section_tables("subgroups")
-    frame = tables.get("") if "" in tables else tables.get("effects")
-    needed = {"subgroup", "estimate", "ci_low", "ci_high"}
+    frame = tables.get("") if "" in tables else tables.get("forest")
+    needed = {"label", "estimate", "ci_low", "ci_high"}
     if frame is None or not needed <= set(frame.columns):
         return _generic(page, artifact, "subgroups", "Subgroups")
     page.add("<h2>Subgroups</h2><p class=note>Effect by subgroup with its interval: prespecified subgroups, and "
@@ -332,9 +333,9 @@ def forest_figure(frame: pd.DataFrame) -> go.Figure:
     import plotly.graph_objects as go
 
     frame = frame.iloc[::-1]
-    labels = frame["subgroup"].astype(str)
-    if "source" in frame.columns:
-        labels = frame["source"].astype(str) + ": " + labels
+    labels = frame["label"].astype(str)
+    if "kind" in frame.columns:
+        labels = frame["kind"].astype(str) + ": " + labels
     fig = go.Figure()
     fig.add_trace(go.Scatter(
         x=frame["estimate"], y=list(labels), mode="markers", marker={"size": 9, "color": "#335"}, name="estimate",
@@ -368,14 +369,21 @@ def procova_section(page: Page, artifact: TrialArtifact) -> list[str]:
 
 
 def external_section(page: Page, artifact: TrialArtifact) -> list[str]:
-    return _generic(page, artifact, "external", "", words=EXTERNAL_WORDS)
+    return _generic(page, artifact, "external", "", words=EXTERNAL_WORDS, skip=("pool", "weights"))
 
 
-def _generic(page: Page, artifact: TrialArtifact, name: str, title: str, words: str = "") -> list[str]:
-    """A section's summary and tables, as tables."""
+def _generic(
+    page: Page, artifact: TrialArtifact, name: str, title: str, words: str = "", skip: Sequence[str] = ()
+) -> list[str]:
+    """A section's summary and tables (but ``skip``, left in their files), as tables."""
     page.add(words or f"<h2>{html.escape(title)}</h2>")
     page.add(_summary_table(artifact.section(name)))
+    left = [f"{name}_{key}.parquet" for key in artifact.section_tables(name) if key in skip]
+    if left:
+        page.add(f"<p class=note>Not shown: {html.escape(', '.join(left))}.</p>")
     for key, frame in artifact.section_tables(name).items():
+        if key in skip:
+            continue
         heading = f"<h3>{html.escape(key)}</h3>" if key else ""
         more = f"<p class=note>First {SHOWN_ROWS} of {len(frame)} rows.</p>" if len(frame) > SHOWN_ROWS else ""
         page.add(heading + table(_records(frame.head(SHOWN_ROWS))) + more)
