@@ -99,8 +99,9 @@ def sections() -> dict[str, Any]:
     external = {"balance": pd.DataFrame({"covariate": ["age", "sex"], "smd_before": [0.3, 0.05],
                                          "smd_after": [0.02, 0.01], "flag": [False, False]}),
                 "bias": -0.01, "flags": []}  # fmt: skip
-    return {"km": km, "power": {"curve": power, "target": 0.8}, "subgroups": {"forest": forest}, "procova": procova,
-            "external": external}  # fmt: skip
+    medians = pd.DataFrame({"arm": ["control", HOSTILE], "median": [139.0, np.inf]})
+    return {"km": {"curves": km, "medians": medians}, "power": {"curve": power, "target": 0.8},
+            "subgroups": {"forest": forest}, "procova": procova, "external": external}  # fmt: skip
 
 
 def test_clopper_pearson_matches_its_closed_forms_and_statsmodels() -> None:
@@ -120,7 +121,17 @@ def test_trial_artifact_round_trips_with_report_lineage_and_prov(tmp_path: Path)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "twinloop.trial" and manifest["spec"]["name"] == "fake-trial"
     assert manifest["lineage"]["model"]["content_hash"] == "a" * 64
-    tables = {"participants", "flow", "results", "truth", "km", "power_curve", "subgroups_forest", "external_balance"}
+    tables = {
+        "participants",
+        "flow",
+        "results",
+        "truth",
+        "km_curves",
+        "km_medians",
+        "power_curve",
+        "subgroups_forest",
+        "external_balance",
+    }
     assert {f"{t}.parquet" for t in tables} == set(manifest["files"])
     assert manifest["sections"]["procova"]["summary"]["rho"] == 0.6
     assert manifest["figures"] == ["consort", "effects", "km:pfs", "power", "forest"]

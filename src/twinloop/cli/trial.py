@@ -63,7 +63,9 @@ def run_sections(spec: TrialSpec, data: TrialData) -> tuple[TrialData, pd.DataFr
     """Everything the spec asks for after the run: the twins' prognostic scores and the
     PROCOVA summary, the planned analyses, Kaplan-Meier curves, the external control arm and
     the subgroups (the first replicate's)."""
-    from twinloop.trials.analysis import analyse, kaplan_meier
+    import pandas as pd
+
+    from twinloop.trials.analysis import analyse, kaplan_meier, km_medians
 
     asked = {k for k, v in spec.to_dict().items() if v}
     sections: dict[str, Any] = {}
@@ -76,8 +78,15 @@ def run_sections(spec: TrialSpec, data: TrialData) -> tuple[TrialData, pd.DataFr
         sections["procova"] = procova_summary(data.participants, endpoint, spec.control_arm,
                                               alpha=spec.analysis.alpha, seed=seed)  # fmt: skip
     results = analyse(data.participants, spec)
-    if any(kind == "time_to_event" for kind in spec.context.endpoints.values()):
-        sections["km"] = kaplan_meier(data.participants, spec)
+    events = [name for name, kind in spec.context.endpoints.items() if kind == "time_to_event"]
+    if events:
+        first = int(data.participants["replicate"].min())
+        curves = [kaplan_meier(data.participants, e, replicate=first).assign(endpoint=e) for e in events]
+        medians = [km_medians(data.participants, e, replicate=first).assign(endpoint=e) for e in events]
+        sections["km"] = {
+            "curves": pd.concat(curves, ignore_index=True),
+            "medians": pd.concat(medians, ignore_index=True),
+        }
     if "external_control" in asked:
         from twinloop.trials.external import external_control
 

@@ -6,7 +6,8 @@ One offline page (plotly.js embedded once) rendered from a
 again from the files. Every string that came from the user (arm, endpoint, subgroup names,
 formulas) is escaped. The tables it draws from, by column:
 
-- ``km``: ``endpoint, arm, time, survival, ci_low, ci_high`` (and ``replicate``: the first is drawn);
+- ``km`` (its ``curves`` table): ``endpoint, arm, time, survival, ci_low, ci_high`` (and ``replicate``:
+  the first is drawn);
 - ``power``: ``n, endpoint, method, power`` with ``rejections`` and ``replicates`` (Clopper-Pearson
   bands are computed when ``ci_low``/``ci_high`` are absent) and optionally ``closed_form``;
 - ``subgroups`` (its ``forest`` table): ``label, kind, estimate, ci_low, ci_high`` (``kind``: overall,
@@ -211,7 +212,8 @@ def operating(results: pd.DataFrame) -> list[dict[str, Any]]:
 # --- Kaplan-Meier --------------------------------------------------------------------------
 def km_section(page: Page, artifact: TrialArtifact) -> list[str]:
     """Kaplan-Meier curves with their confidence bands, one figure per endpoint."""
-    frame = artifact.table("km")
+    tables = artifact.section_tables("km")
+    frame = tables.get("") if "" in tables else tables.get("curves")
     needed = {"endpoint", "arm", "time", "survival"}
     if frame is None or not needed <= set(frame.columns):
         return _generic(page, artifact, "km", "Kaplan-Meier estimates")
@@ -223,6 +225,9 @@ def km_section(page: Page, artifact: TrialArtifact) -> list[str]:
     for endpoint, curves in frame.groupby("endpoint", sort=False):
         page.figure(km_figure(str(endpoint), curves))
         names.append(f"km:{endpoint!s}")
+    for key, other in tables.items():
+        if other is not frame:
+            page.add(f"<h3>{html.escape(key)}</h3>" + table(_records(other.head(SHOWN_ROWS))))
     return names
 
 
