@@ -144,15 +144,18 @@ def flow_section(flow: pd.DataFrame, participants: pd.DataFrame | None, spec: Ma
         + box(f"randomized {count('randomized')}")
         + arrow
         + f"<div class=row>{arm_boxes}</div>"
-        + f"</div><p class=note>Analysed (all endpoints, trial total): {count('analysed')}; per arm: participants "
-        f"with the primary endpoint ({html.escape(primary(spec))}) observed.</p>"
+        + f"</div><p class=note>Analysed: participants whose primary endpoint ({html.escape(primary(spec))}) was "
+        f"observed ({count('analysed')} in all); completed: followed to the end of the trial.</p>"
     )
 
 
 def _analysed_by_arm(participants: pd.DataFrame | None, endpoint: str, replicates: int) -> dict[str, str]:
     if participants is None or endpoint not in participants.columns or "arm" not in participants.columns:
         return {}
-    counts = participants[participants[endpoint].notna()].groupby("arm").size() / max(replicates, 1)
+    seen = participants[endpoint].notna()
+    if "simulation_failed" in participants.columns:
+        seen &= ~participants["simulation_failed"].astype(bool)
+    counts = participants[seen].groupby("arm").size() / max(replicates, 1)
     return {str(k): (f"{v:,.0f}" if replicates == 1 else f"{v:,.1f}") for k, v in counts.items()}
 
 
