@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +41,12 @@ from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
 from twinloop.products import outcomes as outcome_fns
+from twinloop.products.simulation import Planner as Planner
+from twinloop.products.simulation import grid_of, observe_protocols, simulate_arms
 from twinloop.products.spec import ProductSpec
-from twinloop.products.treatments import build_plan, dose_table
-from twinloop.simulate import simulate
+from twinloop.products.treatments import dose_table
 
 FILES = ("patients", "observations", "outcomes", "doses")
-Planner = Callable[[str, Cohort, int], Inputs]
-"""``planner(arm, patients, seed) -> Inputs``: the cohort plan of one closed-loop arm's
-patients in one chunk (``twinloop.control.product``); ``seed`` derives from the spec's
-seed, the chunk and the arm."""
 PARTS = ".parts"
 MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
 
@@ -158,7 +154,7 @@ def generate(
     todo = [k for k in range(n_chunks) if k not in set(done)]
     if max_chunks is not None:
         todo = todo[:max_chunks]
-    with _Bar(progress, spec.n, spec.name) as advance, _Undo(out) as undo:
+    with PatientBar(progress, spec.n, spec.name) as advance, _Undo(out) as undo:
         parts.mkdir(parents=True, exist_ok=True)
         stamp = parts / "spec.json"
         if not stamp.exists():
@@ -184,48 +180,26 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: 
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 1]))
     arm_names = list(spec.arms)
     arm = np.asarray(arm_names, dtype=object)[rng.integers(len(arm_names), size=cohort.n)]
-    grid = spec.resolution * np.arange(math.floor(spec.duration / spec.resolution + 1e-9) + 1)
-    observables = np.full((cohort.n, grid.size, len(model.observables)), np.nan)
-    doses: list[pd.DataFrame] = []
-    failed = np.zeros(cohort.n, dtype=bool)
-    for a, name in enumerate(arm_names):
-        rows = np.flatnonzero(arm == name)
-        if rows.size == 0:
-            continue
-        sub = cohort[rows]
-        if planner is not None and name in spec.control:
-            seed = int(np.random.SeedSequence([spec.seed, k, 4, a]).generate_state(1)[0])
-            plan = planner(name, sub, seed)
-        else:
-            plan = build_plan(spec.arms[name], sub.param_map(), sub.covariates, spec.duration, model)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traj = simulate(
-                model,
-                sub.parameters,
-                plan,
-                times=grid,
-                patient_ids=sub.ids,
-                progress=False,
-                chunk_size=min(spec.batch_size, spec.chunk_size),
-                settings=spec.solver,
-            )
-        observables[rows] = traj.observables
-        failed[rows] = np.isin(sub.ids, list(traj.failures))
-        doses.append(dose_table(model, plan, sub.ids))
+    grid = grid_of(spec)
+
+    def plan_seed(a: int) -> int:
+        return int(np.random.SeedSequence([spec.seed, k, 4, a]).generate_state(1)[0])
+
+    run = simulate_arms(spec, model, cohort, arm, grid, planner=planner, plan_seed=plan_seed)
+    observables, failed, doses = run.observables, run.failed, run.doses
     patients = cohort.table()
     patients.insert(1, "arm", arm.astype(str))
     patients.insert(3, "chunk", k)
     patients["simulation_failed"] = failed
-    obs_frames = []
-    dropout_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 2]))
-    for j, protocol in enumerate(spec.observations):
-        hazard = protocol.dropout_hazard
-        dropout = dropout_rng.exponential(1.0 / hazard, cohort.n) if hazard > 0 else np.full(cohort.n, np.inf)
-        o = model.observable_names.index(protocol.observable)
-        unit = model.observables[o].unit
-        obs_rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 3, j]))
-        obs_frames.append(protocol.observe(cohort.ids, grid, observables[:, :, o], unit, obs_rng, dropout))
+    obs_frames, _ = observe_protocols(
+        spec.observations,
+        model,
+        cohort.ids,
+        grid,
+        observables,
+        np.random.default_rng(np.random.SeedSequence([spec.seed, k, 2])),
+        lambda j: np.random.default_rng(np.random.SeedSequence([spec.seed, k, 3, j])),
+    )
     observations = _canonical(obs_frames, cohort.ids, spec, model)
     outcome_frame = _outcomes(spec, model, cohort, arm, grid, observables, observations)
     dose_frame = pd.concat(doses, ignore_index=True) if doses else dose_table(model, Inputs(), [])
@@ -389,7 +363,9 @@ class _Undo:
             shutil.rmtree(self.out / PARTS, ignore_errors=True)
 
 
-class _Bar:
+class PatientBar:
+    """A transient progress bar of patients processed (nothing when disabled)."""
+
     def __init__(self, enabled: bool, total: int, label: str) -> None:
         self.enabled, self.total, self.label = enabled, total, label
         self.progress: Progress | None = None

@@ -241,13 +241,30 @@ def parse_measures(where: str, raw: Any, ctx: SpecContext) -> dict[str, Measure]
     return {str(name): Measure.parse(where, _name(where, name), value, ctx) for name, value in raw.items()}
 
 
-def parse_endpoints(where: str, raw: Any, ctx: SpecContext) -> dict[str, Endpoint]:
-    """The ``endpoints`` section: ``{name: endpoint}``; ``of`` references are checked among them."""
+def parse_endpoints(where: str, raw: Any, ctx: SpecContext, *, duration: float | None = None) -> dict[str, Endpoint]:
+    """The ``endpoints`` section: ``{name: endpoint}``; ``of`` references are checked among them, and
+    windows and ``at`` against the trial's ``duration`` (model time) when given."""
     raw = _mapping(where, raw, "{pfs: {kind: time_to_event, recist: ct}}")
     if not raw:
         raise InputError(f"{where} is empty; name at least one endpoint.")
     inner = replace(ctx, endpoints=endpoint_kinds(raw))
-    return {str(name): Endpoint.parse(where, _name(where, name), value, inner) for name, value in raw.items()}
+    out = {str(name): Endpoint.parse(where, _name(where, name), value, inner) for name, value in raw.items()}
+    if duration is not None:
+        _within(where, out, duration)
+    return out
+
+
+def _within(where: str, endpoints: Mapping[str, Endpoint], duration: float) -> None:
+    """Refuse windows ending, or ``at`` times, after the trial's ``duration``."""
+    for name, e in endpoints.items():
+        window = e.measure.window if e.measure is not None else e.window
+        at = e.measure.at if e.measure is not None else None
+        if window is not None and window[1] > duration:
+            raise InputError(
+                f"{where}.{name}.window is {list(window)}; it must end by the trial's duration ({duration:g})."
+            )
+        if at is not None and at > duration:
+            raise InputError(f"{where}.{name}.at is {at:g}; it must not be after the trial's duration ({duration:g}).")
 
 
 def endpoint_kinds(raw: Any) -> dict[str, EndpointKind]:
@@ -356,28 +373,27 @@ def summarise(
         inside = ok & (values >= span[0]) & (values <= span[1])
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(any_, 100.0 * inside.sum(axis=1) / count, np.nan)
-    masked = np.where(ok, values, np.nan)
-    return _reduce(masked, summary, count)
+    return _reduce(values, ok, summary, count)
 
 
-def _reduce(masked: np.ndarray, summary: str, count: np.ndarray) -> np.ndarray:
-    """mean, median, min, max or sd of NaN-masked rows, without warnings for empty rows."""
+def _reduce(values: np.ndarray, ok: np.ndarray, summary: str, count: np.ndarray) -> np.ndarray:
+    """mean, median, min, max or sd of each row's ``ok`` values (NaN for a row without any)."""
     any_ = count > 0
-    if summary == "mean":
-        return np.where(any_, np.nansum(masked, axis=1) / np.maximum(count, 1), np.nan)
     if summary in ("min", "max"):
         fill = np.inf if summary == "min" else -np.inf
-        reduced = getattr(np, summary)(np.where(np.isnan(masked), fill, masked), axis=1)
-        return np.where(any_, reduced, np.nan)
-    if summary == "sd":
-        mean = np.nansum(masked, axis=1) / np.maximum(count, 1)
-        square = np.nansum((masked - mean[:, None]) ** 2, axis=1)
+        return np.where(any_, getattr(np, summary)(np.where(ok, values, fill), axis=1), np.nan)
+    if summary in ("mean", "sd"):
+        mean = np.where(ok, values, 0.0).sum(axis=1) / np.maximum(count, 1)
+        if summary == "mean":
+            return np.where(any_, mean, np.nan)
+        deviation = np.where(ok, values - mean[:, None], 0.0)
+        square = np.einsum("ij,ij->i", deviation, deviation)
         return np.where(count > 1, np.sqrt(square / np.maximum(count - 1, 1)), np.nan)
     if summary != "median":
         raise InputError(f"Unknown summary {summary!r}; use one of {', '.join(SUMMARIES)}.")
-    ordered = np.sort(masked, axis=1)  # NaN sort last
+    ordered = np.sort(np.where(ok, values, np.nan), axis=1)  # NaN sort last
     lo = np.take_along_axis(ordered, (np.maximum(count, 1)[:, None] - 1) // 2, axis=1)[:, 0]
-    hi = np.take_along_axis(ordered, np.minimum(count, masked.shape[1] - 1)[:, None] // 2, axis=1)[:, 0]
+    hi = np.take_along_axis(ordered, count[:, None] // 2, axis=1)[:, 0]
     return np.where(any_, (lo + hi) / 2.0, np.nan)
 
 

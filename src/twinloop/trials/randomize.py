@@ -272,7 +272,7 @@ def _enrolment(rep: np.ndarray, order: np.ndarray) -> np.ndarray:
     if rep.min(initial=0) < 0 or order.min(initial=0) < 0:
         raise InputError("randomization: 'replicate' and 'order' must be whole numbers >= 0.")
     key = rep * (int(order.max(initial=0)) + 1) + order
-    if key.size and np.all(key[1:] > key[:-1]):
+    if np.all(key[1:] > key[:-1]):
         return np.arange(key.size)
     if np.unique(key).size != key.size:
         raise InputError("randomization: two participants share a replicate and an enrolment order.")
@@ -294,23 +294,37 @@ def _blocks(
     sort = _enrolment(rep, order)
     if codes.size > 1:  # group each replicate's rows by stratum, keeping enrolment order within it
         sort = sort[np.argsort(rep[sort] * codes.size + stratum[sort], kind="stable")]
-    r, s = rep[sort], stratum[sort]
+    identity = sort.size == 0 or (sort[0] == 0 and bool(np.all(np.diff(sort) == 1)))
+    r, s = (rep, stratum) if identity else (rep[sort], stratum[sort])
     new = np.ones(r.size, dtype=bool)
     new[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
     starts = np.flatnonzero(new)
     counts = np.diff(np.append(starts, r.size))
-    position = np.arange(r.size) - np.repeat(starts, counts)  # rank within the group by enrolment order
     nblocks = -(-counts // size)
     first_block = np.concatenate(([0], np.cumsum(nblocks)[:-1]))
-    # every slot of every block: a random key; the block's arms are the template in the keys' order
-    group_hash = _hash(seed, r[starts], codes[s[starts]])
-    block_group = np.repeat(np.arange(starts.size), nblocks)
-    block_index = np.arange(block_group.size) - np.repeat(first_block, nblocks)
-    slot = block_index[:, None] * size + np.arange(size)
-    u = _uniform(_stream(group_hash[block_group][:, None], slot))
-    template = np.repeat(np.arange(weights.size), weights * (size // int(weights.sum())))
-    arms_of_slots = template[np.argsort(u, axis=1)].reshape(-1)
-    group = np.repeat(np.arange(starts.size), counts)
+    arms = _permuted_blocks(_hash(seed, r[starts], codes[s[starts]]), nblocks, weights, size)
+    # participant i of a group (by enrolment order) takes slot i of the group's run of blocks
+    slot = np.arange(r.size) + np.repeat(first_block * size - starts, counts)
+    if identity:
+        return arms[slot]
     out = np.empty(r.size, dtype=np.int64)
-    out[sort] = arms_of_slots[(first_block[group] + position // size) * size + position % size]
+    out[sort] = arms[slot]
     return out
+
+
+def _permuted_blocks(group_hash: np.ndarray, nblocks: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """The arm of every slot of every group's blocks (flat), each block a random permutation of the
+    ratio's template (a Fisher-Yates shuffle of all blocks at once, keyed by group, block and slot)."""
+    block_group = np.repeat(np.arange(group_hash.size), nblocks)
+    block_index = np.arange(block_group.size) - np.repeat(np.cumsum(nblocks) - nblocks, nblocks)
+    state = group_hash[block_group]
+    template = np.repeat(np.arange(weights.size), weights * (size // int(weights.sum())))
+    blocks = np.tile(template.astype(np.int64), (block_group.size, 1))
+    rows = np.arange(block_group.size)
+    for i in range(size - 1, 0, -1):
+        u = _uniform(_stream(state, block_index * size + i))
+        j = np.minimum((u * (i + 1)).astype(np.int64), i)
+        chosen = blocks[rows, j]
+        blocks[rows, j] = blocks[:, i]
+        blocks[:, i] = chosen
+    return blocks.reshape(-1)
