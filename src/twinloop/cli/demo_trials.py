@@ -39,13 +39,16 @@ def run_one(out: Path, spec: Any) -> tuple[Any, Any]:
     return data, results
 
 
-def run_trials_demo(out: Path, scale: float, power_replicates: int = 20) -> tuple[dict[str, Any], str]:
-    """Both example trials at ``scale`` of their size, and the oncology trial's power over a
-    grid of sample sizes with ``power_replicates`` trials each; the summary and page section."""
+def run_trials_demo(
+    out: Path, scale: float, power_replicates: int = 20, *, t1d: bool = True
+) -> tuple[dict[str, Any], str]:
+    """Both example trials at ``scale`` of their size (the T1D one only with ``t1d``: its closed
+    loops compile for minutes on a cold cache), and the oncology trial's power over a grid of
+    sample sizes with ``power_replicates`` trials; the summary and the page's section."""
     import shutil
 
+    from twinloop.cli.trial import power_curve
     from twinloop.trials.artifact import read_trial, write_trial
-    from twinloop.trials.power import power
     from twinloop.trials.report import render
 
     root = out / "trials"
@@ -53,15 +56,18 @@ def run_trials_demo(out: Path, scale: float, power_replicates: int = 20) -> tupl
     summary: dict[str, Any] = {}
     parts = []
     nsclc = demo_spec("trial_nsclc.yaml", scale, n=40)
-    t1d = demo_spec("trial_t1d_controllers.yaml", scale, n=8)
-    for key, spec in (("nsclc", nsclc), ("t1d", t1d)):
+    trials = {"nsclc": nsclc}
+    if t1d:
+        trials["t1d"] = demo_spec("trial_t1d_controllers.yaml", scale, n=8)
+    for key, spec in trials.items():
         data, results = run_one(root / key, spec)
         summary[key] = _headline(spec, data, results)
-    grid = sorted({max(8, int(nsclc.n * f)) for f in (0.5, 1.0, 1.5)})
-    curve = power(nsclc, grid, power_replicates, int(nsclc.seed))
-    write_trial(root / "nsclc-power", curve.data, curve.results, power={**_fields(curve), "target": 0.8})
-    summary["nsclc_power"] = {"n": grid, "replicates": power_replicates}
-    for key, words in (("nsclc", ONCOLOGY), ("t1d", DIABETES), ("nsclc-power", POWER)):
+    grid = sorted({max(8, int(nsclc.n * f)) for f in (0.5, 1.0, 1.5, 2.0)})
+    data, results, section = power_curve(nsclc.with_(n=max(grid), replicates=power_replicates), grid, 0.8)
+    write_trial(root / "nsclc-power", data, results, power=section)
+    summary["nsclc-power"] = {"n": grid, "replicates": power_replicates, "sample_size": section["sample_size"]}
+    shown = [("nsclc", ONCOLOGY), ("nsclc-power", POWER)] + ([("t1d", DIABETES)] if t1d else [])
+    for key, words in shown:
         artifact = read_trial(root / key)
         body, figures = render(artifact, part=True)
         summary.setdefault(key, {})["figures"] = figures
@@ -79,12 +85,6 @@ INTRO = (
 ONCOLOGY = "NSCLC: three-weekly against weekly chemotherapy (tgi-claret)"
 DIABETES = "Type 1 diabetes: basal-bolus against PID after a basal-bolus run-in"
 POWER = "NSCLC: power by simulation over a few replicate trials"
-
-
-def _fields(result: Any) -> dict[str, Any]:
-    from twinloop.cli.trial import vars_of
-
-    return vars_of(result)
 
 
 def _headline(spec: Any, data: Any, results: Any) -> dict[str, Any]:

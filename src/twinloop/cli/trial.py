@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 trial_app = typer.Typer(help="In-silico trials: run one, estimate its power, render its report.", no_args_is_help=True)
 SHOWN = ["endpoint", "method", "comparison", "measure", "estimate", "ci_low", "ci_high", "p_value", "n"]
-MAX_GRID = 200
 
 
 def load_spec(path: Path, *, n: int | None = None, replicates: int | None = None, seed: int | None = None) -> Any:
@@ -26,27 +25,6 @@ def load_spec(path: Path, *, n: int | None = None, replicates: int | None = None
     spec = TrialSpec.from_yaml(path)
     overrides = {k: v for k, v in {"n": n, "replicates": replicates, "seed": seed}.items() if v is not None}
     return spec.with_(**overrides) if overrides else spec
-
-
-def parse_grid(text: str) -> list[int]:
-    """``"50:500:50"`` -> 50, 100, ..., 500 (both ends included); ``"100,200,400"`` -> those."""
-    from twinloop.errors import InputError
-
-    fix = "give START:STOP:STEP (e.g. 50:500:50) or sizes separated by commas (e.g. 100,200,400)"
-    try:
-        if ":" in text:
-            parts = [int(p) for p in text.split(":")]
-            if len(parts) != 3 or parts[2] <= 0 or parts[0] > parts[1]:
-                raise ValueError
-            grid = list(range(parts[0], parts[1] + 1, parts[2]))
-        else:
-            grid = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise InputError(f"--n {text!r} is not a grid of sample sizes; {fix}.") from None
-    if not grid or min(grid) < 2 or len(grid) > MAX_GRID:
-        raise InputError(f"--n {text!r} gives {len(grid)} sizes from {min(grid, default=0)}; expected 1 to "
-                         f"{MAX_GRID} sizes of at least 2 participants; {fix}.")  # fmt: skip
-    return sorted(set(grid))
 
 
 def check_out(out: Path) -> None:
@@ -143,33 +121,87 @@ def power_command(
     spec: Annotated[Path, typer.Argument(help="trial spec (YAML)")],
     out: Annotated[Path, typer.Option("--out", help="new folder for the power curve, results and report")],
     n: Annotated[str, typer.Option("--n", help="sample sizes: START:STOP:STEP or a,b,c")] = "50:500:50",
-    replicates: Annotated[int, typer.Option(help="replicate trials per sample size")] = 200,
+    replicates: Annotated[int, typer.Option(help="replicate trials (each analysed at every n)")] = 200,
     seed: Annotated[int | None, typer.Option(help="seed (default: the spec's)")] = None,
     target: Annotated[float, typer.Option(help="the power to reach; the smallest n that does is reported")] = 0.8,
 ) -> None:
     """Estimate power over a grid of sample sizes by simulating replicate trials."""
     from twinloop.errors import InputError
     from twinloop.trials.artifact import write_trial
-    from twinloop.trials.power import power
+    from twinloop.trials.power import parse_n_grid
 
     if not 0.0 < target < 1.0:
         raise InputError(f"--target must lie between 0 and 1 (a power); got {target}.")
     if replicates < 1:
         raise InputError(f"--replicates must be >= 1; got {replicates}.")
-    grid = parse_grid(n)
+    grid = parse_n_grid(n)
     check_out(out)
-    trial = load_spec(spec, seed=seed)
-    result = power(trial, grid, replicates, int(trial.seed))
-    write_trial(out, result.data, result.results, power={**vars_of(result), "target": target})
-    typer.echo(result.summary_text(target))
-    typer.echo(f"\nwrote {out} (power curve, results; report.html)")
+    trial = load_spec(spec, n=max(grid), replicates=replicates, seed=seed)
+    data, results, section = power_curve(trial, grid, target)
+    write_trial(out, data, results, power=section)
+    typer.echo(power_text(section))
+    typer.echo(f"\nwrote {out} (power curve, the largest trials' results; report.html)")
 
 
-def vars_of(result: Any) -> dict[str, Any]:
-    """The tables and figures of a power result, as a trial section."""
-    import dataclasses
+def power_curve(spec: TrialSpec, grid: list[int], target: float) -> tuple[TrialData, pd.DataFrame, dict[str, Any]]:
+    """Simulate ``spec.replicates`` trials of ``max(grid)`` participants once and analyse the
+    first n of each at every n of the grid (:func:`twinloop.trials.power.operating_characteristics`);
+    the trials, their analyses at the largest n and the power section of the artifact."""
+    from twinloop.trials.analysis import analyse
+    from twinloop.trials.power import operating_characteristics
+    from twinloop.trials.run import run_trial
 
-    return {f.name: getattr(result, f.name) for f in dataclasses.fields(result) if f.name not in ("data", "results")}
+    data = run_trial(spec)
+    if spec.to_dict().get("prognostic"):
+        from twinloop.trials.procova import with_prognostic
+
+        data = with_prognostic(spec, data, int(spec.seed))
+    result = operating_characteristics(data.participants, spec, grid)
+    table, note = with_closed_form(result.table, data.participants, spec)
+    section = {"curve": table, "target": target, "alpha": result.alpha, "replicates": result.replicates,
+               "sample_size": result.sample_size(target).to_dict(), "closed_form": note}  # fmt: skip
+    return data, analyse(data.participants, spec), section
+
+
+def with_closed_form(table: pd.DataFrame, participants: pd.DataFrame, spec: TrialSpec) -> tuple[pd.DataFrame, str]:
+    """``table`` with ``closed_form``: for a continuous primary endpoint of a two-arm trial, the
+    two-sample t-test's power (statsmodels) at the simulated difference and SD, over the
+    analysable share of each n, on the rows of the primary endpoint's first method."""
+    import numpy as np
+
+    from twinloop.trials.power import closed_form_power
+
+    primary = spec.analysis.primary
+    table = table.assign(closed_form=np.nan)
+    if primary is None or spec.context.endpoints.get(primary) != "continuous" or len(spec.arms) != 2:
+        return table, "none: the primary endpoint is not continuous in a two-arm trial"
+    seen = participants[participants[primary].notna() & ~participants["simulation_failed"].astype(bool)]
+    other = next(a for a in spec.arms if a != spec.control_arm)
+    control, treated = (seen.loc[seen["arm"] == a, primary].to_numpy(float) for a in (spec.control_arm, other))
+    if min(control.size, treated.size) < 3:
+        return table, "none: too few participants with the primary endpoint"
+    delta = float(treated.mean() - control.mean())
+    sd = float(np.sqrt((control.var(ddof=1) + treated.var(ddof=1)) / 2))
+    share = len(seen) / len(participants)
+    first = table.loc[table["endpoint"] == primary, "method"].iloc[0]
+    rows = (table["endpoint"] == primary) & (table["method"] == first)
+    sizes = np.maximum(2.0, table.loc[rows, "n"].to_numpy(float) * share / 2)
+    table.loc[rows, "closed_form"] = closed_form_power(delta, sd, sizes, alpha=spec.analysis.alpha)
+    note = (f"two-sample t-test power (statsmodels TTestIndPower, alpha {spec.analysis.alpha:g}) at the simulated "
+            f"difference {delta:.4g} and SD {sd:.4g} of {primary}, unadjusted, with {100 * share:.0f} % of each n "
+            f"analysable; on the rows of {primary} by {first}")  # fmt: skip
+    return table, note
+
+
+def power_text(section: dict[str, Any]) -> str:
+    """The plain-text summary of a power run: the curve and the sample size for the target."""
+    shown = section["curve"][["n", "endpoint", "method", "power", "ci_low", "ci_high", "closed_form"]]
+    size = section["sample_size"]
+    found = "not reached" if size["n"] is None else f"n = {size['n']:.0f}"
+    return "\n".join([f"power over {section['replicates']} replicate trials [Clopper-Pearson 95 %]",
+                      shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"), "",
+                      f"target power {section['target']:g} for {size['endpoint']} by {size['method']}: {found} "
+                      f"({size['note']})"])  # fmt: skip
 
 
 @trial_app.command("report")
