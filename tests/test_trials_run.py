@@ -142,6 +142,11 @@ def test_too_few_eligible_is_refused_with_the_reason() -> None:
         run_trial(spec)
 
 
+def test_an_eligibility_criterion_must_be_a_condition() -> None:
+    with pytest.raises(InputError, match=r"eligibility\[0\] is 'age \+ 1', which gives float64 values"):
+        run_trial(trial_spec(eligibility=["age + 1"]))
+
+
 def test_a_run_in_gives_the_baseline() -> None:
     baseline = {"sld_baseline": {"observation": "ct", "summary": "first"},
                 "sld_run_in": {"observation": "ct", "summary": "last", "window": [0, 42]}}  # fmt: skip
@@ -190,8 +195,12 @@ T1D: dict[str, Any] = {
 
 
 def test_a_t1d_trial_of_two_controllers_gives_time_in_range() -> None:
-    data = run_trial(TrialSpec.from_dict(T1D))
+    data = run_trial(TrialSpec.from_dict(T1D), potential_outcomes=True)
     p = data.participants
-    assert len(p) == 8 and set(p["arm"]) <= {"bb", "pid"}
+    assert len(p) == 8 and set(p["arm"]) == {"bb", "pid"}
     assert p["tir"].between(0, 100).all() and p["tir"].std() > 0
     assert not p["simulation_failed"].any()
+    # a participant's closed loop does not depend on who else is in the arm: observed == potential outcome
+    own = np.where(p["arm"] == "bb", data.truth["tir@bb"], data.truth["tir@pid"])
+    assert np.array_equal(own, p["tir"].to_numpy())
+    assert not np.array_equal(data.truth["tir@bb"], data.truth["tir@pid"])

@@ -82,6 +82,7 @@ def test_with_overrides_and_validates() -> None:
     spec = TrialSpec.from_dict(SPEC)
     other = spec.with_(n=50, replicates=7, seed=9)
     assert (other.n, other.replicates, other.seed, other.product.seed) == (50, 7, 9, 9)
+    assert (spec.chunk_size, other.chunk_size) == (40, 350)  # a chunk holds every participant up to 10,000
     assert other.content_hash() != spec.content_hash()
     assert TrialSpec.from_dict(other.to_dict()).content_hash() == other.content_hash()
     with pytest.raises(InputError, match="'n' must be an integer >= 4"):
@@ -128,6 +129,13 @@ BAD = [
     ({"endpoints": {"arm": {"kind": "response", "recist": "ct"}}}, "endpoints.arm: the name 'arm' is already"),
     ({"endpoints": {"pfs": {"kind": "survival", "recist": "ct"}}}, "endpoints.pfs.kind must be one of"),
     ({"endpoints": {"../x": {"kind": "response", "recist": "ct"}}}, r"endpoints.../x: the name"),
+    ({"duration": 100}, r"endpoints\.sld_change\.window is \[140\.0, 196\.0\]; it must end by the trial's duration"),
+    ({"randomization": {"kind": "coin"}}, r"randomization\.kind"),
+    ({"randomization": {"kind": "block", "ratio": {"three-weekly": 1}}}, r"randomization\.ratio"),
+    ({"analysis": {"primary": "survival"}}, r"analysis\.primary"),
+    ({"prognostic": [1]}, "prognostic"),
+    ({"external_control": "yes"}, "external_control"),
+    ({"subgroups": 3}, "subgroups"),
 ]  # fmt: skip
 
 

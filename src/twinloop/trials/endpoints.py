@@ -42,8 +42,8 @@ KINDS: dict[str, EndpointKind] = {"measure": "continuous", "response": "binary",
 SUMMARY_KEYS = {"observation", "summary", "window", "at", "range"}
 ENDPOINT_KEYS = {
     "measure": SUMMARY_KEYS | {"kind", "baseline", "relative"},
-    "response": {"kind", "recist", "min_sd_days", "of", "above", "below"},
-    "time_to_event": {"kind", "recist", "min_sd_days", "observation", "above", "below", "window"},
+    "response": {"kind", "recist", "of", "above", "below"},
+    "time_to_event": {"kind", "recist", "observation", "above", "below", "window"},
 }
 Data = Mapping[str, tuple[np.ndarray, np.ndarray]]
 """Each protocol's ``(times, values)``, both ``(n, k)``, NaN-padded, times in model units."""
@@ -142,7 +142,6 @@ class Endpoint:
     baseline: str | None = None
     relative: bool = False
     recist: str | None = None
-    min_sd_days: float = 42.0
     of: str | None = None
     observation: str | None = None
     side: str | None = None
@@ -170,13 +169,8 @@ class Endpoint:
             extra = sorted(set(raw) & {"of", "observation", "above", "below"})
             if extra:
                 raise InputError(f"{path}: 'recist' cannot be combined with {extra}; give one definition.")
-            days = _number(f"{path}.min_sd_days", raw.get("min_sd_days", 42.0))
-            if days < 0:
-                raise InputError(f"{path}.min_sd_days must be >= 0; got {days:g}.")
             window = _pair(f"{path}.window", raw["window"], "[0, 364]") if "window" in raw else None
-            return cls(kind, recist=_protocol(f"{path}.recist", raw["recist"], ctx), min_sd_days=days, window=window)
-        if "min_sd_days" in raw:
-            raise InputError(f"{path}.min_sd_days applies to recist endpoints only; remove it.")
+            return cls(kind, recist=_protocol(f"{path}.recist", raw["recist"], ctx), window=window)
         side, threshold = _threshold(path, raw)
         if kind == "response":
             return cls(kind, of=_source(f"{path}.of", name, raw.get("of"), ctx), side=side, threshold=threshold)
@@ -208,7 +202,7 @@ class Endpoint:
         if self.baseline is not None:
             out.update(baseline=self.baseline, relative=self.relative)
         if self.recist is not None:
-            out.update(recist=self.recist, min_sd_days=self.min_sd_days)
+            out["recist"] = self.recist
         if self.of is not None:
             out["of"] = self.of
         if self.observation is not None:
@@ -308,7 +302,7 @@ def endpoint_values(endpoints: Mapping[str, Endpoint], data: Data, baseline: pd.
                 raise InputError(f"The endpoint '{name}' thresholds '{e.of}', which is not among the endpoints given.")
             out[name] = _beyond(out[e.of], e.side, e.threshold)
         elif e.recist is not None:
-            response, time, event = recist_endpoints(*_arrays(data, e.recist), e.min_sd_days, e.window)
+            response, time, event = recist_endpoints(*_arrays(data, e.recist), e.window)
             if e.kind == "response":
                 out[name] = response
             else:
@@ -416,40 +410,34 @@ def crossing(
 
 
 def recist_endpoints(
-    times: np.ndarray, sld: np.ndarray, min_sd_days: float = 42.0, window: tuple[float, float] | None = None
+    times: np.ndarray, sld: np.ndarray, window: tuple[float, float] | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RECIST 1.1 per participant: ``(objective response 0/1, progression time, event)``.
 
-    The same rules as :func:`twinloop.products.outcomes.recist`, vectorized over participants: the
-    first scan is the baseline; PD is at least 20 % and 5 mm over the nadir so far; PR at most 70 %
-    of the baseline; CR below 1 mm; SD from ``min_sd_days`` after baseline. Response is NaN only
+    The rules of :func:`twinloop.products.outcomes.recist`, vectorized over participants: the first
+    scan is the baseline; PD is at least 20 % and 5 mm over the nadir so far; a response is CR (below
+    1 mm) or PR (at most 70 % of the baseline) at a scan before PD. (Stable disease and its minimum
+    duration only tell SD from NE, both non-responses, so they do not enter here.) Response is NaN only
     without any scan; the time is model time of the first PD scan, else of the last scan."""
     ok = _valid(times, sld, window)
     order = np.argsort(np.where(ok, times, np.inf), axis=1, kind="stable")
     t = np.take_along_axis(times, order, axis=1)
     y = np.take_along_axis(sld, order, axis=1)
     ok = np.take_along_axis(ok, order, axis=1)
-    n = y.shape[0]
     count = ok.sum(axis=1)
-    t0, base = t[:, 0], y[:, 0]
+    base = y[:, 0]
     nadir = base.copy()
-    best = np.full(n, 4)  # index into outcomes.RESPONSES: CR, PR, SD, PD, NE
-    event = np.zeros(n, dtype=bool)
-    time = np.where(count > 0, t0, np.nan)
+    responded = np.zeros(y.shape[0], dtype=bool)
+    event = np.zeros(y.shape[0], dtype=bool)
+    time = np.where(count > 0, t[:, 0], np.nan)
     for j in range(1, y.shape[1]):
-        yj, tj = y[:, j], t[:, j]
+        yj = y[:, j]
         live = ok[:, j] & ~event
         with np.errstate(invalid="ignore"):
-            pd_ = live & (yj >= 1.2 * nadir) & (yj - nadir >= 5.0)
-            rest = live & ~pd_
-            cr = rest & (yj < 1.0)
-            pr = rest & ~cr & (yj <= 0.7 * base)
-            sd = rest & ~cr & ~pr & (tj - t0 >= min_sd_days)
-        best = np.where(pd_, np.minimum(best, 3), best)
-        best = np.where(cr, 0, np.where(pr, np.minimum(best, 1), np.where(sd, np.minimum(best, 2), best)))
+            progressed = live & (yj >= 1.2 * nadir) & (yj - nadir >= 5.0)
+            rest = live & ~progressed
+            responded |= rest & ((yj < 1.0) | (yj <= 0.7 * base))
         nadir = np.where(rest, np.minimum(nadir, yj), nadir)
-        time = np.where(live, tj, time)
-        event |= pd_
-    best = np.where(count >= 2, best, 4)
-    response = np.where(count > 0, (best <= 1).astype(np.float64), np.nan)
-    return response, time, event
+        time = np.where(live, t[:, j], time)
+        event |= progressed
+    return np.where(count > 0, responded.astype(np.float64), np.nan), time, event

@@ -33,6 +33,8 @@ MAX_RATIO = 100
 MAX_BLOCK = 1000
 MAX_LEVELS = 20
 MAX_STRATA = 10_000
+MAX_COUNTED = 16
+"""Up to this many strata, ranks within strata are running counts; beyond, a sort."""
 """The most distinct values a covariate stratum may take (more: it is continuous, use a formula)."""
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 
@@ -139,8 +141,7 @@ class Randomization:
         order = table["order"].to_numpy(dtype=np.int64)
         names = np.asarray(list(arms), dtype=object)
         if self.kind == "simple":
-            _enrolment(rep, order)  # refuses negative or repeated enrolment orders
-            u = _uniform(_hash(seed, rep, order))
+            u = _uniform(_hash(seed, _enrolment(rep, order)[0]))
             cut = np.cumsum(weights) / weights.sum()
             return names[np.minimum(np.searchsorted(cut, u, side="right"), len(arms) - 1)]
         index, labels = self._strata(table)
@@ -267,16 +268,18 @@ def _uniform(h: np.ndarray) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 2**53)
 
 
-def _enrolment(rep: np.ndarray, order: np.ndarray) -> np.ndarray:
-    """The permutation that sorts rows by (replicate, order); none when they are already sorted."""
-    if rep.min(initial=0) < 0 or order.min(initial=0) < 0:
-        raise InputError("randomization: 'replicate' and 'order' must be whole numbers >= 0.")
-    key = rep * (int(order.max(initial=0)) + 1) + order
+def _enrolment(rep: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Each row's key ``replicate * 2**32 + order``, and the permutation that sorts rows by it (None
+    when they are already sorted)."""
+    low = min(rep.min(initial=0), order.min(initial=0))
+    if low < 0 or rep.max(initial=0) >= 2**31 or order.max(initial=0) >= 2**32:
+        raise InputError("randomization: 'replicate' and 'order' must be whole numbers >= 0 (below 2**31).")
+    key = (rep << 32) | order
     if np.all(key[1:] > key[:-1]):
-        return np.arange(key.size)
+        return key, None
     if np.unique(key).size != key.size:
         raise InputError("randomization: two participants share a replicate and an enrolment order.")
-    return np.argsort(key)
+    return key, np.argsort(key)
 
 
 def _blocks(
@@ -291,25 +294,53 @@ def _blocks(
     """Arm indices by permuted blocks of ``size`` within each (replicate, stratum), in enrolment order.
 
     ``stratum`` holds small stratum indices, ``codes`` each index's stable 64-bit code (hashed)."""
-    sort = _enrolment(rep, order)
-    if codes.size > 1:  # group each replicate's rows by stratum, keeping enrolment order within it
-        sort = sort[np.argsort(rep[sort] * codes.size + stratum[sort], kind="stable")]
-    identity = sort.size == 0 or (sort[0] == 0 and bool(np.all(np.diff(sort) == 1)))
-    r, s = (rep, stratum) if identity else (rep[sort], stratum[sort])
+    sort = _enrolment(rep, order)[1]
+    r, s = (rep, stratum) if sort is None else (rep[sort], stratum[sort])
+    present = np.flatnonzero(np.bincount(s, minlength=codes.size))
+    if present.size > 1:  # number the strata present 0..P-1
+        s = np.cumsum(np.bincount(s, minlength=codes.size) > 0)[s] - 1
     new = np.ones(r.size, dtype=bool)
-    new[1:] = (r[1:] != r[:-1]) | (s[1:] != s[:-1])
-    starts = np.flatnonzero(new)
-    counts = np.diff(np.append(starts, r.size))
+    new[1:] = r[1:] != r[:-1]
+    rep_start = np.flatnonzero(new)
+    rep_count = np.diff(np.append(rep_start, r.size))
+    group = np.repeat(np.arange(rep_start.size) * present.size, rep_count) + (s if present.size > 1 else 0)
+    rank = _ranks(s, present.size, rep_start, rep_count)
+    counts = np.bincount(group, minlength=rep_start.size * present.size)
     nblocks = -(-counts // size)
-    first_block = np.concatenate(([0], np.cumsum(nblocks)[:-1]))
-    arms = _permuted_blocks(_hash(seed, r[starts], codes[s[starts]]), nblocks, weights, size)
+    first_block = np.cumsum(nblocks) - nblocks
+    group_hash = _hash(seed, np.repeat(r[rep_start], present.size), np.tile(codes[present], rep_start.size))
+    arms = _permuted_blocks(group_hash, nblocks, weights, size)
     # participant i of a group (by enrolment order) takes slot i of the group's run of blocks
-    slot = np.arange(r.size) + np.repeat(first_block * size - starts, counts)
-    if identity:
+    slot = first_block[group] * size + rank
+    if sort is None:
         return arms[slot]
     out = np.empty(r.size, dtype=np.int64)
     out[sort] = arms[slot]
     return out
+
+
+def _ranks(stratum: np.ndarray, strata: int, rep_start: np.ndarray, rep_count: np.ndarray) -> np.ndarray:
+    """Each row's rank among its replicate's rows of the same stratum (rows in enrolment order)."""
+    if strata == 1:
+        return np.arange(stratum.size) - np.repeat(rep_start, rep_count)
+    if strata > MAX_COUNTED:  # many strata: sort the rows by (replicate, stratum) instead
+        by = np.repeat(np.arange(rep_start.size) * strata, rep_count) + stratum
+        sort = np.argsort(by, kind="stable")
+        new = np.ones(by.size, dtype=bool)
+        new[1:] = by[sort][1:] != by[sort][:-1]
+        starts = np.flatnonzero(new)
+        rank = np.empty(by.size, dtype=np.int64)
+        rank[sort] = np.arange(by.size) - np.repeat(starts, np.diff(np.append(starts, by.size)))
+        return rank
+    rank = np.zeros(stratum.size, dtype=np.int64)
+    for k in range(strata):
+        hit = stratum == k
+        seen = np.cumsum(hit, dtype=np.int64)
+        seen -= np.repeat(seen[rep_start] - hit[rep_start], rep_count)  # the stratum's rows before the replicate
+        seen *= hit
+        rank += seen
+    rank -= 1
+    return rank
 
 
 def _permuted_blocks(group_hash: np.ndarray, nblocks: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:

@@ -153,7 +153,7 @@ class TrialSpec:
         baseline = _baseline(raw.get("baseline"), ctx, run_in)
         ctx = dataclasses.replace(ctx, baselines=tuple(baseline))
         eligibility = _eligibility(raw.get("eligibility"), ctx)
-        endpoints = _endpoints(raw.get("endpoints"), ctx)
+        endpoints = _endpoints(raw.get("endpoints"), ctx, product.duration)
         ctx = dataclasses.replace(ctx, endpoints={k: e.kind_of for k, e in endpoints.items()})
         return cls(
             raw=dict(raw),
@@ -189,7 +189,11 @@ class TrialSpec:
                 f"max_screened ({screened}) is below n x replicates ({n} x {replicates}); raise max_screened."
             )
         raw = {**self.raw, "n": n, "replicates": replicates, "seed": seed}
-        product = dataclasses.replace(self.product, seed=seed, raw={**self.product.raw, "seed": seed})
+        requested = self.raw.get("chunk_size")
+        model = get_model(self.model_id)
+        points = limits.output_points(self.duration, self.product.resolution)
+        chunk = limits.chunk_size_for(requested, n * replicates, points, len(model.observables))
+        product = dataclasses.replace(self.product, seed=seed, raw={**self.product.raw, "seed": seed}, chunk_size=chunk)
         return dataclasses.replace(self, raw=raw, n=n, replicates=replicates, seed=seed, product=product)
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,11 +333,11 @@ def _eligibility(raw: Any, ctx: SpecContext) -> tuple[Formula, ...]:
     return tuple(formulas)
 
 
-def _endpoints(raw: Any, ctx: SpecContext) -> dict[str, Any]:
+def _endpoints(raw: Any, ctx: SpecContext, duration: float) -> dict[str, Any]:
     from twinloop.trials.endpoints import parse_endpoints
 
     taken = set(ctx.columns)
     for key in _section("endpoints", raw):
         name = _check_new(f"endpoints.{key}", key, taken)
         taken |= {name, f"{name}_event"}
-    return parse_endpoints("endpoints", raw, ctx)
+    return parse_endpoints("endpoints", raw, ctx, duration=duration)
