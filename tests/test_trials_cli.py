@@ -201,3 +201,96 @@ def test_trial_report_command_renders_again_and_refuses_a_damaged_artifact(tmp_p
     (out / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="not a table of a trial"):
         read_trial(out)
+
+
+# --- the trial commands on the examples --------------------------------------------------------
+def small_nsclc(tmp_path: Path) -> Path:
+    """The oncology example at a test's size: 24 participants, a small PROCOVA bank and external
+    pool, prespecified subgroups only."""
+    import yaml
+
+    raw = yaml.safe_load(Path("examples/trial_nsclc.yaml").read_text())
+    raw["n"], raw["prognostic"]["bank"], raw["external_control"]["n"] = 24, 150, 150
+    raw["subgroups"].pop("discover")
+    path = tmp_path / "trial.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_trial_run_and_power_from_the_command_line(tmp_path: Path) -> None:
+    spec = small_nsclc(tmp_path)
+    result = runner.invoke(app, ["trial", "run", str(spec), "--out", str(tmp_path / "run"), "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert "effect estimates" in result.output and "weekly vs three-weekly" in result.output
+    back = read_trial(tmp_path / "run")
+    flow = back.tables["flow"].iloc[0]
+    assert flow["randomized"] == 24 == flow["randomized:weekly"] + flow["randomized:three-weekly"]
+    assert flow["screened"] >= flow["eligible"] >= 24 and back.manifest["spec"]["seed"] == 4
+    results = back.tables["results"]
+    assert {"ancova", "procova", "logistic", "logrank", "cox"} == set(results["method"])
+    assert {"procova", "km", "external", "subgroups"} <= set(back.manifest["sections"])
+    assert back.manifest["figures"] == ["consort", "effects", "km:pfs", "forest"]
+    # the participants are the trial's: in the CONSORT counts, eligible by the spec's criteria
+    people = back.tables["participants"]
+    assert len(people) == 24 and (people["sld_baseline"] >= 20).all() and people["age"].between(18, 80).all()
+    assert "prognostic:sld_change" in people.columns
+
+    result = runner.invoke(app, ["trial", "power", str(spec), "--n", "12,24", "--replicates", "4",
+                                 "--out", str(tmp_path / "power")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    curve = read_trial(tmp_path / "power").tables["power_curve"]
+    assert sorted(set(curve["n"])) == [12, 24] and (curve["replicates"] == 4).all()
+    assert curve["closed_form"].notna().sum() == 2 and curve["power"].between(0, 1).all()
+    assert "Power by simulation" in (tmp_path / "power" / "report.html").read_text()
+
+
+def test_trial_commands_refuse_bad_input_and_write_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path("examples/trial_nsclc.yaml").read_text().replace("replicates: 1", "replicatez: 1"))
+    result = runner.invoke(app, ["trial", "run", str(bad), "--out", str(tmp_path / "never")])
+    assert result.exit_code == 2 and "replicatez" in result.output and not (tmp_path / "never").exists()
+    for grid in ("5:1:1", "ten", "1"):
+        result = runner.invoke(app, ["trial", "power", "examples/trial_nsclc.yaml", "--n", grid,
+                                     "--out", str(tmp_path / "never")])  # fmt: skip
+        assert result.exit_code == 2 and "--n" in result.output, (grid, result.output)
+    result = runner.invoke(app, ["trial", "power", "examples/trial_nsclc.yaml", "--target", "1.5",
+                                 "--out", str(tmp_path / "never")])  # fmt: skip
+    assert result.exit_code == 2 and "--target" in result.output and not (tmp_path / "never").exists()
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("mine")
+    result = runner.invoke(app, ["trial", "run", "examples/trial_nsclc.yaml", "--out", str(tmp_path / "used")])
+    assert result.exit_code == 2 and "not empty" in result.output
+
+
+@pytest.mark.slow
+def test_t1d_controller_trial_runs_from_the_command_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["trial", "run", "examples/trial_t1d_controllers.yaml", "--n", "8",
+                                 "--out", str(tmp_path / "t1d")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    back = read_trial(tmp_path / "t1d")
+    people = back.tables["participants"]
+    # stratified by age group: within each group the arms differ by at most half a block
+    counts = people.groupby(["group", "arm"]).size().unstack(fill_value=0)
+    assert (abs(counts["pid"] - counts["basal-bolus"]) <= 2).all()
+    assert people["tir"].between(0, 100).all() and people["tir_baseline"].notna().all()
+    assert {"tir", "tir70", "hypo"} == set(back.tables["results"]["endpoint"])
+
+
+def test_closed_form_line_reproduces_cohens_sample_size() -> None:
+    from types import SimpleNamespace
+
+    from twinloop.cli.trial import with_closed_form
+
+    # d = 0.5 needs 64 per arm for 80 % power at alpha 0.05 two-sided (Cohen 1988, table 2.4.1)
+    rng = np.random.default_rng(1)
+    arm = np.repeat(["a", "b"], 20_000)
+    y = rng.normal(0.0, 2.0, arm.size) + np.where(arm == "b", 1.0, 0.0)
+    y[::10] = np.nan  # 10 % not analysable: the line is drawn over the analysable share of each n
+    people = pd.DataFrame({"arm": arm, "y": y, "simulation_failed": False})
+    spec = SimpleNamespace(arms=("a", "b"), control_arm="a", context=SimpleNamespace(endpoints={"y": "continuous"}),
+                           analysis=SimpleNamespace(primary="y", alpha=0.05))  # fmt: skip
+    table = pd.DataFrame({"n": [128 / 0.9, 128 / 0.9, 64], "endpoint": ["y", "y", "y"],
+                          "method": ["ancova", "procova", "ancova"]})  # fmt: skip
+    out, note = with_closed_form(table, people, spec)  # type: ignore[arg-type]
+    assert out["closed_form"].iloc[0] == pytest.approx(0.80, abs=0.015) and np.isnan(out["closed_form"].iloc[1])
+    assert out["closed_form"].iloc[2] < 0.6 and "t-test" in note and "90 %" in note

@@ -52,7 +52,7 @@ def run_sections(spec: TrialSpec, data: TrialData) -> tuple[TrialData, pd.DataFr
         from twinloop.trials.procova import procova_summary, with_prognostic
 
         data = with_prognostic(spec, data, seed)
-        endpoint = spec.prognostic.endpoint
+        endpoint = str(spec.prognostic.endpoint)  # set whenever the section is given
         sections["procova"] = procova_summary(data.participants, endpoint, spec.control_arm,
                                               alpha=spec.analysis.alpha, seed=seed)  # fmt: skip
     results = analyse(data.participants, spec)
@@ -70,10 +70,24 @@ def run_sections(spec: TrialSpec, data: TrialData) -> tuple[TrialData, pd.DataFr
 
         sections["external"] = external_control(spec, data, seed=seed)
     if "subgroups" in asked:
-        from twinloop.trials.subgroups import subgroup_analysis
-
-        sections["subgroups"] = {"forest": subgroup_analysis(data.participants, spec, seed=seed)}
+        sections["subgroups"] = subgroup_section(spec, data.participants, seed)
     return data, results, sections
+
+
+def subgroup_section(spec: TrialSpec, participants: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """The forest rows of the first replicate: prespecified subgroups, and the discovered ones
+    when discovery can run (a trial too small to split is said so, not refused after its run)."""
+    from twinloop.errors import InputError
+    from twinloop.trials.subgroups import subgroup_analysis, subgroup_effects
+
+    first = int(participants["replicate"].min())
+    try:
+        return {"forest": subgroup_analysis(participants, spec, replicate=first, seed=seed)}
+    except InputError as exc:
+        if spec.subgroups.discover is None:
+            raise
+        forest = subgroup_effects(participants, spec, replicate=first)
+        return {"forest": forest, "discovery": f"not run: {exc}"}
 
 
 def summary_text(results: pd.DataFrame, flow: pd.DataFrame) -> str:
