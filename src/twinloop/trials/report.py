@@ -215,10 +215,8 @@ def operating(results: pd.DataFrame) -> list[dict[str, Any]]:
 # --- Kaplan-Meier --------------------------------------------------------------------------
 def km_section(page: Page, artifact: TrialArtifact) -> list[str]:
     """Kaplan-Meier curves with their confidence bands, one figure per endpoint."""
-    tables = artifact.section_tables("km")
-    frame = tables.get("") if "" in tables else tables.get("curves")
-    needed = {"endpoint", "arm", "time", "survival"}
-    if frame is None or not needed <= set(frame.columns):
+    tables, frame = _drawn(artifact, "km", "curves", {"endpoint", "arm", "time", "survival"})
+    if frame is None:
         return _generic(page, artifact, "km", "Kaplan-Meier estimates")
     if "replicate" in frame.columns and frame["replicate"].nunique() > 1:
         frame = frame[frame["replicate"] == frame["replicate"].min()]
@@ -228,9 +226,7 @@ def km_section(page: Page, artifact: TrialArtifact) -> list[str]:
     for endpoint, curves in frame.groupby("endpoint", sort=False):
         page.figure(km_figure(str(endpoint), curves))
         names.append(f"km:{endpoint!s}")
-    for key, other in tables.items():
-        if other is not frame:
-            page.add(f"<h3>{html.escape(key)}</h3>" + table(_records(other.head(SHOWN_ROWS))))
+    _others(page, tables, frame)
     return names
 
 
@@ -321,19 +317,15 @@ def power_figure(frame: pd.DataFrame, target: float | None) -> go.Figure:
 # --- subgroups -----------------------------------------------------------------------------
 def subgroups_section(page: Page, artifact: TrialArtifact) -> list[str]:
     """The forest plot of prespecified and discovered subgroups, and their table."""
-    tables = artifact.section_tables("subgroups")
-    frame = tables.get("") if "" in tables else tables.get("forest")
-    needed = {"label", "estimate", "ci_low", "ci_high"}
-    if frame is None or not needed <= set(frame.columns):
+    tables, frame = _drawn(artifact, "subgroups", "forest", {"label", "estimate", "ci_low", "ci_high"})
+    if frame is None:
         return _generic(page, artifact, "subgroups", "Subgroups")
     page.add("<h2>Subgroups</h2><p class=note>Effect by subgroup with its interval: prespecified subgroups, and "
              "those discovered by Virtual Twins (a tree on the predicted individual effects) estimated on data the "
              "tree did not see.</p>")  # fmt: skip
     page.figure(forest_figure(frame))
     page.add(_summary_table(artifact.section("subgroups")) + table(_records(frame)))
-    for key, other in tables.items():
-        if other is not frame:
-            page.add(f"<h3>{html.escape(key)}</h3>" + table(_records(other.head(SHOWN_ROWS))))
+    _others(page, tables, frame)
     return ["forest"]
 
 
@@ -396,6 +388,23 @@ def _generic(
         more = f"<p class=note>First {SHOWN_ROWS} of {len(frame)} rows.</p>" if len(frame) > SHOWN_ROWS else ""
         page.add(heading + table(_records(frame.head(SHOWN_ROWS))) + more)
     return []
+
+
+def _drawn(
+    artifact: TrialArtifact, name: str, key: str, needed: set[str]
+) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
+    """A section's tables and the one its figure is drawn from (the section itself or its
+    ``key`` table), None when that table lacks a ``needed`` column."""
+    tables = artifact.section_tables(name)
+    frame = tables.get("") if "" in tables else tables.get(key)
+    return tables, frame if frame is not None and needed <= set(frame.columns) else None
+
+
+def _others(page: Page, tables: dict[str, pd.DataFrame], drawn: pd.DataFrame) -> None:
+    """The section's tables besides the drawn one."""
+    for key, other in tables.items():
+        if other is not drawn:
+            page.add(f"<h3>{html.escape(key)}</h3>" + table(_records(other.head(SHOWN_ROWS))))
 
 
 def _summary_table(summary: Mapping[str, Any]) -> str:
