@@ -271,7 +271,7 @@ def test_t1d_controller_trial_runs_from_the_command_line(tmp_path: Path) -> None
     people = back.tables["participants"]
     # stratified by age group: within each group the arms differ by at most half a block
     counts = people.groupby(["group", "arm"]).size().unstack(fill_value=0)
-    assert (abs(counts["pid"] - counts["basal-bolus"]) <= 2).all()
+    assert (abs(counts["mpc"] - counts["basal-bolus"]) <= 2).all()
     assert people["tir"].between(0, 100).all() and people["tir_baseline"].notna().all()
     assert {"tir", "tir70", "hypo"} == set(back.tables["results"]["endpoint"])
 

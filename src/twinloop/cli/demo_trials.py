@@ -83,7 +83,7 @@ INTRO = (
     "seconds; <code>twinloop trial run SPEC --out DIR</code> runs them at their own sizes.</p>"
 )
 ONCOLOGY = "NSCLC: three-weekly against weekly chemotherapy (tgi-claret)"
-DIABETES = "Type 1 diabetes: basal-bolus against PID after a basal-bolus run-in"
+DIABETES = "Type 1 diabetes: basal-bolus against zone MPC after a basal-bolus run-in"
 POWER = "NSCLC: power by simulation over a few replicate trials"
 
 
