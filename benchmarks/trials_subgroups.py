@@ -70,7 +70,8 @@ def main() -> None:
     print(
         f"tgi-claret, biomarker subgroup (true effect {model['true_effect_inside']:.1f} inside, "
         f"{model['true_effect_outside']:.1f} outside): recovered in {model['recovered']:.1%} of {model['replicates']} "
-        f"trials of {model['n']} (mean Jaccard {model['mean_jaccard']:.2f}), {model['seconds']:.0f} s"
+        f"trials of {model['n']} (region found in {model['found']:.1%}, mean Jaccard {model['mean_jaccard']:.2f}), "
+        f"{model['seconds']:.0f} s"
     )
     for name in ("planted", "homogeneous"):
         print(f"{name}: {figures[name]['seconds_per_replicate']:.2f} s per replicate")
