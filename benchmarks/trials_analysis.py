@@ -6,10 +6,12 @@ Functions ``benchmarks/bench_trials.py`` calls (each returns a JSON-ready dict),
 - :func:`type_one_error_direct`: rejection rates under the null on directly drawn trials
   (normal, logistic and exponential-survival endpoints; tests/data/trials_data.py).
 - :func:`type_one_error_model`: the same on a model-based null trial (tgi-claret, both arms
-  the same chemotherapy) run with ``run_trial``.
+  the same chemotherapy) run with ``run_trial``; tumour size at week 24 as log ratio and as
+  percent change to baseline, with the PROCOVA-adjusted ANCOVA once ``twinloop.trials.procova`` has it.
 - :func:`power_direct` / :func:`power_model`: simulated power of the normal (resp. tumour-size
-  change) endpoint against ``closed_form_power`` over a grid of n; for the model, delta and sd
-  come from a large pilot trial (a skewed endpoint: the formula is only approximate there).
+  log ratio and percent change) endpoint against ``closed_form_power`` over a grid of n; for the
+  model, delta and sd come from a large pilot trial (the percent change is strongly skewed: the
+  formula is only approximate there).
 
 Each rate comes with its binomial 99 % interval around the nominal level (type-I) or its
 Monte Carlo SE (power).
@@ -126,16 +128,26 @@ def _against(table: Any, expected: np.ndarray, replicates: int) -> dict[str, Any
 
 
 def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) -> dict[str, Any]:
-    """Rejection rates under the null on model-based trials (both arms the same treatment)."""
+    """Rejection rates under the null on model-based trials (both arms the same treatment), per
+    endpoint and analysis; the tumour-size endpoints' skewness and kurtosis (pooled over replicates)
+    say how far from normal they are. With PROCOVA available (``twinloop.trials.procova``'s
+    ``with_prognostic``), the log ratio is also analysed adjusting for the twins' prognostic score."""
     from trials_data import model_spec
 
     from twinloop.trials.analysis import analyse
     from twinloop.trials.run import run_trial
 
-    spec = model_spec(null=True, n=n, seed=seed)
+    section = _prognostic()
+    spec = model_spec(null=True, n=n, seed=seed, prognostic=section)
     start = time.perf_counter()
     data = run_trial(spec, replicates=replicates)
     simulated = time.perf_counter() - start
+    if section:
+        from twinloop.trials.procova import with_prognostic
+
+        start = time.perf_counter()
+        data = with_prognostic(spec, data, seed=seed)
+        simulated += time.perf_counter() - start
     start = time.perf_counter()
     results = analyse(data.participants, spec)
     return {
@@ -143,39 +155,79 @@ def type_one_error_model(replicates: int = 2000, n: int = 200, seed: int = 5) ->
         "n": n,
         "simulate_s": simulated,
         "analyse_s": time.perf_counter() - start,
+        "shape": _shape(data.participants, ["sld_log", "sld_change"]),
         "methods": {f"{e}:{m}": v for (e, rows) in results.groupby("endpoint") for m, v in _rates(rows, 0.05).items()},
     }
 
 
-def power_model(replicates: int = 2000, pilot: int = 20_000, seed: int = 6) -> dict[str, Any]:
-    """Simulated power of the unadjusted ANCOVA of tumour-size change (weekly chemotherapy against
-    none) against the closed form.
+def _prognostic() -> dict[str, Any] | None:
+    """The PROCOVA section of the model-based null trial, or None before the procova lane lands."""
+    try:
+        from twinloop.trials.procova import with_prognostic  # noqa: F401
+    except ImportError:
+        return None
+    return {"endpoint": "sld_log", "population": "default", "bank": 4000, "features": ["sld_baseline", "age"]}
 
-    delta and sd come from a pilot trial of ``pilot`` participants; the closed form is evaluated
-    at the participants analysed per arm (n times the pilot's share with the endpoint observed).
-    The closed form assumes a normal endpoint; the percent change in tumour size of tgi-claret's
-    default population is strongly right-skewed (skewness 8 to 12): its sd is made by rare huge
-    tumours that small trials seldom contain, so at small n the simulated power lies far above the
-    formula (0.46 against 0.19 at n = 50, 400 replicates) and meets it only near n = 400.
+
+def _shape(table: Any, endpoints: list[str]) -> dict[str, Any]:
+    """Skewness, excess kurtosis and the observed share of each endpoint, per arm."""
+    out: dict[str, Any] = {}
+    for e in endpoints:
+        for arm, values in table.groupby("arm")[e]:
+            out[f"{e}@{arm}"] = {
+                "skewness": float(values.skew()),
+                "excess_kurtosis": float(values.kurt()),
+                "observed": float(values.notna().mean()),
+            }
+    return out
+
+
+def power_model(
+    replicates: int = 2000,
+    pilot: int = 20_000,
+    seed: int = 6,
+    grid: tuple[int, ...] = (20, 40, 60, 80, 100, 150, 200),
+    endpoints: tuple[str, ...] = ("sld_log", "sld_change"),
+    draws: int = 20_000,
+) -> dict[str, Any]:
+    """Simulated power of the unadjusted ANCOVA (the t-test) of tumour size at week 24 (weekly
+    chemotherapy against none), as log ratio and as percent change, against the closed form.
+
+    delta and the pooled sd come from a pilot trial of ``pilot`` participants; the closed form is
+    evaluated at the participants analysed per arm (n / 2 times the harmonic mean of the arms'
+    observed shares). The closed form assumes a normal endpoint. To tell the endpoint's shape from
+    everything else, each n also gets the t-test's power in ``draws`` trials resampled from the pilot
+    (``resampled``: the real shape) and drawn normal with the pilot arms' means, sds and missing
+    shares (``normal``). The percent change is strongly right-skewed (skewness 10 to 12): its sd is
+    made by rare huge tumours that small trials seldom contain, so its simulated power lies far above
+    the formula; the log ratio is much nearer normal, but the untreated arm's still has skewness
+    about 2 and kurtosis about 8, which shows at the smallest n.
     """
-    from trials_data import model_spec
+    from trials_data import model_spec, pilot_moments, resampled_power
 
     from twinloop.trials.power import closed_form_power, power
     from twinloop.trials.run import run_trial
 
-    grid = [50, 100, 200, 300, 400]
     spec = model_spec(null=False, n=max(grid), seed=seed, control={"kind": "none"})
     table = run_trial(spec, n=pilot, replicates=1, seed=seed + 1).participants
-    observed = float(table["sld_change"].notna().mean())
-    complete = table.dropna(subset=["sld_change"])
-    means = complete.groupby("arm")["sld_change"].mean()
-    delta = float(means["B"] - means["A"])
-    sd = float(np.sqrt(complete.groupby("arm")["sld_change"].var().mean()))
-    result = power(spec, grid, replicates=replicates, methods={"sld_change": ["ancova"]})
-    expected = closed_form_power(delta, sd, result.table["n"].to_numpy() * observed / 2)
-    return {"delta": delta, "sd": sd, "pilot": pilot, "observed": observed} | _against(
-        result.table, np.asarray(expected), replicates
-    )
+    result = power(spec, list(grid), replicates=replicates, methods={e: ["ancova"] for e in endpoints})
+    out: dict[str, Any] = {"pilot": pilot, "grid": list(grid), "draws": draws}
+    for e in endpoints:
+        delta, sd, share = pilot_moments(table, e)
+        rows = result.table[result.table["endpoint"] == e].sort_values("n")
+        expected = closed_form_power(delta, sd, rows["n"].to_numpy() / 2 * share)
+        worst = int(np.abs(rows["power"].to_numpy() - expected).argmax())
+        shape = {
+            kind: [resampled_power(table, e, n, draws=draws, seed=seed, normal=kind == "normal") for n in grid]
+            for kind in ("resampled", "normal")
+        }
+        out[e] = (
+            {"delta": delta, "sd": sd, "observed_per_arm": share, "shape": _shape(table, [e])}
+            | _against(rows, np.asarray(expected), replicates)
+            | {"max_gap_n": int(rows["n"].iloc[worst]), "max_gap_mc_se": float(rows["mc_se"].iloc[worst])}
+            | {"pilot_resampled": shape["resampled"], "pilot_normal": shape["normal"]}
+        )
+    return out
 
 
 def main() -> None:

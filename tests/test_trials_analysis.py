@@ -222,14 +222,62 @@ def test_kaplan_meier_without_censoring_is_the_empirical_survival():
         kaplan_meier(table, "pfs", replicate=3)
 
 
-@pytest.mark.slow
-def test_type_one_error_on_a_model_based_null_trial():
-    """2,000 tgi-claret trials whose two arms get the same chemotherapy: every analysis at its nominal 5 %."""
+SMALL_PROGNOSTIC = {"endpoint": "sld_log", "population": "default", "bank": 400, "features": ["sld_baseline", "age"]}
+
+
+@pytest.fixture(scope="module")
+def small_null_trial():
+    """200 small tgi-claret trials (n = 60, followed to day 196) whose two arms get the same
+    chemotherapy, with the twins' prognostic score of the log ratio (a bank of 400): the trial data
+    and the analyses of every replicate (about 7 s)."""
+    from twinloop.trials.procova import with_prognostic
     from twinloop.trials.run import run_trial
 
-    spec = model_spec(null=True, n=200, seed=5)
-    results = analyse(run_trial(spec, replicates=2000).participants, spec)
+    spec = model_spec(null=True, n=60, seed=8, duration=196, prognostic=SMALL_PROGNOSTIC)
+    data = with_prognostic(spec, run_trial(spec, replicates=200))
+    return data, analyse(data.participants, spec)
+
+
+def _assert_nominal_type_one_error(results):
     for (endpoint, method), rows in results.groupby(["endpoint", "method"]):
         low, high = stats.binom.interval(0.99, len(rows), 0.05)
         assert low <= rows["reject"].sum() <= high, (endpoint, method, rows["reject"].mean())
         assert rows["estimate"].isna().mean() < 0.01, (endpoint, method)
+
+
+def test_type_one_error_on_small_model_based_null_trials(small_null_trial):
+    """Every analysis, PROCOVA included, rejects at its nominal 5 % within the binomial 99 % interval of 200 trials."""
+    results = small_null_trial[1]
+    assert results.groupby(["endpoint", "method"]).size().to_dict() == {
+        ("objective_response", "logistic"): 200,
+        ("pfs", "cox"): 200,
+        ("pfs", "logrank"): 200,
+        ("sld_change", "ancova()"): 200,
+        ("sld_change", "ancova(sld_baseline)"): 200,
+        ("sld_log", "ancova()"): 200,
+        ("sld_log", "ancova(sld_baseline)"): 200,
+        ("sld_log", "procova"): 200,
+    }
+    _assert_nominal_type_one_error(results)
+
+
+def test_tumour_size_log_ratio_is_near_normal_where_the_percent_change_is_skewed(small_null_trial):
+    """The log ratio to baseline is the scale on which ANCOVA's normal theory holds for tumour size."""
+    table = small_null_trial[0].participants
+    assert abs(stats.skew(table["sld_log"].dropna())) < 0.5
+    assert stats.skew(table["sld_change"].dropna()) > 5
+    ratio = 1 + table["sld_change"] / 100  # the two endpoints are one measurement on two scales
+    np.testing.assert_allclose(table["sld_log"], np.log(ratio.where(ratio > 0)), rtol=1e-9, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_type_one_error_on_a_model_based_null_trial():
+    """2,000 tgi-claret trials (n = 200) whose two arms get the same chemotherapy: every analysis, the
+    PROCOVA-adjusted ANCOVA of the log ratio included, at its nominal 5 %."""
+    from twinloop.trials.procova import with_prognostic
+    from twinloop.trials.run import run_trial
+
+    prognostic = {**SMALL_PROGNOSTIC, "bank": 4000}
+    spec = model_spec(null=True, n=200, seed=5, prognostic=prognostic)
+    data = with_prognostic(spec, run_trial(spec, replicates=2000))
+    _assert_nominal_type_one_error(analyse(data.participants, spec))

@@ -90,6 +90,22 @@ def test_change_from_baseline_absolute_relative_and_threshold_responses() -> Non
     np.testing.assert_allclose(out["high"], [0, 0, NAN], equal_nan=True)  # strictly above
 
 
+def test_log_ratio_to_baseline_and_non_positive_values_give_nan() -> None:
+    measures = parse_measures("baseline", {"base": {"observation": "ct", "summary": "first"}}, CTX)
+    log = {"kind": "measure", "observation": "ct", "summary": "last", "baseline": "base", "relative": "log"}
+    endpoints = parse_endpoints("endpoints", {"lr": log, "lr_up": {"kind": "response", "of": "lr", "above": 0}}, CTX)
+    assert endpoints["lr"].to_dict()["relative"] == "log"
+    assert parse_endpoints("endpoints", {"lr": endpoints["lr"].to_dict()}, CTX)["lr"] == endpoints["lr"]
+    # baselines 100, 80, 0, 50, -; last readings 50, 120, 30, 0 (a vanished tumour), -
+    times = np.tile([0.0, 42, 84], (5, 1))
+    values = np.array([[100.0, 70, 50], [80, 100, 120], [0, 10, 30], [50, 20, 0], [NAN] * 3])
+    data = {"ct": (times, values)}
+    out = endpoint_values(endpoints, data, measure_values(measures, data))
+    np.testing.assert_allclose(out["lr"], [np.log(0.5), np.log(1.5), NAN, NAN, NAN], equal_nan=True)
+    np.testing.assert_allclose(out["lr"][:2], [-0.6931471805599453, 0.4054651081081644], rtol=1e-15)
+    np.testing.assert_allclose(out["lr_up"], [0, 1, NAN, NAN, NAN], equal_nan=True)
+
+
 def test_crossing_time_is_the_first_reading_beyond_censored_at_the_last() -> None:
     endpoints = parse_endpoints(
         "endpoints",
@@ -194,6 +210,12 @@ def test_sections_round_trip() -> None:
         ),
         ({"kind": "measure", "observation": "ct", "baseline": "bl"}, r"endpoints\.e\.baseline is 'bl'"),
         ({"kind": "measure", "observation": "ct", "relative": True}, r"endpoints\.e\.relative needs"),
+        ({"kind": "measure", "observation": "ct", "relative": "log"}, r"endpoints\.e\.relative needs"),
+        (
+            {"kind": "measure", "observation": "ct", "baseline": "base", "relative": "ln"},
+            r"endpoints\.e\.relative must be true .*, false .* or 'log' .*; got 'ln'",
+        ),
+        ({"kind": "measure", "observation": "ct", "baseline": "base", "relative": 1}, r"endpoints\.e\.relative must"),
         ({"kind": "measure", "observation": "ct", "recist": "ct"}, r"endpoints\.e has unknown keys \['recist'\]"),
         ({"kind": "response", "recist": "mri"}, r"endpoints\.e\.recist is 'mri'"),
         ({"kind": "response", "recist": "ct", "above": 3}, r"endpoints\.e: 'recist' cannot be combined"),

@@ -95,11 +95,21 @@ def participants(
     )
 
 
-def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) -> Any:
+def model_spec(
+    *, null: bool, n: int = 200, seed: int = 5, control: Any = None, duration: float = 364, prognostic: Any = None
+) -> Any:
     """A tgi-claret trial: arm A three-weekly (or ``control``) against arm B weekly dosing, or both
-    three-weekly when ``null``."""
+    three-weekly when ``null``.
+
+    Tumour size at week 24 is the endpoint twice: ``sld_change``, the percent change from baseline
+    (strongly right-skewed: rare huge tumours), and ``sld_log``, the log ratio to baseline (near
+    normal), each analysed by ANCOVA on the baseline and unadjusted; ``prognostic`` (a section
+    mapping) adds the PROCOVA-adjusted ANCOVA of ``sld_log``. A shorter ``duration`` (at least 196)
+    shortens follow-up for response and PFS."""
     from twinloop.trials.spec import TrialSpec
 
+    week24 = {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 168, "window": [140, 196]}
+    adjusted = {"method": "ancova", "covariates": ["sld_baseline"]}
     raw = {
         "name": "null-schedules" if null else "two-schedules",
         "model": "tgi-claret",
@@ -107,7 +117,7 @@ def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) 
         "eligibility": ["sld_baseline >= 20"],
         "n": n,
         "seed": seed,
-        "duration": 364,
+        "duration": duration,
         "resolution": 1,
         "arms": {"A": control or SCHEDULE, "B": SCHEDULE if null else WEEKLY},
         "randomization": {"kind": "block", "block_size": 2},
@@ -122,25 +132,60 @@ def model_spec(*, null: bool, n: int = 200, seed: int = 5, control: Any = None) 
         ],
         "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
         "endpoints": {
-            "sld_change": {
-                "kind": "measure",
-                "observation": "ct",
-                "summary": "nearest",
-                "at": 168,
-                "window": [140, 196],
-                "baseline": "sld_baseline",
-                "relative": True,
-            },
+            "sld_log": {**week24, "baseline": "sld_baseline", "relative": "log"},
+            "sld_change": {**week24, "baseline": "sld_baseline", "relative": True},
             "objective_response": {"kind": "response", "recist": "ct"},
             "pfs": {"kind": "time_to_event", "recist": "ct"},
         },
         "analysis": {
-            "primary": "sld_change",
+            "primary": "sld_log",
             "methods": {
-                "sld_change": [{"method": "ancova", "covariates": ["sld_baseline"]}, "ancova"],
+                "sld_log": [adjusted, "ancova"] + (["procova"] if prognostic else []),
+                "sld_change": [adjusted, "ancova"],
                 "objective_response": [{"method": "logistic", "covariates": ["sld_baseline"]}],
                 "pfs": ["logrank", {"method": "cox", "covariates": ["sld_baseline"]}],
             },
         },
     }
+    if prognostic:
+        raw["prognostic"] = prognostic
     return TrialSpec.from_dict(raw)
+
+
+def pilot_moments(table: pd.DataFrame, endpoint: str) -> tuple[float, float, float]:
+    """From a large pilot trial of arms A and B: delta (B - A), the pooled sd and the participants
+    analysed per randomized one of an arm (the harmonic mean of each arm's observed share)."""
+    complete = table.dropna(subset=[endpoint])
+    means = complete.groupby("arm")[endpoint].mean()
+    sd = float(np.sqrt(complete.groupby("arm")[endpoint].var().mean()))
+    shares = table.groupby("arm")[endpoint].apply(lambda s: s.notna().mean())
+    return float(means["B"] - means["A"]), sd, float(2 / (1 / shares).sum())
+
+
+def resampled_power(
+    table: pd.DataFrame, endpoint: str, n: int, *, draws: int, seed: int, normal: bool = False
+) -> float:
+    """Power of the two-sample t-test in ``draws`` trials of ``n`` (n / 2 per arm) resampled from a
+    pilot's arms A and B (missing values kept: they stay missing); ``normal`` draws each arm's values
+    from the normal with the arm's mean and sd instead (the same missing shares): what the endpoint's
+    shape, not its moments or missingness, does to the power."""
+    from scipy import stats
+
+    rng = np.random.default_rng(seed)
+    m = n // 2
+    arms = []
+    for arm in ("A", "B"):
+        values = table.loc[table["arm"] == arm, endpoint].to_numpy(np.float64)
+        picked = rng.choice(values, (draws, m))
+        if normal:
+            seen = values[np.isfinite(values)]
+            fresh = rng.normal(seen.mean(), seen.std(ddof=1), (draws, m))
+            picked = np.where(np.isfinite(picked), fresh, np.nan)
+        arms.append(picked)
+    count = [np.isfinite(a).sum(axis=1) for a in arms]
+    mean = [np.nanmean(a, axis=1) for a in arms]
+    var = [np.nanvar(a, axis=1, ddof=1) for a in arms]
+    df = count[0] + count[1] - 2
+    pooled = ((count[0] - 1) * var[0] + (count[1] - 1) * var[1]) / df
+    t = (mean[1] - mean[0]) / np.sqrt(pooled * (1 / count[0] + 1 / count[1]))
+    return float(np.mean(2 * stats.t.sf(np.abs(t), df) < 0.05))

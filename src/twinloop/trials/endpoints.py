@@ -9,8 +9,11 @@ gets NaN.
 
 An **endpoint** is one of
 * ``measure`` (continuous): a summary as above over the whole follow-up unless ``window`` is given,
-  optionally as the change from a baseline measure (``baseline: NAME``), absolute or, with
-  ``relative: true``, in percent of the baseline;
+  optionally as the change from a baseline measure (``baseline: NAME``): absolute (``relative:
+  false``, the default), in percent of the baseline (``relative: true``: ``100 (y - y0) / y0``; NaN
+  where the baseline is 0) or as the natural log ratio to the baseline (``relative: log``:
+  ``log(y / y0)``, near normal where the measure grows or shrinks exponentially, e.g. tumour size;
+  NaN where the value or the baseline is not positive);
 * ``response`` (binary, 0.0/1.0): ``recist: PROTOCOL`` is RECIST 1.1 objective response (best overall
   response CR or PR, :func:`twinloop.products.outcomes.recist`). Participants whose response cannot be
   evaluated (NE: one scan only, dropout before the first follow-up scan) count as non-responders,
@@ -140,7 +143,7 @@ class Endpoint:
     kind: str
     measure: Measure | None = None
     baseline: str | None = None
-    relative: bool = False
+    relative: bool | str = False
     recist: str | None = None
     of: str | None = None
     observation: str | None = None
@@ -189,8 +192,11 @@ class Endpoint:
                 f"{path}.baseline is {base!r}; it must name a baseline measure, one of {list(ctx.baselines)}."
             )
         relative = raw.get("relative", False)
-        if not isinstance(relative, bool):
-            raise InputError(f"{path}.relative must be true or false; got {relative!r}.")
+        if not isinstance(relative, bool) and relative != "log":
+            raise InputError(
+                f"{path}.relative must be true (percent of the baseline), false (absolute change) or "
+                f"'log' (log ratio to the baseline); got {relative!r}."
+            )
         if relative and base is None:
             raise InputError(f"{path}.relative needs {path}.baseline (the measure the change is relative to).")
         return cls("measure", measure=measure, baseline=base, relative=relative)
@@ -323,6 +329,8 @@ def _change(e: Endpoint, value: np.ndarray, baseline: pd.DataFrame) -> np.ndarra
     if not e.relative:
         return value - base
     with np.errstate(divide="ignore", invalid="ignore"):
+        if e.relative == "log":
+            return np.where((base > 0) & (value > 0), np.log(value / base), np.nan)
         return np.where(base != 0, 100.0 * (value - base) / base, np.nan)
 
 
