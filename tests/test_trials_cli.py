@@ -233,7 +233,7 @@ def test_trial_run_and_power_from_the_command_line(tmp_path: Path) -> None:
     # the participants are the trial's: in the CONSORT counts, eligible by the spec's criteria
     people = back.tables["participants"]
     assert len(people) == 24 and (people["sld_baseline"] >= 20).all() and people["age"].between(18, 80).all()
-    assert "prognostic:sld_change" in people.columns
+    assert "prognostic:sld_log_ratio" in people.columns
 
     result = runner.invoke(app, ["trial", "power", str(spec), "--n", "12,24", "--replicates", "4",
                                  "--out", str(tmp_path / "power")])  # fmt: skip
