@@ -154,6 +154,9 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
         product_scale=0.02,
         twin_members=100,
         control_patients=12,
+        trial_scale=0.05,
+        trial_replicates=5,
+        t1d_trial=False,
     )
     page = (tmp_path / "index.html").read_text()
     for text in ("Synthetic data products", "time in range", "Best overall response", "Progression-free survival"):
@@ -173,6 +176,14 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
     assert "Controllers compared" in page and "Control-variability grid" in page
     assert set(compared["cvga_zones"]) == {"pid", "mpc"} and sum(compared["cvga_zones"]["mpc"].values()) == 12
     assert (tmp_path / "control" / "report.html").exists() and (tmp_path / "control" / "manifest.json").exists()
+    # the oncology trial and its power curve, each written beside the page with its own report
+    trials: dict = summary["trials"]  # type: ignore[assignment]
+    assert "In-silico trials" in page and "<h4>Participant flow (CONSORT)</h4>" in page and "<h4>Subgroups</h4>" in page
+    assert trials["nsclc"]["randomized"] == 40
+    assert trials["nsclc"]["figures"] == ["consort", "effects", "km:pfs", "forest"]
+    assert trials["nsclc-power"]["figures"] == ["consort", "effects", "power"] and "Power by simulation" in page
+    for folder in ("nsclc", "nsclc-power"):
+        assert (tmp_path / "trials" / folder / "report.html").exists() and f"trials/{folder}/report.html" in page
     # the AI section: an amortized posterior with its SBC plot, and a TSTR result
     assert "Simulation-based calibration" in page and "TSTR AUROC" in page
     learn = tmp_path / "learn"

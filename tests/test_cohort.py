@@ -20,6 +20,8 @@ from twinloop.models import t1d_uva_padova as t1d
 from twinloop.models.t1d_population import GROUPS as T1D_GROUPS
 from twinloop.models.t1d_population import fit_table as t1d_fit_table
 
+RANGE = {"parameter": "y0", "covariate": "weight", "kind": "range"}
+
 
 def stein_pop(**extra: object) -> Population:
     spec = {
@@ -72,6 +74,10 @@ def test_low_acceptance_warns_and_impossible_constraints_fail() -> None:
         ({"typical": {"g": -1}}, "typical.g must be > 0"),
         ({"effects": [{"parameter": "g", "covariate": "height", "kind": "power", "exponent": 1}]}, "height"),
         ({"constraints": [{"expression": "foo > 1"}]}, None),
+        ({"effects": [{**RANGE, "inside": 2}]}, "lower, upper or both"),
+        ({"effects": [{**RANGE, "lower": 9, "upper": 1}]}, "below"),
+        ({"effects": [{**RANGE, "lower": 1, "outside": -1}]}, ">= 0"),
+        ({"effects": [{**RANGE, "lower": 1, "exponent": 1}]}, "unknown"),
     ],
 )
 def test_bad_population_specs_name_the_field(change: dict, message: str | None) -> None:
@@ -81,6 +87,23 @@ def test_bad_population_specs_name_the_field(change: dict, message: str | None) 
         return
     with pytest.raises(tl.InputError, match=message):
         stein_pop(**change)
+
+
+def test_range_effect_applies_its_factor_inside_the_covariate_range_only() -> None:
+    effect = {"parameter": "y0", "covariate": "marker", "kind": "range", "lower": 0.6, "upper": 1.0, "outside": 0.25}
+    pop = stein_pop(
+        covariates={"marker": {"distribution": "uniform", "low": 0.0, "high": 2.0}},
+        effects=[effect],
+    )
+    cohort = pop.sample(4000, seed=4)
+    marker, y0 = cohort.covariates["marker"].to_numpy(dtype=float), cohort.parameter("y0")
+    inside = (marker >= 0.6) & (marker <= 1.0)
+    assert inside.mean() == pytest.approx(0.2, abs=0.02)  # uniform(0, 2): P(0.6 <= x <= 1) = 0.2
+    np.testing.assert_allclose(y0[inside], 80.0)  # y0 has no random effect: the factor is exact
+    np.testing.assert_allclose(y0[~inside], 20.0)
+    again = Population.from_dict(pop.to_dict())
+    assert again.effects[0].to_dict() == {**effect, "inside": 1.0}
+    np.testing.assert_array_equal(again.sample(50, seed=3).parameters, pop.sample(50, seed=3).parameters)
 
 
 def test_population_yaml_round_trip(tmp_path: Path) -> None:

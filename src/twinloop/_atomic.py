@@ -38,3 +38,32 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[..., Any]) -> Pat
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def write_folder_atomic(path: str | os.PathLike[str], fill: Callable[[Path], Any]) -> Path:
+    """Call ``fill(tmp)`` on a new temporary folder beside ``path``, then rename it to ``path``.
+
+    ``path`` must not exist or be an empty folder (it is replaced). On any failure the
+    temporary folder is removed and ``path`` is left as it was, so a reader never finds half
+    an artifact folder.
+
+    Example:
+        >>> write_folder_atomic("out/trial", lambda tmp: (tmp / "a.json").write_text("{}"))  # doctest: +SKIP
+    """
+    import shutil
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        fill(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        if target.is_dir() and not any(target.iterdir()):
+            target.rmdir()
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

@@ -40,10 +40,11 @@ def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = Non
 
 
 class Page:
-    """Sections of HTML and plotly figures; plotly.js is embedded once."""
+    """Sections of HTML and plotly figures; plotly.js is embedded once (never with
+    ``plotlyjs=False``, for a part of a page that already has it)."""
 
-    def __init__(self, title: str) -> None:
-        self.title, self.parts, self._js = title, [f"<h1>{html.escape(title)}</h1>"], True
+    def __init__(self, title: str, *, plotlyjs: bool = True) -> None:
+        self.title, self.parts, self._js = title, [f"<h1>{html.escape(title)}</h1>"], plotlyjs
 
     def add(self, text: str) -> None:
         self.parts.append(text)
@@ -51,6 +52,10 @@ class Page:
     def figure(self, fig: go.Figure) -> None:
         self.parts.append(fig.to_html(full_html=False, include_plotlyjs=self._js))
         self._js = False
+
+    def body(self) -> str:
+        """The sections without the title, to place inside another page."""
+        return "".join(self.parts[1:])
 
     def render(self) -> str:
         return (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(self.title)}</title>"

@@ -97,10 +97,11 @@ class Activity:
     used: Sequence[Source] = ()
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    def record(self, folder: str | os.PathLike[str], kind: str) -> Path:
-        """Write ``prov.json`` for the artifact in ``folder`` (atomically) and return its path."""
+    def record(self, folder: str | os.PathLike[str], kind: str, *, at: str | os.PathLike[str] | None = None) -> Path:
+        """Write ``prov.json`` for the artifact in ``folder`` (atomically) and return its path;
+        ``at`` is where the artifact will live when ``folder`` is a temporary folder renamed there."""
         folder = Path(folder)
-        doc = document(self, folder, kind, datetime.now(UTC))
+        doc = document(self, folder, kind, datetime.now(UTC), at=at)
         target = folder / PROV_FILE
         return write_atomic(target, lambda tmp: Path(tmp).write_text(str(doc.serialize(format="json", indent=2))))
 
@@ -114,8 +115,11 @@ def _files(folder: Path, skip: Path) -> dict[str, str]:
     }
 
 
-def document(activity: Activity, folder: Path, kind: str, ended: datetime) -> ProvDocument:
-    """The PROV document of one artifact: entity, activity, agents, inputs and files."""
+def document(
+    activity: Activity, folder: Path, kind: str, ended: datetime, *, at: str | os.PathLike[str] | None = None
+) -> ProvDocument:
+    """The PROV document of one artifact: entity, activity, agents, inputs and files (the
+    artifact's path is ``at`` when given, else ``folder``)."""
     from twinloop import __version__
 
     doc = ProvDocument()
@@ -124,7 +128,7 @@ def document(activity: Activity, folder: Path, kind: str, ended: datetime) -> Pr
     identity = identity_file(folder)
     artifact = doc.entity(
         hash_id(sha256_file(identity)),
-        {"prov:type": TL[kind], "prov:label": folder.name, "tl:path": str(folder.resolve())},
+        {"prov:type": TL[kind], "prov:label": Path(at or folder).name, "tl:path": str(Path(at or folder).resolve())},
     )
     act = doc.activity(
         f"tl:run-{uuid.uuid4().hex}",

@@ -16,6 +16,7 @@ from twinloop.cli.control import control_app
 from twinloop.cli.govern import govern_app
 from twinloop.cli.learn import learn_app
 from twinloop.cli.models import models_app
+from twinloop.cli.trial import trial_app
 from twinloop.cli.twin import twin_app
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ app.add_typer(twin_app, name="twin")
 app.add_typer(learn_app, name="learn")
 app.add_typer(govern_app, name="govern")
 app.add_typer(control_app, name="control")
+app.add_typer(trial_app, name="trial")
 app.command("lineage")(lineage_command)
 console = Console()
 DEMO_MAX_COHORT = 200_000

@@ -25,6 +25,7 @@ from twinloop._atomic import write_atomic
 from twinloop.cli.demo_control import run_control_demo
 from twinloop.cli.demo_learn import run_learn_demo
 from twinloop.cli.demo_products import make_products, section
+from twinloop.cli.demo_trials import run_trials_demo
 from twinloop.cli.demo_twin import run_twin_demo
 from twinloop.cohort import Population
 from twinloop.control import ClosedLoopResult, Patients, RescueCarbs, Scenario, basal_bolus, closed_loop
@@ -150,9 +151,13 @@ def run_demo(
     product_scale: float = 1.0,
     twin_members: int = 300,
     control_patients: int = 500,
+    trial_scale: float = 0.5,
+    trial_replicates: int = 40,
+    t1d_trial: bool = True,
 ) -> dict[str, object]:
     """Run the demo, write its outputs under ``out`` and return the summary (``product_scale``,
-    ``twin_members`` and ``control_patients`` shrink it for a quick check)."""
+    ``twin_members``, ``control_patients``, ``trial_scale`` and ``trial_replicates`` shrink it
+    for a quick check; ``t1d_trial=False`` leaves out the T1D trial, whose loops compile slowly)."""
     model = tl.models.get("t1d-uva-padova")
     out.mkdir(parents=True, exist_ok=True)
     patients = run_patients(model, Patients.published(model), seed)
@@ -196,6 +201,9 @@ def run_demo(
     control_summary, control_html = run_control_demo(out, control_patients, seed)
     summary["controllers"] = control_summary
     console.print(f"PID and MPC compared on {control_patients} patients -> {out / 'control'}")
+    trials_summary, trials_html = run_trials_demo(out, trial_scale, trial_replicates, t1d=t1d_trial)
+    summary["trials"] = trials_summary
+    console.print(f"in-silico trials -> {out / 'trials'}")
     governance, governance_html = run_governance(out)
     summary["governance"] = governance
     fig = _figure(patients, cohort)
@@ -216,6 +224,7 @@ def run_demo(
         + learn_html
         + twin_html
         + control_html
+        + trials_html
         + governance_html
         + "</body></html>"
     )

@@ -14,6 +14,7 @@ errors that name the field, the value and what was expected::
     # omega: {names: [KL, KD], matrix: [[0.556, 0.1], [0.1, 0.540]]}
     effects:
       - {parameter: CL, covariate: weight, kind: power, reference: 70, exponent: 0.75}
+      - {parameter: KD, covariate: biomarker, kind: range, lower: 0.6, upper: 1.0, inside: 1.0, outside: 0.05}
     constraints:
       - {expression: "log(2) / KL", lower: 30, upper: 3650, name: doubling_time_d}
     output_constraints:
@@ -45,7 +46,7 @@ from twinloop.cohort.expressions import Formula
 from twinloop.errors import InputError
 
 DISTRIBUTIONS = ("normal", "lognormal", "uniform", "categorical", "constant")
-EFFECT_KINDS = ("power", "exponential", "categorical")
+EFFECT_KINDS = ("power", "exponential", "categorical", "range")
 STATISTICS = ("min", "max", "mean", "final", "initial")
 
 
@@ -72,6 +73,13 @@ def _positive(where: str, value: Any) -> float:
     number = _number(where, value)
     if number <= 0:
         raise InputError(f"{where} must be > 0; got {value!r}.")
+    return number
+
+
+def _factor(where: str, value: Any) -> float:
+    number = _number(where, value)
+    if number < 0:
+        raise InputError(f"{where} must be >= 0 (a multiplicative factor); got {value!r}.")
     return number
 
 
@@ -203,7 +211,10 @@ class CovariateEffect:
     """A multiplicative covariate effect on a parameter's typical value.
 
     ``power``: ``(cov / reference) ** exponent``; ``exponential``:
-    ``exp(coefficient * (cov - reference))``; ``categorical``: ``factors[level]``.
+    ``exp(coefficient * (cov - reference))``; ``categorical``: ``factors[level]``;
+    ``range``: ``inside`` where ``lower <= cov <= upper`` and ``outside`` elsewhere (either
+    bound may be left open; a factor of 0 switches the parameter off, e.g. a drug effect
+    only in patients whose biomarker lies in a range).
     """
 
     parameter: str
@@ -212,15 +223,23 @@ class CovariateEffect:
     reference: float = 1.0
     exponent: float = 0.0
     factors: Mapping[str, float] = field(default_factory=dict)
+    lower: float = -math.inf
+    upper: float = math.inf
+    inside: float = 1.0
+    outside: float = 1.0
 
     @classmethod
     def parse(cls, i: int, raw: Any) -> CovariateEffect:
         where = f"effects[{i}]"
         raw = _mapping(where, raw)
-        _known_keys(where, raw, {"parameter", "covariate", "kind", "reference", "exponent", "coefficient", "factors"})
         kind = raw.get("kind")
         if kind not in EFFECT_KINDS:
             raise InputError(f"{where}.kind is {kind!r}; expected one of {', '.join(EFFECT_KINDS)}.")
+        common = {"parameter", "covariate", "kind"}
+        if kind == "range":
+            _known_keys(where, raw, common | {"lower", "upper", "inside", "outside"})
+        else:
+            _known_keys(where, raw, common | {"reference", "exponent", "coefficient", "factors"})
         for key in ("parameter", "covariate"):
             if not isinstance(raw.get(key), str):
                 raise InputError(f"{where}.{key} must name a {key}; got {raw.get(key)!r}.")
@@ -229,6 +248,8 @@ class CovariateEffect:
                 str(k): _positive(f"{where}.factors.{k}", v) for k, v in _mapping(where, raw.get("factors")).items()
             }
             return cls(raw["parameter"], raw["covariate"], kind, factors=factors)
+        if kind == "range":
+            return cls._range(where, raw)
         coefficient = raw.get("exponent", raw.get("coefficient"))
         return cls(
             raw["parameter"],
@@ -238,10 +259,24 @@ class CovariateEffect:
             _number(f"{where}.exponent", coefficient),
         )
 
+    @classmethod
+    def _range(cls, where: str, raw: Mapping[str, Any]) -> CovariateEffect:
+        lower = _bound(f"{where}.lower", raw.get("lower"), -math.inf)
+        upper = _bound(f"{where}.upper", raw.get("upper"), math.inf)
+        if math.isinf(lower) and math.isinf(upper):
+            raise InputError(f"{where}: a range effect needs lower, upper or both; e.g. lower: 0.6, upper: 1.0.")
+        if lower >= upper:
+            raise InputError(f"{where}: lower ({lower}) must be below upper ({upper}).")
+        inside, outside = (_factor(f"{where}.{key}", raw.get(key, 1.0)) for key in ("inside", "outside"))
+        parameter, covariate = raw["parameter"], raw["covariate"]
+        return cls(parameter, covariate, "range", lower=lower, upper=upper, inside=inside, outside=outside)
+
     def factor(self, values: np.ndarray) -> np.ndarray:
         if self.kind == "categorical":
             return np.array([self.factors.get(str(v), 1.0) for v in values])
         x = np.asarray(values, dtype=np.float64)
+        if self.kind == "range":
+            return np.where((x >= self.lower) & (x <= self.upper), self.inside, self.outside)
         if self.kind == "power":
             return (x / self.reference) ** self.exponent
         return np.exp(self.exponent * (x - self.reference))
@@ -250,6 +285,10 @@ class CovariateEffect:
         out: dict[str, Any] = {"parameter": self.parameter, "covariate": self.covariate, "kind": self.kind}
         if self.kind == "categorical":
             out["factors"] = dict(self.factors)
+        elif self.kind == "range":
+            bounds = {"lower": self.lower, "upper": self.upper}
+            out.update({k: v for k, v in bounds.items() if math.isfinite(v)})
+            out.update({"inside": self.inside, "outside": self.outside})
         else:
             out.update({"reference": self.reference, "exponent": self.exponent})
         return out

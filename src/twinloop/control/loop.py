@@ -27,6 +27,7 @@ from twinloop.control.result import ClosedLoopResult
 from twinloop.control.scenario import RescueCarbs, Scenario
 from twinloop.control.types import Action, Controller, Observation
 from twinloop.errors import InputError
+from twinloop.simulate.engine import padded_batch
 
 if TYPE_CHECKING:
     from twinloop.models.base import Model
@@ -311,7 +312,7 @@ def closed_loop(
     config = _config(model, scenario, accurate)
     periods = scenario.minutes // config.period
     exo = exogenous(patients, scenario, seed)
-    size = min(chunk_size, patients.n)
+    size = padded_batch(patients.n, chunk_size)
     run = _compiled_run(model, controller, config, periods)
     parts = []
     for start in range(0, patients.n, size):
