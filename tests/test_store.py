@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,10 +209,29 @@ def _sync_worker(url: str, name: str, rows: list[int]) -> int:
     return RegisteredTwins(TwinRegistry(url, actor=f"worker-{rows[0]}")).sync(name, obs).version
 
 
+@pytest.fixture(scope="module")
+def pools() -> Iterator[Callable[[int], Any]]:
+    """Pools of spawned processes, one per size, kept for the module: the SQLite and the
+    PostgreSQL runs share the processes, so each pays for its start-up and compilation once."""
+    made: dict[int, Any] = {}
+
+    def pool(size: int) -> Any:
+        if size not in made:
+            made[size] = mp.get_context("spawn").Pool(size)
+        return made[size]
+
+    yield pool
+    for each in made.values():
+        each.close()
+        each.join()
+
+
 @pytest.mark.parametrize("workers", [3, pytest.param(8, marks=pytest.mark.slow)])
-def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(url: str, workers: int) -> None:
-    """Spawned processes sync overlapping batches into one twin at once (3 by default,
-    8 in the slow run: each process pays for its own start-up and compilation)."""
+def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(
+    url: str, workers: int, pools: Callable[[int], Any]
+) -> None:
+    """Processes sync overlapping batches into one twin at once (3 by default, 8 in the
+    slow run: each process pays for its own start-up and compilation, once per module)."""
     name = f"busy-{workers}-{abs(hash(url)) % 10_000}"
     reg = TwinRegistry(url)
     twins = RegisteredTwins(reg)
@@ -220,8 +240,7 @@ def test_processes_syncing_one_twin_at_once_lose_nothing_and_duplicate_nothing(u
     span = 5 * workers // 2
     batches = [[5 + (2 * i + j) % span for j in range(5)] for i in range(workers)]
     expected = {r for b in batches for r in b} | set(range(5))
-    with mp.get_context("spawn").Pool(workers) as pool:
-        versions = pool.starmap(_sync_worker, [(url, name, b) for b in batches])
+    versions = pools(workers).starmap(_sync_worker, [(url, name, b) for b in batches])
     # a batch whose rows the others already logged makes no version (it reports the current one)
     made = sorted(set(versions))
     last = made[-1]

@@ -44,7 +44,9 @@ def _moments(ens: Ensemble) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("method", [StochasticEnKF, ETKF, ParticleFilter])
 def test_filters_reproduce_the_kalman_update_on_a_linear_gaussian_problem(method: type) -> None:
-    ens, predicted, y, r, mean, cov = _linear_gaussian(1500 if method is ETKF else 20_000, seed=1)
+    # ETKF's update is exact for any ensemble larger than the state (300 members); the
+    # stochastic filters match it only up to sampling error (20,000 members)
+    ens, predicted, y, r, mean, cov = _linear_gaussian(300 if method is ETKF else 20_000, seed=1)
     # the exact update of the ensemble's own moments (sampling error of the prior removed)
     pm, pc = _moments(ens)
     h = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 1.0]])
@@ -156,7 +158,7 @@ def test_t1d_twin_flags_halved_insulin_sensitivity_and_recovers(t1d_setup: dict)
 
 
 def test_t1d_forecast_compare_and_state_round_trip(t1d_setup: dict) -> None:
-    twin, _ = _run(t1d_setup, TwinConfig(members=200, seed=4), until_h=36)
+    twin, _ = _run(t1d_setup, TwinConfig(members=300, seed=4), until_h=36)
     fc = twin.forecast(12.0)
     q = fc.quantiles()
     assert set(q.columns) >= {"time", "variable", "unit", "q05", "q25", "q50", "q75", "q95", "ensemble_size"}
@@ -172,7 +174,7 @@ def test_t1d_forecast_compare_and_state_round_trip(t1d_setup: dict) -> None:
     usual = t1d.basal_bolus(p, meals, t_end=720.0)
     more = t1d.basal_bolus(p, meals, carb_ratio_g_per_U=float(t1d.default_carb_ratio(p)) / 1.3, t_end=720.0)
     cmp = twin.compare({"more": more, "usual": usual}, "mean_glucose", hours=12.0)
-    assert cmp.ensemble_size == 200 and cmp.p_first_better == 1.0
+    assert cmp.ensemble_size == 300 and cmp.p_first_better == 1.0
     assert cmp.difference["q95"] < 0 and cmp.arms["more"]["mean"] < cmp.arms["usual"]["mean"]
     tir = twin.compare({"more": more, "usual": usual}, "time_in_range", hours=12.0)
     assert 0.0 <= tir.arms["usual"]["q05"] <= tir.arms["usual"]["q95"] <= 100.0
