@@ -5,6 +5,8 @@ chunking, a run-in, and a tiny closed-loop T1D trial with two controllers."""
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,6 +16,9 @@ import pytest
 from twinloop.errors import InputError
 from twinloop.trials.run import TrialData, randomization_seed, run_trial, simulate_participants
 from twinloop.trials.spec import TrialSpec
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from trials_data import BASELINE_SLD, RECIST_ENDPOINTS, ct_protocol, size_change
 
 CHEMO = {"kind": "chemotherapy", "cycle_days": 21, "days_on": 1, "n_cycles": 6}
 SPEC: dict[str, Any] = {
@@ -28,29 +33,9 @@ SPEC: dict[str, Any] = {
     "chunk_size": 10,
     "randomization": {"kind": "block", "block_size": 4},
     "arms": {"low": {**CHEMO, "dose_mg": 400}, "high": {**CHEMO, "dose_mg": 1600}},
-    "observations": [
-        {
-            "name": "ct",
-            "observable": "sum_of_diameters",
-            "schedule": {"every": 42, "jitter": 7},
-            "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
-            "dropout": {"hazard": 0.002},
-        },
-    ],
-    "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
-    "endpoints": {
-        "sld_change": {
-            "kind": "measure",
-            "observation": "ct",
-            "summary": "nearest",
-            "at": 126,
-            "window": [100, 150],
-            "baseline": "sld_baseline",
-            "relative": True,
-        },
-        "objective_response": {"kind": "response", "recist": "ct"},
-        "pfs": {"kind": "time_to_event", "recist": "ct"},
-    },
+    "observations": [ct_protocol(0.002)],
+    "baseline": BASELINE_SLD,
+    "endpoints": {"sld_change": size_change(126, [100, 150]), **RECIST_ENDPOINTS},
 }
 ENDPOINTS = ["sld_change", "objective_response", "pfs"]
 

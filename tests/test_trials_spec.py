@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import yaml
 
 from twinloop.errors import InputError
 from twinloop.trials.spec import TrialSpec
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from trials_data import BASELINE_SLD, RECIST_ENDPOINTS, ct_protocol, size_change
 
 SPEC: dict[str, Any] = {
     "name": "nsclc-schedules",
@@ -25,29 +29,9 @@ SPEC: dict[str, Any] = {
         "three-weekly": {"kind": "chemotherapy", "dose_mg": 1200, "cycle_days": 21, "days_on": 1, "n_cycles": 6},
         "weekly": {"kind": "chemotherapy", "dose_mg": 400, "cycle_days": 7, "days_on": 1, "n_cycles": 18},
     },
-    "observations": [
-        {
-            "name": "ct",
-            "observable": "sum_of_diameters",
-            "schedule": {"every": 42, "jitter": 7},
-            "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
-            "dropout": {"hazard": 0.001},
-        },
-    ],
-    "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
-    "endpoints": {
-        "sld_change": {
-            "kind": "measure",
-            "observation": "ct",
-            "summary": "nearest",
-            "at": 168,
-            "window": [140, 196],
-            "baseline": "sld_baseline",
-            "relative": True,
-        },
-        "objective_response": {"kind": "response", "recist": "ct"},
-        "pfs": {"kind": "time_to_event", "recist": "ct"},
-    },
+    "observations": [ct_protocol(0.001)],
+    "baseline": BASELINE_SLD,
+    "endpoints": {"sld_change": size_change(168, [140, 196]), **RECIST_ENDPOINTS},
 }
 
 

@@ -18,6 +18,31 @@ import pandas as pd
 
 from twinloop.trials.context import SpecContext
 
+
+def ct_protocol(hazard: float = 0.001) -> dict[str, Any]:
+    """CT every 6 weeks (+-1 week), 5 % error and exponential dropout: the oncology trials' scans."""
+    return {
+        "name": "ct",
+        "observable": "sum_of_diameters",
+        "schedule": {"every": 42, "jitter": 7},
+        "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
+        "dropout": {"hazard": hazard},
+    }
+
+
+BASELINE_SLD = {"sld_baseline": {"observation": "ct", "summary": "first"}}
+RECIST_ENDPOINTS = {
+    "objective_response": {"kind": "response", "recist": "ct"},
+    "pfs": {"kind": "time_to_event", "recist": "ct"},
+}
+
+
+def size_change(at: float, window: list[float], relative: bool | str = True) -> dict[str, Any]:
+    """Tumour size at the scan nearest ``at`` (within ``window``) against the baseline scan."""
+    return {"kind": "measure", "observation": "ct", "summary": "nearest", "at": at, "window": window,
+            "baseline": "sld_baseline", "relative": relative}  # fmt: skip
+
+
 ENDPOINTS = {"y": "continuous", "resp": "binary", "pfs": "time_to_event"}
 SCHEDULE = {"kind": "chemotherapy", "dose_mg": 1200, "cycle_days": 21, "days_on": 1, "n_cycles": 6}
 WEEKLY = {"kind": "chemotherapy", "dose_mg": 400, "cycle_days": 7, "days_on": 1, "n_cycles": 18}
@@ -108,7 +133,6 @@ def model_spec(
     shortens follow-up for response and PFS."""
     from twinloop.trials.spec import TrialSpec
 
-    week24 = {"kind": "measure", "observation": "ct", "summary": "nearest", "at": 168, "window": [140, 196]}
     adjusted = {"method": "ancova", "covariates": ["sld_baseline"]}
     raw = {
         "name": "null-schedules" if null else "two-schedules",
@@ -121,21 +145,12 @@ def model_spec(
         "resolution": 1,
         "arms": {"A": control or SCHEDULE, "B": SCHEDULE if null else WEEKLY},
         "randomization": {"kind": "block", "block_size": 2},
-        "observations": [
-            {
-                "name": "ct",
-                "observable": "sum_of_diameters",
-                "schedule": {"every": 42, "jitter": 7},
-                "error": {"kind": "combined", "sd": 1.0, "cv": 0.05},
-                "dropout": {"hazard": 0.001},
-            }
-        ],
-        "baseline": {"sld_baseline": {"observation": "ct", "summary": "first"}},
+        "observations": [ct_protocol()],
+        "baseline": BASELINE_SLD,
         "endpoints": {
-            "sld_log": {**week24, "baseline": "sld_baseline", "relative": "log"},
-            "sld_change": {**week24, "baseline": "sld_baseline", "relative": True},
-            "objective_response": {"kind": "response", "recist": "ct"},
-            "pfs": {"kind": "time_to_event", "recist": "ct"},
+            "sld_log": size_change(168, [140, 196], "log"),
+            "sld_change": size_change(168, [140, 196]),
+            **RECIST_ENDPOINTS,
         },
         "analysis": {
             "primary": "sld_log",
