@@ -154,7 +154,7 @@ def test_demo_writes_its_page_and_both_products(tmp_path: Path) -> None:
         product_scale=0.02,
         twin_members=100,
         control_patients=12,
-        trial_scale=0.05,
+        trial_scale=0.019,
         trial_replicates=5,
         t1d_trial=False,
     )
