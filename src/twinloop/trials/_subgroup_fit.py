@@ -142,10 +142,10 @@ def interaction_p(y: np.ndarray, treat: np.ndarray, inside: np.ndarray, binary: 
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("error")
                 p = float(Logit(y, x).fit(disp=0).pvalues[3])
-            if math.isfinite(p):
-                return p
         except (Warning, ValueError, np.linalg.LinAlgError):
-            pass
+            p = math.nan  # separation or no convergence: the OLS test below
+        if math.isfinite(p):
+            return p
     return _ols(y, x, 3)[3]
 
 
