@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from twinloop.models.profile import ClosureFeature as ClosureFeature
     from twinloop.models.profile import ClosureSpec as ClosureSpec
     from twinloop.models.profile import ContextOfUse as ContextOfUse
+    from twinloop.models.profile import FastPath as FastPath
     from twinloop.models.profile import ModelProfile as ModelProfile
     from twinloop.models.profile import ReferenceCase as ReferenceCase
     from twinloop.models.profile import Treatment as Treatment

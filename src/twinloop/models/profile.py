@@ -12,7 +12,7 @@ parameter bounds, and its report names no reference).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -150,6 +150,34 @@ class ContextOfUse:
                 raise ModelError(f"ContextOfUse.{key} must be one of {INFLUENCE_LEVELS}; got {getattr(self, key)!r}.")
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """How the engine's fast path may integrate this model (``SolverSettings(path="fast")``).
+
+    Arguments:
+        step: the fixed step, in model time units (e.g. the model's input grid).
+        tolerance: the largest absolute difference from the accurate path allowed per
+            observable, in the observable's unit (e.g. ``{"plasma_glucose": 0.5}``).
+        rtol: for the other observables, the largest difference relative to the
+            observable's largest magnitude over the patient's trajectory.
+        stiff: declared stiff: the fast path is never used.
+    """
+
+    step: float
+    tolerance: Mapping[str, float] = field(default_factory=dict)
+    rtol: float = 1e-3
+    stiff: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.step, int | float) and 0 < self.step < float("inf")):
+            raise ModelError(f"FastPath.step must be a finite number > 0 (model time units); got {self.step!r}.")
+        if not (0 < self.rtol < 1):
+            raise ModelError(f"FastPath.rtol must lie in (0, 1); got {self.rtol!r}.")
+        for name, tol in self.tolerance.items():
+            if not (isinstance(tol, int | float) and tol > 0):
+                raise ModelError(f"FastPath.tolerance[{name!r}] must be a number > 0; got {tol!r}.")
+
+
 TherapyRule = Callable[[Mapping[str, np.ndarray], Sequence[str]], Mapping[str, np.ndarray]]
 
 
@@ -191,6 +219,7 @@ class ModelProfile:
         check_horizon: the span (model time) over which ``check_model`` compares the
             backends; None lets it choose from the model's dynamics.
         control: how insulin-dosing controllers drive the model, None if they cannot.
+        fast: how the engine's fast path may integrate the model, None if it may not.
     """
 
     population: Path | None = None
@@ -200,6 +229,7 @@ class ModelProfile:
     context: ContextOfUse | None = None
     check_horizon: float | None = None
     control: ControlInterface | None = None
+    fast: FastPath | None = None
 
     def __post_init__(self) -> None:
         kinds = [t.kind for t in self.treatments]
@@ -224,6 +254,13 @@ class ModelProfile:
         """Every name the profile gives exists in ``model``."""
         if self.control is not None:
             _check_control(self.control, model)
+        if self.fast is not None:
+            unknown = sorted(set(self.fast.tolerance) - set(model.observable_names))
+            if unknown:
+                raise ModelError(
+                    f"FastPath.tolerance of model '{model.id}' names {unknown}; expected observables of "
+                    f"{list(model.observable_names)}."
+                )
         for ref in self.validation:
             if ref.observable not in model.observable_names:
                 raise ModelError(

@@ -67,6 +67,16 @@ class SolverSettings:
         clock: batched backend only. ``"patient"`` (default): every patient advances
             through the grid on its own, the loop runs for the most steps one patient
             needs. ``"interval"``: the cohort moves interval by interval in lockstep.
+        path: ``"accurate"`` (default): the adaptive solve above. ``"fast"``: fixed steps
+            of the model's declared size (``ModelProfile.fast``) in one ``lax.scan``, for
+            cohort work; every chunk checks ``check_patients`` of its patients against
+            the accurate path and records the largest error. ``"auto"``: fast where the
+            model declares a fast path and is not stiff, accurate otherwise.
+        precision: ``"float64"`` (default) or ``"float32"`` (fast path only).
+        check_patients: patients per chunk re-run on the accurate path (fast path).
+        on_check_failure: what a chunk whose check exceeds the model's tolerance does:
+            ``"fallback"`` (re-run it on the accurate path, with a warning) or
+            ``"refuse"`` (raise).
     """
 
     backend: Literal["batched", "diffrax"] = "batched"
@@ -76,6 +86,10 @@ class SolverSettings:
     fixed_dt: float | None = None
     max_steps: int = 4096
     clock: Literal["patient", "interval"] = "patient"
+    path: Literal["accurate", "fast", "auto"] = "accurate"
+    precision: Literal["float64", "float32"] = "float64"
+    check_patients: int = 2
+    on_check_failure: Literal["fallback", "refuse"] = "fallback"
 
     def __post_init__(self) -> None:
         if self.backend not in ("batched", "diffrax"):
@@ -93,6 +107,17 @@ class SolverSettings:
             raise InputError(f"clock must be 'patient' or 'interval'; got {self.clock!r}.")
         if self.max_steps < 1:
             raise InputError(f"max_steps must be >= 1; got {self.max_steps}.")
+        if self.path not in ("accurate", "fast", "auto"):
+            raise InputError(f"path must be 'accurate', 'fast' or 'auto'; got {self.path!r}.")
+        if self.precision not in ("float64", "float32"):
+            raise InputError(f"precision must be 'float64' or 'float32'; got {self.precision!r}.")
+        if isinstance(self.check_patients, bool) or not isinstance(self.check_patients, int) or self.check_patients < 1:
+            raise InputError(
+                f"check_patients must be an integer >= 1 (patients per chunk re-run on the accurate path); "
+                f"got {self.check_patients!r}."
+            )
+        if self.on_check_failure not in ("fallback", "refuse"):
+            raise InputError(f"on_check_failure must be 'fallback' or 'refuse'; got {self.on_check_failure!r}.")
 
 
 def start_state(model: Model, p: Any, y0: Any) -> Any:

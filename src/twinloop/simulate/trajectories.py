@@ -39,6 +39,7 @@ class Trajectories:
     states: np.ndarray | None = None
     failures: dict[str, str] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    check: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_patients(self) -> int:
