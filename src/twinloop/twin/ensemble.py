@@ -15,7 +15,8 @@ from twinloop.calibrate.problem import ParameterMap
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
-from twinloop.simulate.engine import SimulationWarning, SolverSettings, simulate
+from twinloop.simulate.engine import SimulationWarning, SolverSettings, padded_batch, simulate_chunks
+from twinloop.simulate.trajectories import Trajectories
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,11 @@ def start_states(model: Model, y0: Any) -> np.ndarray | None:
 
 
 def _bucket(n: int) -> int:
-    return max(8, 1 << int(np.ceil(np.log2(max(n, 2)))))
+    """A fixed output count holding ``n`` (8, 12, 16, 24, 32, 48, ...: few compiled solves).
+    Steps of 1.5 leave the engine's power-of-two grid room for the input breakpoints, so a
+    forecast over a meal reuses the solve of one without (a padded count of exactly a power
+    of two would push the grid to the next one and compile again)."""
+    return padded_batch(max(n, 2), 1 << 62)
 
 
 def propagate(
@@ -120,28 +125,60 @@ def propagate(
     Returns the observables ``(N, len(times), O)`` and the ensemble at ``times[-1]``.
     Members whose solve failed keep non-finite observables (the filters down-weight them).
     """
+    traj, idx, n_real = solve(model, pmap, ensemble, inputs, times, settings, states=True)
+    assert traj.states is not None
+    end = traj.states[:, n_real - 1, :]
+    return traj.observables[:, idx, :], replace(ensemble, states=end, time=float(times[-1]))
+
+
+def observed(
+    model: Model,
+    pmap: ParameterMap,
+    ensemble: Ensemble,
+    inputs: Inputs,
+    times: np.ndarray,
+    settings: SolverSettings,
+) -> tuple[np.ndarray, Trajectories]:
+    """The members' observables ``(N, len(times), O)`` over ``times`` (as :func:`propagate`,
+    without the states: what a forecast needs), and the engine's trajectories (its
+    settings and self-check)."""
+    traj, idx, _ = solve(model, pmap, ensemble, inputs, times, settings, states=False)
+    return traj.observables[:, idx, :], traj
+
+
+def solve(
+    model: Model,
+    pmap: ParameterMap,
+    ensemble: Ensemble,
+    inputs: Inputs,
+    times: np.ndarray,
+    settings: SolverSettings,
+    *,
+    states: bool,
+) -> tuple[Trajectories, np.ndarray | slice, int]:
+    """One batched solve of every member over ``times`` (output count padded to a bucket):
+    the trajectories, the index of ``times`` among their outputs, and the count of real
+    outputs. One chunk: no copy of the members' trajectories into a concatenation."""
     rel = np.asarray(times, dtype=np.float64) - ensemble.time
     t_out = np.unique(np.r_[0.0, rel])
     n_real = t_out.size
-    pad = _bucket(n_real) - n_real  # a few fixed output counts -> few compiled solves
+    pad = _bucket(n_real) - n_real
     step = 1e-6 * max(1.0, float(t_out[-1]))
     t_out = np.r_[t_out, t_out[-1] + step * np.arange(1, pad + 1)]
     params = pmap.full_batch(ensemble.theta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SimulationWarning)
-        traj = simulate(
+        (traj,) = simulate_chunks(
             model,
             params,
             inputs,
             y0=ensemble.states,
             times=t_out,
             settings=settings,
-            save="all",
+            save="all" if states else "observables",
             chunk_size=ensemble.size,
-            progress=False,
         )
     idx = np.searchsorted(t_out[:n_real], rel)
-    observables = traj.observables[:, idx, :]
-    assert traj.states is not None
-    end = traj.states[:, n_real - 1, :]
-    return observables, replace(ensemble, states=end, time=float(times[-1]))
+    if idx.size and np.array_equal(idx, np.arange(idx[0], idx[0] + idx.size)):
+        return traj, slice(int(idx[0]), int(idx[0]) + idx.size), n_real  # a view, not a copy
+    return traj, idx, n_real

@@ -42,7 +42,7 @@ from twinloop.twin.consistency import MODEL_ERROR_WARNING as MODEL_ERROR_WARNING
 from twinloop.twin.consistency import TwinConsistencyWarning as TwinConsistencyWarning
 from twinloop.twin.consistency import adopt_model_error, check_fit, fit_innovation
 from twinloop.twin.drift import DriftDetector
-from twinloop.twin.ensemble import Ensemble, initial_states, propagate, start_states
+from twinloop.twin.ensemble import Ensemble, initial_states, observed, propagate, start_states
 from twinloop.twin.forecast import Forecast, horizon_steps, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.log import RecordLog
@@ -505,7 +505,7 @@ class PatientTwin:
     def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
         """Every member's observables over ``times`` (a weighted particle ensemble is first
         resampled to equal weights, so quantiles over members are the weighted ones)."""
-        members, _ = propagate(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
+        members, _ = observed(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
         return members
 
     def equally_weighted(self) -> Ensemble:
