@@ -118,14 +118,19 @@ def propagate(
     inputs: Inputs,
     times: np.ndarray,
     settings: SolverSettings,
+    *,
+    record: list[dict[str, Any]] | None = None,
 ) -> tuple[np.ndarray, Ensemble]:
     """Run every member from ``ensemble.time`` through ``times`` (absolute model times,
     the last one the new ensemble time) under ``inputs`` given relative to ``ensemble.time``.
 
     Returns the observables ``(N, len(times), O)`` and the ensemble at ``times[-1]``.
     Members whose solve failed keep non-finite observables (the filters down-weight them).
+    ``record``: a list that gets the :func:`solver_record` of this solve.
     """
     traj, idx, n_real = solve(model, pmap, ensemble, inputs, times, settings, states=True)
+    if record is not None:
+        record.append(solver_record(traj))
     assert traj.states is not None
     end = traj.states[:, n_real - 1, :]
     return traj.observables[:, idx, :], replace(ensemble, states=end, time=float(times[-1]))
@@ -138,12 +143,43 @@ def observed(
     inputs: Inputs,
     times: np.ndarray,
     settings: SolverSettings,
-) -> tuple[np.ndarray, Trajectories]:
+) -> tuple[np.ndarray, dict[str, Any]]:
     """The members' observables ``(N, len(times), O)`` over ``times`` (as :func:`propagate`,
-    without the states: what a forecast needs), and the engine's trajectories (its
-    settings and self-check)."""
+    without the states: what a forecast needs), and the :func:`solver_record` of the solve."""
     traj, idx, _ = solve(model, pmap, ensemble, inputs, times, settings, states=False)
-    return traj.observables[:, idx, :], traj
+    return traj.observables[:, idx, :], solver_record(traj)
+
+
+def solver_record(traj: Trajectories) -> dict[str, Any]:
+    """The path a solve ran on (``"fast"`` or ``"accurate"``) and, on the fast path, its
+    self-check: the largest error per observable against the accurate path, whether it
+    was within the model's tolerance, and whether a chunk fell back to the accurate path."""
+    check = getattr(traj, "check", None) or {}
+    out: dict[str, Any] = {"path": str(traj.settings.get("path", "accurate"))}
+    if "max_error" in check:
+        out |= {
+            "max_error": {k: float(v) for k, v in check["max_error"].items()},
+            "passed": bool(check["passed"]),
+            "fallback": bool(check.get("fallback_chunks")),
+        }
+    return out
+
+
+def merged_records(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """One :func:`solver_record` for several solves (a sync's windows): every path that
+    ran, the largest error per observable, whether all passed, whether any fell back."""
+    if not records:
+        return {}
+    out: dict[str, Any] = {"path": "+".join(sorted({r["path"] for r in records})), "solves": len(records)}
+    checked = [r for r in records if "max_error" in r]
+    if checked:
+        names = checked[0]["max_error"]
+        out |= {
+            "max_error": {k: max(r["max_error"][k] for r in checked) for k in names},
+            "passed": all(r["passed"] for r in checked),
+            "fallback": any(r["fallback"] for r in checked),
+        }
+    return out
 
 
 def solve(

@@ -90,6 +90,7 @@ class Forecast:
     noise: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> (additive, proportional)
     lower: dict[str, float] = field(default_factory=dict)  # observable -> physical lower bound (default none)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # observable -> instrument's range
+    solver: dict[str, Any] = field(default_factory=dict)  # the engine path that ran and its self-check
 
     @property
     def ensemble_size(self) -> int:
@@ -185,6 +186,7 @@ class Forecast:
             noise=np.array(json.dumps(self.noise)),
             lower=np.array(json.dumps(self.lower)),
             ranges=np.array(json.dumps({k: [float(a), float(b)] for k, (a, b) in self.ranges.items()})),
+            solver=np.array(json.dumps(self.solver)),
         )
         return buffer.getvalue()
 
@@ -205,6 +207,7 @@ class Forecast:
             noise = {k: tuple(v) for k, v in json.loads(str(data["noise"])).items()}
             lower = json.loads(str(data["lower"])) if "lower" in data.files else {}
             ranges = json.loads(str(data["ranges"])) if "ranges" in data.files else {}
+            solver = json.loads(str(data["solver"])) if "solver" in data.files else {}
             return cls(
                 twin_id,
                 version,
@@ -218,4 +221,5 @@ class Forecast:
                 noise,
                 lower,
                 {k: (float(a), float(b)) for k, (a, b) in ranges.items()},
+                solver,
             )

@@ -505,8 +505,12 @@ class PatientTwin:
     def run_members(self, inputs: Inputs, times: np.ndarray) -> np.ndarray:
         """Every member's observables over ``times`` (a weighted particle ensemble is first
         resampled to equal weights, so quantiles over members are the weighted ones)."""
-        members, _ = observed(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
-        return members
+        return self.solved_members(inputs, times)[0]
+
+    def solved_members(self, inputs: Inputs, times: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+        """:meth:`run_members` and the solve's path and self-check
+        (:func:`~twinloop.twin.ensemble.solver_record`)."""
+        return observed(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
 
     def equally_weighted(self) -> Ensemble:
         ens = self.ensemble
@@ -532,7 +536,7 @@ class PatientTwin:
             store: keep it with the twin, to be scored as observations arrive.
         """
         times = self.horizon(hours, every)
-        members = self.run_members(self.future_inputs(inputs), times)
+        members, solver = self.solved_members(self.future_inputs(inputs), times)
         noise = np.stack(
             [
                 self.config.noise_model(o, self.model).sd(members[:, :, i])
@@ -564,6 +568,7 @@ class PatientTwin:
             },
             lower=lower,
             ranges={o: r for o, r in ranges.items() if np.isfinite(r).any()},
+            solver=solver,
         )
         if store:
             self.forecasts.append(fc)

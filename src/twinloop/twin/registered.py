@@ -71,6 +71,7 @@ def _sync_summary(report: SyncReport, new_observations: int, new_doses: int) -> 
         "new_observations": new_observations,
         "new_doses": new_doses,
         "scored_forecasts": report.scored_forecasts,
+        "solver": report.solver,
     }
 
 

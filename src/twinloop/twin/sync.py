@@ -15,7 +15,7 @@ from twinloop.connect.batch import Rows
 from twinloop.connect.timebase import unit_seconds
 from twinloop.errors import InputError
 from twinloop.twin.assimilation import innovation
-from twinloop.twin.ensemble import Ensemble, propagate
+from twinloop.twin.ensemble import Ensemble, merged_records, propagate
 from twinloop.twin.log import Readings
 
 SNAPSHOTS = 12  # kept ensembles, one per recent version (recalibration and late data start from them)
@@ -34,6 +34,7 @@ class SyncReport:
     replayed: int = 0  # logged observations re-assimilated after a rewind for late data
     unchanged: bool = False  # nothing new in the data: no new version was made
     clipped: int = 0  # state values the filter clipped at zero (declared non-negative states)
+    solver: dict[str, Any] = dataclasses.field(default_factory=dict)  # path and self-check of the propagations
 
 
 def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
@@ -56,7 +57,8 @@ def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
     before = len(twin.innovations)
     assimilated, last, drift, recalibrated = assimilate(twin, todo, detect=True)
     snapshot(twin)
-    clipped = sum(int(e.get("clipped", 0)) for e in twin.innovations[before:])
+    entries = twin.innovations[before:]
+    clipped = sum(int(e.get("clipped", 0)) for e in entries)
     return SyncReport(
         twin.version,
         assimilated - replayed,
@@ -67,6 +69,7 @@ def apply(twin: Any, obs: Rows, doses: Rows) -> SyncReport:
         scored,
         replayed,
         clipped=clipped,
+        solver=merged_records([e["solver"] for e in entries if "solver" in e]),
     )
 
 
@@ -127,8 +130,9 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
     times = obs.t
     inputs = twin.logged_inputs(twin.ensemble.time)
     t_unique = np.unique(times)
+    solves: list[dict[str, Any]] = []
     predicted_all, forecast_ens = propagate(
-        twin.model, twin.pmap, twin.ensemble, inputs, t_unique, twin.config.settings
+        twin.model, twin.pmap, twin.ensemble, inputs, t_unique, twin.config.settings, record=solves
     )
     cols = [twin.model.observable_names.index(v) for v in obs.variable]
     rows = np.searchsorted(t_unique, times)
@@ -156,7 +160,8 @@ def update(twin: Any, obs: Readings) -> dict[str, Any]:
     analysed = restricted(twin.config.estimate, forecast_ens, analysed, assimilator.last_index)
     twin.ensemble = within_box(twin, walked(twin, analysed))
     clipped = 0 if twin.config.estimate == "parameters" else int(assimilator.last_clipped)
-    entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict(), "clipped": clipped}
+    entry = {"version": twin.version, "time": float(twin.ensemble.time), **inn.to_dict(), "clipped": clipped,
+             "solver": solves[0]}  # fmt: skip
     twin.innovations.append(entry)
     return entry
 
