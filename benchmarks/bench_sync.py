@@ -289,7 +289,7 @@ def print_target(result: dict[str, Any]) -> None:
         ran = r["ran"]["forecast"]
         print(
             f"{path:9} {r['sync_ms']:8.1f} {r['forecast_ms']:9.1f} {r['total_ms']:7.1f} {r['total_p90_ms']:7.1f}  "
-            f"{ran.get('path')} {ran.get('check', {})}"
+            f"{ran.get('path')} {ran.get('max_error', '')}"
         )
     print(
         f"largest gap between the paths' member medians: {result['fast_vs_accurate_median_gap']} "
