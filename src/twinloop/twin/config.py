@@ -18,6 +18,7 @@ from twinloop.simulate.engine import SolverSettings
 ASSIMILATION = ("enkf", "etkf", "pf")
 RECALIBRATION = ("reassimilate", "none")
 ESTIMATE = ("joint", "states", "parameters")
+DEFAULT_SOLVER = SolverSettings(rtol=1e-5, atol=1e-6, path="auto", precision="float32")
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,10 @@ class TwinConfig:
         regularization: the particle filter's jitter bandwidth factor after resampling
             (DAPPER's ``reg``; 0: none).
         solver: the engine's settings for every propagation and forecast; by default
-            ``path="auto"``: the engine's fast path where the model declares one (and is not
-            stiff), each solve checking a few members against the accurate path (recorded
-            in the sync report, the innovation log and the forecast), the accurate path
-            otherwise.
+            ``path="auto"``: the engine's fast path (in float32) where the model declares
+            one and is not stiff, each solve checking a few members against the accurate
+            path (recorded in the sync report, the innovation log and the forecast), the
+            accurate path otherwise.
         seed: the random streams (one per version, see ``PatientTwin.reseed``).
         estimate: what each sync's analysis updates. ``"joint"`` (default): the members'
             states and fitted parameters together. ``"states"``: the states only; the fitted
@@ -79,7 +80,7 @@ class TwinConfig:
     rotate: bool = False
     resample_below: float = 0.5
     regularization: float = 1.0
-    solver: SolverSettings = field(default_factory=lambda: SolverSettings(rtol=1e-5, atol=1e-6, path="auto"))
+    solver: SolverSettings = field(default_factory=lambda: DEFAULT_SOLVER)
     seed: int = 0
     estimate: Literal["joint", "states", "parameters"] = "joint"
     clock_seconds: float | None = None
