@@ -136,20 +136,6 @@ def propagate(
     return traj.observables[:, idx, :], replace(ensemble, states=end, time=float(times[-1]))
 
 
-def observed(
-    model: Model,
-    pmap: ParameterMap,
-    ensemble: Ensemble,
-    inputs: Inputs,
-    times: np.ndarray,
-    settings: SolverSettings,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """The members' observables ``(N, len(times), O)`` over ``times`` (as :func:`propagate`,
-    without the states: what a forecast needs), and the :func:`solver_record` of the solve."""
-    traj, idx, _ = solve(model, pmap, ensemble, inputs, times, settings, states=False)
-    return traj.observables[:, idx, :], solver_record(traj)
-
-
 def solver_record(traj: Trajectories) -> dict[str, Any]:
     """The path a solve ran on (``"fast"`` or ``"accurate"``) and, on the fast path, its
     self-check: the largest error per observable against the accurate path, whether it
@@ -183,14 +169,7 @@ def merged_records(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def solve(
-    model: Model,
-    pmap: ParameterMap,
-    ensemble: Ensemble,
-    inputs: Inputs,
-    times: np.ndarray,
-    settings: SolverSettings,
-    *,
-    states: bool,
+    model: Model, pmap: ParameterMap, ensemble: Ensemble, inputs: Inputs, times: Any, settings: Any, *, states: bool
 ) -> tuple[Trajectories, np.ndarray | slice, int]:
     """One batched solve of every member over ``times`` (output count padded to a bucket):
     the trajectories, the index of ``times`` among their outputs, and the count of real

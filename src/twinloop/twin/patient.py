@@ -42,7 +42,7 @@ from twinloop.twin.consistency import MODEL_ERROR_WARNING as MODEL_ERROR_WARNING
 from twinloop.twin.consistency import TwinConsistencyWarning as TwinConsistencyWarning
 from twinloop.twin.consistency import adopt_model_error, check_fit, fit_innovation
 from twinloop.twin.drift import DriftDetector
-from twinloop.twin.ensemble import Ensemble, initial_states, observed, propagate, start_states
+from twinloop.twin.ensemble import Ensemble, initial_states, propagate, solve, solver_record, start_states
 from twinloop.twin.forecast import Forecast, horizon_steps, predictive_draws
 from twinloop.twin.identify import Identification, IdentifySettings, identify
 from twinloop.twin.log import RecordLog
@@ -510,7 +510,9 @@ class PatientTwin:
     def solved_members(self, inputs: Inputs, times: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`run_members` and the solve's path and self-check
         (:func:`~twinloop.twin.ensemble.solver_record`)."""
-        return observed(self.model, self.pmap, self.equally_weighted(), inputs, times, self.config.settings)
+        ens, settings = self.equally_weighted(), self.config.settings
+        traj, idx, _ = solve(self.model, self.pmap, ens, inputs, times, settings, states=False)
+        return traj.observables[:, idx, :], solver_record(traj)
 
     def equally_weighted(self) -> Ensemble:
         ens = self.ensemble
