@@ -44,6 +44,15 @@ SPEC: dict[str, Any] = {
                       "error": {"kind": "cgm", "sensor": "GuardianRT"}, "missing": {"mcar": 0.05}}],
     "outcomes": {"kind": "glycaemic", "observable": "plasma_glucose"},
 }  # fmt: skip
+CLOSED_LOOP: dict[str, Any] = {
+    **{k: v for k, v in SPEC.items() if k not in ("observations", "batch_size")},
+    "n": 4,
+    "chunk_size": 2,
+    "duration": 720,
+    "treatment": {"kind": "basal_bolus", "meals": [[120, 40], [420, 50]]},
+    "observations": [{"name": "bg", "observable": "plasma_glucose", "schedule": {"every": 15}}],
+    "control": {"controller": "basal-bolus", "rescue": {"threshold_mg_dl": 90, "grams": 15, "refractory_min": 30}},
+}
 runner = CliRunner()
 
 
@@ -120,6 +129,35 @@ def test_an_interrupted_distributed_run_resumes_to_the_same_bytes(
     done = generate(spec, out, progress=False, runner=local, resume=True)
     assert done.complete and not (out / ".parts").exists()
     same_bytes(out, reference)
+
+
+def test_a_closed_loop_planner_pickles_as_its_spec() -> None:
+    """What a worker receives: the planner rebuilt from the spec, with the same loops."""
+    import pickle
+
+    from twinloop.control.product import ClosedLoopPlanner
+    from twinloop.models.registry import get
+
+    spec = ProductSpec.from_dict(CLOSED_LOOP)
+    planner = ClosedLoopPlanner.for_spec(spec, get(spec.model_id))
+    again = pickle.loads(pickle.dumps(planner))
+    assert again is not planner and again.loops == planner.loops and again.model is planner.model
+    with pytest.raises(TypeError, match=r"pickles only when built with ClosedLoopPlanner.for_spec"):
+        pickle.dumps(ClosedLoopPlanner(planner.model, planner.loops))
+
+
+@pytest.mark.slow
+def test_closed_loop_arms_run_on_the_workers_too(local: DaskRunner, tmp_path: Path) -> None:
+    """The controller's loop runs on the worker (its planner pickles as the spec) and gives the same bytes."""
+    from twinloop.control import generate_product
+
+    spec = ProductSpec.from_dict(CLOSED_LOOP)
+    generate_product(spec, tmp_path / "here", progress=False)
+    result = generate_product(spec, tmp_path / "there", progress=False, runner=local)
+    assert result.complete and result.chunks_total == 2
+    same_bytes(tmp_path / "there", Product.open(tmp_path / "here"))
+    doses = Product.open(tmp_path / "there").table("doses")
+    assert {"insulin", "carbs"} <= set(doses["input"])
 
 
 def test_a_failed_chunk_on_a_worker_is_named(local: DaskRunner, tmp_path: Path) -> None:

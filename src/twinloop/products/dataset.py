@@ -150,7 +150,12 @@ def generate(
         if not stamp.exists():
             write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
         advance(sum(min(spec.chunk_size, spec.n - k * spec.chunk_size) for k in done))
-        for _, counts in runner.map(job, todo):
+        for k, counts in runner.map(job, todo):
+            if not (parts / f"{k:06d}.done").is_file():
+                raise InputError(
+                    f"Chunk {k} finished {runner.where}, but its files are not in '{parts}': the workers must see the "
+                    "output folder at the same path (a shared file system)."
+                )
             undo.keep = True  # a finished chunk is worth resuming
             advance(counts["patients"])
     finished = len(done) + len(todo)
