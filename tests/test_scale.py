@@ -178,7 +178,7 @@ def test_the_cli_runs_the_chunks_on_a_loopback_scheduler(loopback: str, referenc
         app, ["cohort", "generate", str(spec), "--out", str(tmp_path / "p"), "--scheduler", loopback]
     )
     assert result.exit_code == 0, result.output
-    assert f"chunks run on the Dask cluster at {loopback} (1 workers)" in result.output
+    assert f"chunks run on the Dask cluster at {loopback} (1 worker)" in result.output
     same_bytes(tmp_path / "p", reference)
 
 
@@ -227,7 +227,7 @@ def test_open_runner_refuses_bad_values_and_an_absent_scheduler(monkeypatch: pyt
 def test_default_workers_stay_in_process_for_small_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cluster_module, "cores", lambda: 4)
     default = cluster_module.default_workers
-    assert default(1, 1_000_000) == 1 and default(10, 200) == 1  # one chunk; too few patients to pay start-up
+    assert default(1, 1_000_000) == 1 and default(10, 10_000) == 1  # one chunk; too few patients to pay start-up
     assert default(10, 100_000) == 4 and default(3, 100_000) == 3  # one per core, at most one per chunk
     assert default(10, 200, predicted_wall_s=120.0) == 4 and default(10, 10**6, predicted_wall_s=5.0) == 1
     monkeypatch.setattr(cluster_module, "cores", lambda: 1)

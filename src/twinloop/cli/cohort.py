@@ -40,6 +40,7 @@ def generate(
     import math
 
     from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
     from twinloop.scale import check_scheduler, check_workers, default_workers, open_runner
@@ -63,16 +64,19 @@ def generate(
     if workers is None and scheduler is None:
         chunks = math.ceil(parsed.n / parsed.chunk_size)
         workers = default_workers(min(chunks, max_chunks or chunks), parsed.n)
+    check_out_dir(out, "--out")  # before a cluster starts
     with open_runner(workers, scheduler) as runner:
-        console.print(f"chunks run {runner.where}", markup=False, highlight=False)
+        if runner.where != "in this process":  # a cluster takes seconds to start: say so before the first chunk
+            console.print(f"chunks run {runner.where}", markup=False, highlight=False)
         if parsed.control:  # closed-loop arms: the controllers plan them
             from twinloop.control.product import generate_product
 
             result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, runner=runner)
         else:
             result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, runner=runner)
+        where = f"chunks ran {runner.where}"
     if result.complete:
-        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
+        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out} ({where})", markup=False, highlight=False)
     else:
         console.print(
             f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume",
