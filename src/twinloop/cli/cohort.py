@@ -28,12 +28,27 @@ def generate(
     n: Annotated[int | None, typer.Option("--n", help="override the number of patients")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="override the seed")] = None,
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="local worker processes, one core each (default: one per core for big runs)"),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="run the chunks on the Dask cluster at this address (tcp://...)")
+    ] = None,
 ) -> None:
     """Generate a product (patients, observations, outcomes, doses, manifest) from a spec."""
+    import math
+
     from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
+    from twinloop.scale import check_scheduler, check_workers, default_workers, open_runner
 
+    if workers is not None:
+        check_workers(workers)
+    if scheduler is not None:
+        check_scheduler(scheduler)
     if max_chunks is not None and max_chunks < 1:
         raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
     if n is not None and n < 1:
@@ -46,14 +61,22 @@ def generate(
         parsed = ProductSpec.from_dict(
             {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
         )
-    if parsed.control:  # closed-loop arms: the controllers plan them
-        from twinloop.control.product import generate_product
+    if workers is None and scheduler is None:
+        chunks = math.ceil(parsed.n / parsed.chunk_size)
+        workers = default_workers(min(chunks, max_chunks or chunks), parsed.n)
+    check_out_dir(out, "--out")  # before a cluster starts
+    with open_runner(workers, scheduler) as runner:
+        if runner.where != "in this process":  # a cluster takes seconds to start: say so before the first chunk
+            console.print(f"chunks run {runner.where}", markup=False, highlight=False)
+        if parsed.control:  # closed-loop arms: the controllers plan them
+            from twinloop.control.product import generate_product
 
-        result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
-    else:
-        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+            result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, runner=runner)
+        else:
+            result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, runner=runner)
+        where = f"chunks ran {runner.where}"
     if result.complete:
-        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
+        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out} ({where})", markup=False, highlight=False)
     else:
         console.print(
             f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume",
