@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 cohort_app = typer.Typer(help="Generate and describe synthetic cohorts and data products.", no_args_is_help=True)
 console = Console()
+LONG_RUN_S = 10.0
+"""Runs predicted to take longer print their estimate first."""
 
 
 @cohort_app.command("generate")
@@ -28,8 +30,14 @@ def generate(
     n: Annotated[int | None, typer.Option("--n", help="override the number of patients")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="override the seed")] = None,
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the predicted wall time, memory and size; write nothing")
+    ] = False,
 ) -> None:
-    """Generate a product (patients, observations, outcomes, doses, manifest) from a spec."""
+    """Generate a product (patients, observations, outcomes, doses, manifest) from a spec.
+
+    Before a long run (predicted over 10 s) the estimate from the cost model calibrated on
+    this machine is printed; afterwards, predicted against actual."""
     from twinloop.errors import InputError
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
@@ -46,20 +54,47 @@ def generate(
         parsed = ProductSpec.from_dict(
             {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
         )
+    from twinloop.products import envelope as cost
+
+    estimate = cost.estimate(parsed)
+    if dry_run:
+        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
+        return
+    if estimate.wall_s > LONG_RUN_S:
+        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
+    whole = not resume and max_chunks is None  # one call does the whole run: its time is comparable
+    envelope = estimate.to_dict() if whole else None
     if parsed.control:  # closed-loop arms: the controllers plan them
         from twinloop.control.product import generate_product
 
-        result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+        result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, envelope=envelope)
     else:
-        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks, envelope=envelope)
     if result.complete:
         console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
+        if envelope is not None:
+            console.print(_predicted_vs_actual(out, parsed), markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(
             f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume",
             markup=False,
             highlight=False,
         )
+
+
+def _predicted_vs_actual(out: Path, spec: Any) -> str:
+    """One line of predicted against actual, after recording the run in the cost model."""
+    from twinloop.products import envelope as cost
+    from twinloop.products.dataset import Product
+    from twinloop.products.limits import size_text
+
+    manifest = Product.open(out).manifest
+    env = manifest["envelope"]
+    cost.record(manifest, spec, out)
+    return (
+        f"predicted {env['predicted_wall_s']:.1f} s, {size_text(env['predicted_peak_rss_bytes'])} peak; "
+        f"actual {env['actual_wall_s']:.1f} s, {size_text(env['actual_peak_rss_bytes'])} peak"
+    )
 
 
 @cohort_app.command("describe")

@@ -194,6 +194,7 @@ def generate_product(
     csv: bool = False,
     max_chunks: int | None = None,
     sources: Sequence[Source] = (),
+    envelope: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Write the product of ``spec``, its ``control`` arms run closed-loop (the options are
     those of :func:`twinloop.products.dataset.generate`). Each minute of the loop is
@@ -214,4 +215,4 @@ def generate_product(
     loops = arm_loops(spec, model) if spec.control else {}
     planner = ClosedLoopPlanner(model, loops) if loops else None
     return generate(spec, out, resume=resume, progress=progress, csv=csv, max_chunks=max_chunks, sources=sources,
-                    planner=planner)  # fmt: skip
+                    planner=planner, envelope=envelope)  # fmt: skip

@@ -21,7 +21,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,7 @@ def generate(
     max_chunks: int | None = None,
     sources: Sequence[Source] = (),
     planner: Planner | None = None,
+    envelope: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Write the product of ``spec`` into the directory ``out``.
 
@@ -108,11 +110,14 @@ def generate(
             fitted population artifact a cohort was drawn from).
         planner: plans the closed-loop arms of a spec with a ``control`` section
             (:data:`Planner`; ``twinloop.control.generate_product`` supplies it).
+        envelope: the run's predicted cost (``products.envelope.estimate(...).to_dict()``);
+            the manifest records it with this call's wall time and peak memory.
 
     Raises:
         InputError: ``out`` holds another product, a different spec on resume, or the
             spec has closed-loop arms and no planner.
     """
+    started = time.perf_counter()
     out = Path(out)
     if spec.control and planner is None:
         raise InputError(
@@ -168,7 +173,8 @@ def generate(
     finished = len(done) + len(todo)
     if finished < n_chunks:
         return RunResult(out, False, finished, n_chunks)
-    _assemble(spec, model, out, n_chunks, csv)
+    actual = None if envelope is None else {**envelope, **_actuals(time.perf_counter() - started)}
+    _assemble(spec, model, out, n_chunks, csv, actual)
     activity.record(out, "product")
     return RunResult(out, True, n_chunks, n_chunks)
 
@@ -271,7 +277,16 @@ def _scan_matrix(scans: pd.DataFrame, ids: list[str], spec: ProductSpec, model: 
     return days, values
 
 
-def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bool) -> None:
+def _actuals(wall_s: float) -> dict[str, float]:
+    """What this run measured: its wall time and the process's peak memory."""
+    from twinloop.simulate.cost import peak_rss_bytes
+
+    return {"actual_wall_s": wall_s, "actual_peak_rss_bytes": float(peak_rss_bytes())}
+
+
+def _assemble(
+    spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bool, envelope: Mapping[str, Any] | None = None
+) -> None:
     parts = out / PARTS
     files: dict[str, Any] = {}
     for name in FILES:
@@ -323,6 +338,8 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
         },
         "simulation_failures": int(patients.sum()),
     }
+    if envelope is not None:
+        manifest["envelope"] = dict(envelope)
     write_atomic(
         out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     )
