@@ -100,6 +100,9 @@ def test_the_estimate_is_linear_in_patient_days_and_scales_with_workers(calibrat
     two = envelope.estimate(_spec(n=1000), workers=2, file=calibrated)
     assert two.compute_s == pytest.approx(one.compute_s / envelope.scaling_for(2), rel=1e-9)
     assert two.fixed_s == one.fixed_s + envelope.CLUSTER_START_S
+    assert envelope.worth_estimating(_spec(n=1000), file=calibrated)  # calibrated: free
+    assert not envelope.worth_estimating(_spec(n=1000), file=calibrated.parent / "none.json")
+    assert envelope.worth_estimating(_spec(n=21000), file=calibrated.parent / "none.json")  # 1,029,000 values
     lines = one.render().splitlines()
     assert lines[0].startswith("estimate for 'pk-envelope': 1000 patients, 1,000 patient-days") and len(lines) == 5
     for bad in (0, -1, 2.5, True, "2", 10**6):

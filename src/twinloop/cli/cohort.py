@@ -37,7 +37,8 @@ def generate(
     """Generate a product (patients, observations, outcomes, doses, manifest) from a spec.
 
     Before a long run (predicted over 10 s) the estimate from the cost model calibrated on
-    this machine is printed; afterwards, predicted against actual."""
+    this machine is printed; afterwards, predicted against actual. A small run of a model
+    not yet calibrated here is not estimated (--dry-run calibrates it)."""
     from twinloop.errors import InputError
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
@@ -56,14 +57,13 @@ def generate(
         )
     from twinloop.products import envelope as cost
 
-    estimate = cost.estimate(parsed)
+    estimate = cost.estimate(parsed) if dry_run or cost.worth_estimating(parsed) else None
+    if estimate is not None and (dry_run or estimate.wall_s > LONG_RUN_S):
+        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
     if dry_run:
-        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
         return
-    if estimate.wall_s > LONG_RUN_S:
-        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
     whole = not resume and max_chunks is None  # one call does the whole run: its time is comparable
-    envelope = estimate.to_dict() if whole else None
+    envelope = estimate.to_dict() if estimate is not None and whole else None
     if parsed.control:  # closed-loop arms: the controllers plan them
         from twinloop.control.product import generate_product
 

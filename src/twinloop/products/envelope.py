@@ -1,11 +1,13 @@
 """The computational envelope of a product run: predicted wall time, peak memory and
 output size, from the cost model calibrated on this machine (:mod:`twinloop.simulate.cost`).
 
-Cold, the prediction is the calibrated engine rate plus a per-row cost of observing and
-writing, and a memory and size model of one chunk; once runs of the same model, path and
-worker count are recorded, their median rate and their actual / predicted size and memory
-ratios take over ("from N past runs"). The manifest of a product records the envelope
-beside what the run measured; :func:`prediction_error` summarises such records.
+Cold, the wall time is the calibration's compile time per arm, plus the patient-days at
+the calibrated engine rate and a per-row cost of observing and writing, divided among
+the workers; memory is the calibrated process plus one chunk's working set; size is rows
+times bytes. Once runs of the same model, path and precision are recorded, the median of
+their actual / predicted ratios (the latest five) corrects each figure ("from N past
+runs"). A product's manifest records the envelope with what the run measured;
+:func:`prediction_error` summarises such records for the benchmarks.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ WORKER_EFFICIENCY = 0.9
 """Share of linear speed-up assumed per added worker (up to the number of cores)."""
 CLUSTER_START_S = 3.0
 """Starting a local cluster of worker processes."""
+LARGE_RUN_VALUES = 1_000_000
+"""Simulated values (patients x output points x observables) from which a run is estimated
+even when the model must first be calibrated (a short timed run, compiled once)."""
 TABLE_COLUMNS = 12
 """Columns of the patients and outcomes tables besides the parameters (ids, arm, covariates, labels)."""
 
@@ -112,6 +117,17 @@ def observation_rows(spec: ProductSpec) -> int:
     (missingness and dropout ignored: an upper bound)."""
     per_patient = sum(p.schedule.count(spec.duration) for p in spec.observations)
     return math.ceil(spec.n * per_patient)
+
+
+def worth_estimating(spec: ProductSpec, *, file: Path | None = None) -> bool:
+    """Whether to estimate a run before it starts: free when the model is calibrated on this
+    machine, and worth a calibration when the run holds :data:`LARGE_RUN_VALUES` or more."""
+    from twinloop.models.registry import get as get_model
+    from twinloop.simulate import cost
+
+    model = get_model(spec.model_id)
+    values = spec.n * output_points(spec.duration, spec.resolution) * len(model.observables)
+    return values >= LARGE_RUN_VALUES or cost.cost_key(model, spec.solver) in cost.load(file)["calibrations"]
 
 
 def estimate(spec: ProductSpec, workers: int = 1, *, file: Path | None = None) -> Envelope:
