@@ -85,6 +85,7 @@ def test_a_corrupt_cost_file_is_ignored_and_rewritten(calibrated: Path, tmp_path
     for text in ("", "[]", '{"kind": "twinloop.cost", "format": 99}', "\x00\xff"):
         copy.write_text(text)
         assert cost.load(copy) == {"calibrations": {}, "runs": {}}
+    assert not cost.save(tables, copy / "below-a-file.json")  # an unwritable cache is no error
 
 
 def test_the_estimate_is_linear_in_patient_days_and_scales_with_workers(calibrated: Path) -> None:
@@ -172,7 +173,8 @@ def test_prediction_error_over_runs() -> None:
     error = envelope.prediction_error(runs)
     assert error["wall_ratio"] == [2.0, 0.8] and error["peak_rss_ratio"] == [0.5, 1.0]
     assert error["worst_wall_factor"] == 2.0 and error["worst_peak_rss_factor"] == 2.0
-    with pytest.raises(InputError, match=r"records\[0\] is not an envelope"):
-        envelope.prediction_error([{"predicted_wall_s": 1.0}])
+    for bad in ({"predicted_wall_s": 1.0}, {**runs[0], "actual_wall_s": "soon"}, None, 3):
+        with pytest.raises(InputError, match=r"records\[1\] is not an envelope with its actuals"):
+            envelope.prediction_error([runs[0], bad])  # type: ignore[list-item]
     with pytest.raises(InputError, match="records is empty"):
         envelope.prediction_error([])

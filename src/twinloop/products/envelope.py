@@ -237,9 +237,13 @@ def prediction_error(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     memory per run, their medians and the worst factor either way."""
     wall, peak = [], []
     for i, env in enumerate(records):
-        if not isinstance(env, Mapping) or "actual_wall_s" not in env or "predicted_wall_s" not in env:
-            raise InputError(f"records[{i}] is not an envelope with its actuals (manifest['envelope'] of a run).")
-        outcome = envelope_outcome(env, env["actual_wall_s"], env["actual_peak_rss_bytes"])
+        try:
+            outcome = envelope_outcome(env, env["actual_wall_s"], env["actual_peak_rss_bytes"])
+        except (KeyError, TypeError, ValueError):
+            raise InputError(
+                f"records[{i}] is not an envelope with its actuals (predicted_wall_s, actual_wall_s, "
+                "predicted_peak_rss_bytes, actual_peak_rss_bytes): give manifest['envelope'] of finished runs."
+            ) from None
         wall.append(outcome["wall_ratio"])
         peak.append(outcome["peak_rss_ratio"])
     if not wall:

@@ -152,8 +152,9 @@ def load(file: Path | None = None) -> dict[str, Any]:
     return empty
 
 
-def save(tables: Mapping[str, Any], file: Path | None = None) -> None:
-    """Write ``tables`` (as :func:`load` gives them) atomically."""
+def save(tables: Mapping[str, Any], file: Path | None = None) -> bool:
+    """Write ``tables`` (as :func:`load` gives them) atomically; False when the cache cannot
+    be written (a read-only cache costs the next run a calibration, nothing more)."""
     data = {
         "kind": KIND,
         "format": FORMAT,
@@ -161,7 +162,11 @@ def save(tables: Mapping[str, Any], file: Path | None = None) -> None:
         "runs": {k: [asdict(r) for r in v[-KEEP_RUNS:]] for k, v in tables["runs"].items()},
     }
     text = json.dumps(data, indent=1, sort_keys=True)
-    write_atomic(file or cost_file(), lambda tmp: Path(tmp).write_text(text))
+    try:
+        write_atomic(file or cost_file(), lambda tmp: Path(tmp).write_text(text))
+    except OSError:
+        return False
+    return True
 
 
 # --- calibration ---------------------------------------------------------------
