@@ -183,13 +183,11 @@ def _output_bytes(spec: ProductSpec, model: Any, rows: int) -> float:
 
 def _chunk_bytes(spec: ProductSpec, model: Any, rows: int) -> float:
     """One chunk's working set: its outputs (held and copied), its observation rows, and
-    the engine's batch of states and observables on the output grid (three buffers)."""
-    points = output_points(spec.duration, spec.resolution)
+    the engine's batch of observables on the output grid (device, host and result copies)."""
+    values = output_points(spec.duration, spec.resolution) * len(model.observables) * 8.0
     chunk = min(spec.chunk_size, spec.n)
     batch = min(spec.batch_size, chunk)
-    outputs = chunk * points * len(model.observables) * 8.0 * 2
-    engine = batch * points * (len(model.states) + len(model.observables)) * 8.0 * 3
-    return outputs + engine + rows * chunk / spec.n * ROW_MEMORY_BYTES
+    return chunk * values * 2 + batch * values * 3 + rows * chunk / spec.n * ROW_MEMORY_BYTES
 
 
 def envelope_outcome(
