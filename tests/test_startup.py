@@ -24,7 +24,7 @@ SRC = Path(tl.__file__).parent
 HEAVY = (
     "jax", "jaxlib", "numpy", "scipy", "pandas", "pyarrow", "numpyro", "diffrax", "equinox", "optax", "flowjax",
     "scoringrules", "numba", "plotly", "matplotlib", "statsmodels", "sqlalchemy", "fhir.resources", "sklearn",
-    "xarray", "arviz", "SALib", "pint", "duckdb",
+    "xarray", "arviz", "SALib", "pint", "duckdb", "dask", "distributed", "tornado",
 )  # fmt: skip
 JAX_FAMILY = ("jax", "jaxlib", "diffrax", "equinox", "numpyro", "optax", "flowjax")
 CLI = "import sys; from twinloop.cli.app import main; sys.argv[0] = 'twinloop'; main()"
@@ -81,6 +81,7 @@ def test_public_names_resolve_and_dir_lists_them():
     assert issubclass(tl.DataError, tl.TwinloopError) and tl.__version__ == "0.1.0"
     errors = {"TwinloopError", "ModelError", "InputError", "DataError", "SimulationError", "CalibrationError"}
     names = {"PatientTwin", "simulate", "SolverSettings", "Trajectories", "Inputs", "models", "control", "trials"}
+    names |= {"scale"}
     expected = {*names, "__version__", *errors}
     assert set(dir(tl)) == set(tl.__all__) == expected
     with pytest.raises(AttributeError, match="module 'twinloop' has no attribute 'PatientTwins'"):
@@ -90,7 +91,7 @@ def test_public_names_resolve_and_dir_lists_them():
 @pytest.mark.parametrize(
     "package",
     ["twinloop.models", "twinloop.simulate", "twinloop.calibrate", "twinloop.cohort", "twinloop.connect",
-     "twinloop.learn", "twinloop.store", "twinloop.twin"],
+     "twinloop.learn", "twinloop.store", "twinloop.twin", "twinloop.scale"],
 )  # fmt: skip
 def test_every_declared_name_of_a_package_resolves(package):
     module = importlib.import_module(package)

@@ -17,6 +17,7 @@ from twinloop._lazy import attach
 if TYPE_CHECKING:
     from twinloop import control as control
     from twinloop import models as models
+    from twinloop import scale as scale
     from twinloop import trials as trials
     from twinloop.errors import CalibrationError as CalibrationError
     from twinloop.errors import DataError as DataError

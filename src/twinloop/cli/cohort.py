@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 cohort_app = typer.Typer(help="Generate and describe synthetic cohorts and data products.", no_args_is_help=True)
 console = Console()
+LONG_RUN_S = 10.0
+"""Runs predicted to take longer print their estimate first."""
 
 
 @cohort_app.command("generate")
@@ -28,12 +30,34 @@ def generate(
     n: Annotated[int | None, typer.Option("--n", help="override the number of patients")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="override the seed")] = None,
     max_chunks: Annotated[int | None, typer.Option("--max-chunks", help="stop after this many chunks")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="local worker processes, one core each (default: one per core for big runs)"),
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="run the chunks on the Dask cluster at this address (tcp://...)")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="print the predicted wall time, memory and size; write nothing")
+    ] = False,
 ) -> None:
-    """Generate a product (patients, observations, outcomes, doses, manifest) from a spec."""
+    """Generate a product (patients, observations, outcomes, doses, manifest) from a spec.
+
+    Before a long run (predicted over 10 s) the estimate from the cost model calibrated on
+    this machine is printed; afterwards, predicted against actual. A small run of a model
+    not yet calibrated here is not estimated (--dry-run calibrates it)."""
+    import math
+
     from twinloop.errors import InputError
+    from twinloop.products.dataset import check_out_dir
     from twinloop.products.dataset import generate as run
     from twinloop.products.spec import ProductSpec
+    from twinloop.scale import check_scheduler, check_workers, default_workers, open_runner
 
+    if workers is not None:
+        check_workers(workers)
+    if scheduler is not None:
+        check_scheduler(scheduler)
     if max_chunks is not None and max_chunks < 1:
         raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
     if n is not None and n < 1:
@@ -46,20 +70,59 @@ def generate(
         parsed = ProductSpec.from_dict(
             {**parsed.raw, "population": parsed.population.to_dict(), "condition": None, **overrides}
         )
-    if parsed.control:  # closed-loop arms: the controllers plan them
-        from twinloop.control.product import generate_product
+    from twinloop.products import envelope as cost
 
-        result = generate_product(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
-    else:
-        result = run(parsed, out, resume=resume, csv=csv, max_chunks=max_chunks)
+    chunks = math.ceil(parsed.n / parsed.chunk_size)
+    estimate = cost.estimate(parsed) if dry_run or cost.worth_estimating(parsed) else None
+    if workers is None and scheduler is None:
+        predicted = estimate.wall_s if estimate is not None else None
+        workers = default_workers(min(chunks, max_chunks or chunks), parsed.n, predicted_wall_s=predicted)
+    if estimate is not None and (workers or 1) > 1:
+        estimate = cost.estimate(parsed, workers=workers or 1)
+    if estimate is not None and (dry_run or estimate.wall_s > LONG_RUN_S):
+        console.print(estimate.render(), markup=False, highlight=False, soft_wrap=True)
+    if dry_run:
+        return
+    whole = not resume and max_chunks is None  # one call does the whole run: its time is comparable
+    envelope = estimate.to_dict() if estimate is not None and whole and scheduler is None else None
+    check_out_dir(out, "--out")  # before a cluster starts
+    with open_runner(workers, scheduler) as runner:
+        if runner.where != "in this process":  # a cluster takes seconds to start: say so before the first chunk
+            console.print(f"chunks run {runner.where}", markup=False, highlight=False)
+        options: dict[str, Any] = {"resume": resume, "csv": csv, "max_chunks": max_chunks, "runner": runner,
+                                   "envelope": envelope}  # fmt: skip
+        if parsed.control:  # closed-loop arms: the controllers plan them
+            from twinloop.control.product import generate_product
+
+            result = generate_product(parsed, out, **options)
+        else:
+            result = run(parsed, out, **options)
+        where = f"chunks ran {runner.where}"
     if result.complete:
-        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out}", markup=False, highlight=False)
+        console.print(f"wrote {parsed.n} patients of '{parsed.name}' to {out} ({where})", markup=False, highlight=False)
+        if envelope is not None:
+            console.print(_predicted_vs_actual(out, parsed), markup=False, highlight=False, soft_wrap=True)
     else:
         console.print(
             f"{result.chunks_done} of {result.chunks_total} chunks done in {out}; continue with --resume",
             markup=False,
             highlight=False,
         )
+
+
+def _predicted_vs_actual(out: Path, spec: Any) -> str:
+    """One line of predicted against actual, after recording the run in the cost model."""
+    from twinloop.products import envelope as cost
+    from twinloop.products.dataset import Product
+    from twinloop.products.limits import size_text
+
+    manifest = Product.open(out).manifest
+    env = manifest["envelope"]
+    cost.record(manifest, spec, out)
+    return (
+        f"predicted {env['predicted_wall_s']:.1f} s, {size_text(env['predicted_peak_rss_bytes'])} peak; "
+        f"actual {env['actual_wall_s']:.1f} s, {size_text(env['actual_peak_rss_bytes'])} peak"
+    )
 
 
 @cohort_app.command("describe")

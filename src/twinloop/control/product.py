@@ -44,6 +44,7 @@ from twinloop.control.types import Controller
 from twinloop.errors import InputError
 
 if TYPE_CHECKING:
+    from twinloop._chunks import ChunkRunner
     from twinloop._provenance import Source
     from twinloop.cohort.population import Cohort
     from twinloop.models.base import Model
@@ -142,10 +143,28 @@ def _meals(arm: str, items: Sequence[Mapping[str, Any]]) -> tuple[list[Any], flo
 class ClosedLoopPlanner:
     """The planner of a closed-loop product (``twinloop.products.dataset.Planner``):
     ``planner(arm, cohort, seed)`` runs the arm's loop on the cohort's patients and returns
-    what it delivered as a cohort plan."""
+    what it delivered as a cohort plan.
+
+    Built by :meth:`for_spec`, it pickles as its spec (plain data) and is rebuilt, once
+    per process, in the Dask worker that unpickles it (model objects and controllers
+    do not pickle).
+    """
 
     def __init__(self, model: Model, loops: Mapping[str, ArmLoop], *, accurate: bool = True) -> None:
         self.model, self.loops, self.accurate = model, dict(loops), bool(accurate)
+        self.spec: dict[str, Any] | None = None
+
+    @classmethod
+    def for_spec(cls, spec: ProductSpec, model: Model, *, accurate: bool = True) -> ClosedLoopPlanner:
+        """The planner of ``spec``'s closed-loop arms (validated by :func:`arm_loops`)."""
+        planner = cls(model, arm_loops(spec, model), accurate=accurate)
+        planner.spec = {k: v for k, v in spec.to_dict().items() if k != "population_hash"}
+        return planner
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.spec is None:
+            raise TypeError("A ClosedLoopPlanner pickles only when built with ClosedLoopPlanner.for_spec(spec, model).")
+        return (_rebuilt, (self.spec, self.accurate))
 
     def __call__(self, arm: str, cohort: Cohort, seed: int) -> Inputs:
         loop = self.loops[arm]
@@ -157,6 +176,25 @@ class ClosedLoopPlanner:
         result = closed_loop(self.model, padded, loop.controller, loop.scenario, seed=seed,
                              accurate=self.accurate, chunk_size=size)  # fmt: skip
         return delivered_inputs(self.model, result.insulin[: patients.n], result.carbs[: patients.n])
+
+
+_REBUILT: dict[str, ClosedLoopPlanner] = {}
+
+
+def _rebuilt(spec: dict[str, Any], accurate: bool) -> ClosedLoopPlanner:
+    """The planner of a pickled spec, built once per process."""
+    import hashlib
+    import json
+
+    from twinloop.models.registry import get as get_model
+    from twinloop.products.spec import ProductSpec
+
+    key = hashlib.sha256(json.dumps([spec, accurate], sort_keys=True).encode()).hexdigest()
+    if key not in _REBUILT:
+        parsed = ProductSpec.from_dict(spec)
+        _REBUILT.clear()
+        _REBUILT[key] = ClosedLoopPlanner.for_spec(parsed, get_model(parsed.model_id), accurate=accurate)
+    return _REBUILT[key]
 
 
 def _bucket(n: int) -> int:
@@ -194,10 +232,13 @@ def generate_product(
     csv: bool = False,
     max_chunks: int | None = None,
     sources: Sequence[Source] = (),
+    runner: ChunkRunner | None = None,
+    envelope: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Write the product of ``spec``, its ``control`` arms run closed-loop (the options are
-    those of :func:`twinloop.products.dataset.generate`). Each minute of the loop is
-    integrated adaptively, as the engine integrates its replay.
+    those of :func:`twinloop.products.dataset.generate`; the loops run on the runner's
+    workers too). Each minute of the loop is integrated adaptively, as the engine
+    integrates its replay.
 
     Example:
         >>> spec = ProductSpec.from_yaml("examples/t1d_closed_loop.yaml")  # doctest: +SKIP
@@ -211,7 +252,6 @@ def generate_product(
     from twinloop.products.dataset import generate
 
     model = get_model(spec.model_id)
-    loops = arm_loops(spec, model) if spec.control else {}
-    planner = ClosedLoopPlanner(model, loops) if loops else None
+    planner = ClosedLoopPlanner.for_spec(spec, model) if spec.control else None
     return generate(spec, out, resume=resume, progress=progress, csv=csv, max_chunks=max_chunks, sources=sources,
-                    planner=planner)  # fmt: skip
+                    planner=planner, runner=runner, envelope=envelope)  # fmt: skip

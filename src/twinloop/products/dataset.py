@@ -9,8 +9,9 @@ Layout of a product directory::
     manifest.json         model id, version and content hash, the resolved spec, seeds,
                           code version, and the SHA-256 and row count of every file
 
-The cohort is processed in chunks. Each chunk's files are written atomically under
-``.parts/`` with a completion marker; ``resume=True`` skips finished chunks, so an
+The cohort is processed in chunks (:mod:`twinloop.products.chunk`), in this process or
+on Dask workers (a ``runner``, see ``twinloop.scale``). Each chunk's files are written
+atomically under ``.parts/`` with a completion marker; ``resume=True`` skips finished chunks, so an
 interrupted run completes to the same bytes as an uninterrupted one (chunk ``k`` draws
 from seeds derived from ``(seed, k)`` alone). The final files are assembled from the
 parts in chunk order, then ``manifest.json`` is written and ``.parts/`` removed.
@@ -21,59 +22,33 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from twinloop._atomic import write_atomic
+from twinloop._chunks import ChunkRunner, InProcessRunner, peak_rss_bytes
 from twinloop._provenance import Activity, Source, sha256_file
-from twinloop._schema import OBSERVATION_COLUMNS, empty_observations
-from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
 from twinloop.models.base import Model
-from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
-from twinloop.products import outcomes as outcome_fns
+from twinloop.products.chunk import ChunkJob
 from twinloop.products.simulation import Planner as Planner
-from twinloop.products.simulation import grid_of, observe_protocols, simulate_arms
 from twinloop.products.spec import ProductSpec
-from twinloop.products.treatments import dose_table
 
 FILES = ("patients", "observations", "outcomes", "doses")
 PARTS = ".parts"
-MINUTES_PER_UNIT = {"s": 1.0 / 60.0, "min": 1.0, "h": 60.0, "d": 1440.0}
-
-
-def model_timedelta(model_time: Any, time_unit: str, clock_seconds: float | None = None) -> pd.TimedeltaIndex:
-    """Model time (in the model's UCUM time unit, or of ``clock_seconds`` seconds per unit
-    when the model declares its clock) as timedeltas rounded to the millisecond."""
-    if clock_seconds is not None:
-        seconds = float(clock_seconds)
-    elif time_unit in MINUTES_PER_UNIT:
-        seconds = MINUTES_PER_UNIT[time_unit] * 60.0
-    else:
-        raise InputError(
-            f"Model time unit '{time_unit}' cannot be mapped to timestamps; declare how many seconds one unit "
-            "of model time lasts (Model(clock_seconds=...)), or use s, min, h or d."
-        )
-    ms = np.atleast_1d(np.asarray(model_time, dtype=np.float64)) * seconds * 1000.0
-    return pd.to_timedelta(ms, unit="ms").round("ms")
 
 
 def file_hash(path: Path) -> str:
     return sha256_file(path)
-
-
-def _write_parquet(frame: pd.DataFrame | pa.Table, path: Path) -> None:
-    table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    write_atomic(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 @dataclass(frozen=True)
@@ -96,6 +71,8 @@ def generate(
     max_chunks: int | None = None,
     sources: Sequence[Source] = (),
     planner: Planner | None = None,
+    runner: ChunkRunner | None = None,
+    envelope: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Write the product of ``spec`` into the directory ``out``.
 
@@ -107,12 +84,20 @@ def generate(
         sources: further inputs to record in the product's PROV graph (e.g. the
             fitted population artifact a cohort was drawn from).
         planner: plans the closed-loop arms of a spec with a ``control`` section
-            (:data:`Planner`; ``twinloop.control.generate_product`` supplies it).
+            (:data:`Planner`; ``twinloop.control.generate_product`` supplies it). With a
+            runner other than in-process it must pickle (``ClosedLoopPlanner`` does).
+        runner: where the chunks still to do run (``twinloop.scale.open_runner``: one
+            worker process per core, or a Dask cluster sharing ``out``'s file system);
+            in this process by default. The files are the same bytes either way.
+        envelope: the run's predicted cost (predicted wall seconds and peak bytes, and
+            its basis); the manifest records it with the actual wall time and peak
+            resident memory of this process and of each worker.
 
     Raises:
         InputError: ``out`` holds another product, a different spec on resume, or the
             spec has closed-loop arms and no planner.
     """
+    started = time.perf_counter()
     out = Path(out)
     if spec.control and planner is None:
         raise InputError(
@@ -124,6 +109,7 @@ def generate(
     check_out_dir(out, "--out")
     if max_chunks is not None and (isinstance(max_chunks, bool) or max_chunks < 1):
         raise InputError(f"--max-chunks must be >= 1 (chunks to process in this call); got {max_chunks}.")
+    _check_envelope(envelope)
     spec_hash = spec.content_hash()
     model = get_model(spec.model_id)
     activity = Activity(
@@ -154,124 +140,59 @@ def generate(
     todo = [k for k in range(n_chunks) if k not in set(done)]
     if max_chunks is not None:
         todo = todo[:max_chunks]
+    runner = runner if runner is not None else InProcessRunner()
+    job = ChunkJob(spec.to_dict(), spec_hash, model.content_hash(), str(parts), planner)
+    if isinstance(runner, InProcessRunner):
+        job.prime(spec, model)
     with PatientBar(progress, spec.n, spec.name) as advance, _Undo(out) as undo:
         parts.mkdir(parents=True, exist_ok=True)
         stamp = parts / "spec.json"
         if not stamp.exists():
             write_atomic(stamp, lambda tmp: Path(tmp).write_text(json.dumps({"spec_hash": spec_hash})))
         advance(sum(min(spec.chunk_size, spec.n - k * spec.chunk_size) for k in done))
-        for k in todo:
-            counts = _write_chunk(spec, model, k, parts, planner)
-            write_atomic(parts / f"{k:06d}.done", lambda tmp, c=counts: Path(tmp).write_text(json.dumps(c)))
+        for k, counts in runner.map(job, todo):
+            if not (parts / f"{k:06d}.done").is_file():
+                raise InputError(
+                    f"Chunk {k} finished {runner.where}, but its files are not in '{parts}': the workers must see the "
+                    "output folder at the same path (a shared file system)."
+                )
             undo.keep = True  # a finished chunk is worth resuming
             advance(counts["patients"])
     finished = len(done) + len(todo)
     if finished < n_chunks:
         return RunResult(out, False, finished, n_chunks)
-    _assemble(spec, model, out, n_chunks, csv)
+    _assemble(spec, model, out, n_chunks, csv, lambda: _measured(envelope, started, runner))
     activity.record(out, "product")
     return RunResult(out, True, n_chunks, n_chunks)
 
 
-def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: Planner | None) -> dict[str, int]:
-    """Sample, simulate, observe and label chunk ``k``; write its four part files."""
-    width = max(5, len(str(spec.n - 1)))
-    cohort = spec.population.sample_chunk(spec.n, spec.seed, spec.chunk_size, k, width)
-    rng = np.random.default_rng(np.random.SeedSequence([spec.seed, k, 1]))
-    arm_names = list(spec.arms)
-    arm = np.asarray(arm_names, dtype=object)[rng.integers(len(arm_names), size=cohort.n)]
-    grid = grid_of(spec)
-
-    def plan_seed(a: int) -> int:
-        return int(np.random.SeedSequence([spec.seed, k, 4, a]).generate_state(1)[0])
-
-    run = simulate_arms(spec, model, cohort, arm, grid, planner=planner, plan_seed=plan_seed)
-    observables, failed, doses = run.observables, run.failed, run.doses
-    patients = cohort.table()
-    patients.insert(1, "arm", arm.astype(str))
-    patients.insert(3, "chunk", k)
-    patients["simulation_failed"] = failed
-    obs_frames, _ = observe_protocols(
-        spec.observations,
-        model,
-        cohort.ids,
-        grid,
-        observables,
-        np.random.default_rng(np.random.SeedSequence([spec.seed, k, 2])),
-        lambda j: np.random.default_rng(np.random.SeedSequence([spec.seed, k, 3, j])),
-    )
-    observations = _canonical(obs_frames, cohort.ids, spec, model)
-    outcome_frame = _outcomes(spec, model, cohort, arm, grid, observables, observations)
-    dose_frame = pd.concat(doses, ignore_index=True) if doses else dose_table(model, Inputs(), [])
-    dose_frame = dose_frame.sort_values(["subject_id", "time", "input"], kind="stable").reset_index(drop=True)
-    dose_frame["time"] = _timestamps(dose_frame["time"].to_numpy(), spec, model)
-    frames = {"patients": patients, "observations": observations, "outcomes": outcome_frame, "doses": dose_frame}
-    for name, frame in frames.items():
-        _write_parquet(frame, parts / f"{k:06d}.{name}.parquet")
-    return {**{name: len(frame) for name, frame in frames.items()}, "draws": cohort.draws, "accepted": cohort.accepted}
+def _check_envelope(envelope: Any) -> None:
+    if envelope is None:
+        return
+    try:
+        ok = isinstance(envelope, Mapping) and bool(json.dumps(dict(envelope), allow_nan=False))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(
+            f"envelope must be a mapping of JSON values (predicted wall seconds, peak bytes, basis); got {envelope!r}."
+        )
 
 
-def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.Series:
-    offsets = model_timedelta(model_time, model.time_unit, model.clock_seconds)
-    return pd.Series(spec.origin + offsets).astype("datetime64[ms, UTC]")
+def _measured(envelope: Mapping[str, Any] | None, started: float, runner: ChunkRunner) -> dict[str, Any] | None:
+    """The predicted envelope with the run's actual wall time and peak resident memory."""
+    if envelope is None:
+        return None
+    workers = runner.worker_peak_rss_bytes()
+    actual = {"actual_wall_s": time.perf_counter() - started, "actual_peak_rss_bytes": peak_rss_bytes()}
+    if workers:
+        actual |= {"workers": len(workers), "actual_worker_peak_rss_bytes": max(workers.values())}
+    return {**envelope, **actual, "ran": runner.where}
 
 
-def _canonical(frames: list[pd.DataFrame], ids: list[str], spec: ProductSpec, model: Model) -> pd.DataFrame:
-    """One table sorted by patient, time and variable; text columns dictionary-encoded."""
-    if not frames:
-        frame = empty_observations(time="model")
-    elif len(frames) == 1:
-        frame = frames[0]
-    else:
-        text = ("variable", "unit", "code", "source")
-        frame = pd.concat([f.astype({c: str for c in text}) for f in frames], ignore_index=True)
-        frame["subject_id"] = pd.Categorical(frame["subject_id"].astype(str), categories=ids)
-        frame = frame.sort_values(["subject_id", "time", "variable"], kind="stable").reset_index(drop=True)
-        frame = frame.astype({c: "category" for c in text})
-    frame["time"] = _timestamps(frame["time"].to_numpy(), spec, model).array
-    return frame[list(OBSERVATION_COLUMNS)]
-
-
-def _outcomes(
-    spec: ProductSpec,
-    model: Model,
-    cohort: Cohort,
-    arm: np.ndarray,
-    grid: np.ndarray,
-    observables: np.ndarray,
-    observations: pd.DataFrame,
-) -> pd.DataFrame:
-    front = pd.DataFrame({"subject_id": cohort.ids, "arm": arm.astype(str)})
-    kind = spec.outcomes.get("kind", "none")
-    if kind == "glycaemic":
-        o = model.observable_names.index(spec.outcomes.get("observable", "plasma_glucose"))
-        metrics = outcome_fns.glycaemic_metrics(grid, observables[:, :, o])
-        metrics["hypoglycaemia"] = metrics["hypo_events_lt70"] > 0
-        return pd.concat([front, metrics], axis=1)
-    if kind == "recist":
-        protocol = next(p for p in spec.observations if p.name == spec.outcomes["observation"])
-        scans = observations[observations["source"] == f"synthetic:{protocol.name}"]
-        days, values = _scan_matrix(scans, cohort.ids, spec, model)
-        min_sd = float(spec.outcomes.get("min_sd_days", 42))
-        return pd.concat([front, outcome_fns.recist(days, values, min_sd_days=min_sd)], axis=1)
-    return front
-
-
-def _scan_matrix(scans: pd.DataFrame, ids: list[str], spec: ProductSpec, model: Model) -> tuple[np.ndarray, np.ndarray]:
-    """Scans as ``(n, k)`` day and value matrices (NaN-padded) in cohort order."""
-    elapsed = (scans["time"] - spec.origin).dt.total_seconds().to_numpy() / 86400.0
-    order = pd.Categorical(scans["subject_id"], categories=ids).codes
-    counts = np.bincount(order, minlength=len(ids))
-    width = max(int(counts.max()) if counts.size else 0, 1)
-    days = np.full((len(ids), width), np.nan)
-    values = np.full((len(ids), width), np.nan)
-    position = np.arange(len(order)) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
-    days[order, position] = elapsed
-    values[order, position] = scans["value"].to_numpy()
-    return days, values
-
-
-def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bool) -> None:
+def _assemble(
+    spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bool, measured: Callable[[], dict[str, Any] | None]
+) -> None:
     parts = out / PARTS
     files: dict[str, Any] = {}
     for name in FILES:
@@ -323,6 +244,9 @@ def _assemble(spec: ProductSpec, model: Model, out: Path, n_chunks: int, csv: bo
         },
         "simulation_failures": int(patients.sum()),
     }
+    envelope = measured()
+    if envelope is not None:
+        manifest["envelope"] = envelope
     write_atomic(
         out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     )
@@ -355,7 +279,7 @@ class _Undo:
         return self
 
     def __exit__(self, kind: object, *exc: object) -> None:
-        if kind is None or self.keep:
+        if kind is None or self.keep or any((self.out / PARTS).glob("*.done")):  # workers may have finished some
             return
         if self.created is not None:
             shutil.rmtree(self.created, ignore_errors=True)

@@ -24,7 +24,8 @@ from fhir.resources.R4B.bundle import Bundle
 from twinloop._atomic import write_atomic
 from twinloop._paths import check_name
 from twinloop.errors import InputError
-from twinloop.products.dataset import Product, check_out_dir, model_timedelta
+from twinloop.products.chunk import model_timedelta
+from twinloop.products.dataset import Product, check_out_dir
 
 TAG = {
     "system": "https://twinloop.dev/fhir/CodeSystem/data-origin",

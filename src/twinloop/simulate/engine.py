@@ -28,6 +28,7 @@ from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.inputs import Inputs
 from twinloop.simulate.batched import TABLEAU_SOLVERS, async_grid_solver, interval_integrator
+from twinloop.simulate.fastpath import FastChunks, choose_path, tolerances
 from twinloop.simulate.grid import integration_grid, rasterize
 from twinloop.simulate.trajectories import Trajectories
 
@@ -62,7 +63,8 @@ class SolverSettings:
             differentiable and open to implicit solvers.
         solver: one of ``SOLVERS`` (explicit Tsit5 by default; ``kvaerno5`` for stiff models).
         rtol, atol: tolerances of the adaptive PID step-size controller.
-        fixed_dt: if set, take constant steps of at most this size instead of adapting.
+        fixed_dt: if set, take constant steps of at most this size instead of adapting
+            (on the fast path: its step instead of the model's declared one).
         max_steps: the most steps allowed inside one grid interval.
         clock: batched backend only. ``"patient"`` (default): every patient advances
             through the grid on its own, the loop runs for the most steps one patient
@@ -379,7 +381,8 @@ def simulate_chunks(
     if chunk_size < 1:
         raise InputError(f"chunk_size must be >= 1; got {chunk_size}.")
 
-    grid = padded_grid(integration_grid(model, plans, t_out))
+    exact = integration_grid(model, plans, t_out)
+    grid = padded_grid(exact)
     out_idx = np.searchsorted(grid, t_out)
     on_sample = _on_sample(model, grid)
     fn = _compiled(model, settings, save == "all", shared, states0 is not None)
@@ -389,6 +392,22 @@ def simulate_chunks(
 
     n = matrix.shape[0]
     size = padded_batch(n, chunk_size)
+    choice = choose_path(model, settings.path, matrix, states0, exact, settings.fixed_dt)
+
+    def accurate(m: np.ndarray, rates: Any, jumps: Any, y: np.ndarray) -> dict[str, Any]:
+        rows = np.minimum(np.arange(padded_batch(len(m), chunk_size)), len(m) - 1)
+        if not shared:
+            rates, jumps = rates[rows], jumps[rows]
+        out = jax.device_get(fn(m[rows], rates, jumps, grid, on_sample, out_idx, y[rows]))
+        return {name: np.asarray(v)[: len(m)] for name, v in out.items()}
+
+    fast = (
+        FastChunks(model, choice, exact, grid, out_idx, on_sample, save_states=save == "all", shared=shared,
+                   given_y0=states0 is not None, precision=settings.precision,
+                   check_patients=settings.check_patients, on_check_failure=settings.on_check_failure,
+                   accurate=accurate)
+        if choice.fast else None
+    )  # fmt: skip
     n_chunks = math.ceil(n / size)
     with _ProgressBar(progress and n_chunks > 1, n, model.id) as bar:
         for c in range(n_chunks):
@@ -398,9 +417,14 @@ def simulate_chunks(
                 rates_all, jumps_all = rasterize(model, plans, grid, rows=idx)
             elif not shared:
                 rates_all, jumps_all = rasterize(model, [plans[i] for i in idx], grid)
-            out = fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx, starts[idx])
-            out = jax.device_get(out)
-            yield _chunk_result(model, out, hi - lo, t_out, ids[lo:hi], settings)
+            check: dict[str, Any] = {} if settings.path == "accurate" else choice.record()
+            if fast is not None:
+                out, record = fast.solve(c, hi - lo, matrix[idx], rates_all, jumps_all, starts[idx])
+                record["patients"] = [ids[lo + i] for i in record.pop("rows")]
+                check.update(record, precision=settings.precision, tolerance=tolerances(model))
+            else:
+                out = jax.device_get(fn(matrix[idx], rates_all, jumps_all, grid, on_sample, out_idx, starts[idx]))
+            yield _chunk_result(model, out, hi - lo, t_out, ids[lo:hi], settings, check)
             bar(hi - lo)
 
 
@@ -434,7 +458,13 @@ def _on_sample(model: Model, grid: np.ndarray) -> np.ndarray:
 
 
 def _chunk_result(
-    model: Model, out: dict[str, Any], n: int, times: np.ndarray, ids: list[str], settings: SolverSettings
+    model: Model,
+    out: dict[str, Any],
+    n: int,
+    times: np.ndarray,
+    ids: list[str],
+    settings: SolverSettings,
+    check: dict[str, Any],
 ) -> Trajectories:
     codes = np.asarray(out["code"])[:n]
     failures = {ids[i]: FAILURE_REASONS[int(codes[i])] for i in np.flatnonzero(codes)}
@@ -454,7 +484,9 @@ def _chunk_result(
         failures=failures,
         settings={"backend": settings.backend, "clock": settings.clock, "solver": settings.solver,
                   "rtol": settings.rtol, "atol": settings.atol, "fixed_dt": settings.fixed_dt,
-                  "max_steps": settings.max_steps},
+                  "max_steps": settings.max_steps, "path": check.get("path", "accurate"),
+                  "precision": settings.precision if check.get("path") == "fast" else "float64"},
+        check=check,
     )  # fmt: skip
 
 

@@ -85,6 +85,7 @@ class Trajectories:
             states=states,
             failures=failures,
             settings=first.settings,
+            check=merge_checks([p.check for p in parts]),
         )
 
     def metadata(self) -> dict[str, Any]:
@@ -156,3 +157,24 @@ class Trajectories:
         )
         ds.attrs.update({"model_id": self.model_id, "model_version": self.model_version})
         return ds
+
+
+def merge_checks(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One record for a run from its chunks' records (largest errors, every fallback)."""
+    if not parts or not parts[0]:
+        return {}
+    first = parts[0]
+    if "max_error" not in first:  # the accurate path ran: every chunk says why
+        return dict(first)
+    errors = {name: max(p["max_error"][name] for p in parts) for name in first["max_error"]}
+    merged = {key: first[key] for key in first if key not in ("chunks", "patients", "max_error", "passed",
+                                                                 "rerun_non_finite", "fallback_chunks")}  # fmt: skip
+    merged.update(
+        chunks=sum(p["chunks"] for p in parts),
+        patients=[i for p in parts for i in p["patients"]],
+        max_error=errors,
+        passed=all(p["passed"] for p in parts),
+        rerun_non_finite=sum(p["rerun_non_finite"] for p in parts),
+        fallback_chunks=[c for p in parts for c in p["fallback_chunks"]],
+    )
+    return merged
