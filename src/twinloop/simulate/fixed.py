@@ -77,7 +77,7 @@ def schedule(grid: np.ndarray, out_idx: np.ndarray, step: float) -> Schedule:
     )
 
 
-def _rk4(f: Callable[[Any, Any], Any], t: Any, x: Any, h: Any) -> Any:
+def rk4(f: Callable[[Any, Any], Any], t: Any, x: Any, h: Any) -> Any:
     k1 = f(t, x)
     k2 = f(t + 0.5 * h, x + (0.5 * h) * k1)
     k3 = f(t + 0.5 * h, x + (0.5 * h) * k2)
@@ -137,7 +137,7 @@ def fixed_step_solver(model: Model, save_states: bool, dtype: Any) -> Callable[.
             if uniform is not None:  # a constant step lets XLA fuse the stages (a traced one costs ~2x)
                 h = jnp.asarray(uniform, dtype=dtype)
             u = at(rates, k)
-            x = _rk4(lambda tt, y: model.rhs(tt, y, u, p), t, x, h)
+            x = rk4(lambda tt, y: model.rhs(tt, y, u, p), t, x, h)
             g, t_end = k + 1, t + h
             u_next = at(rates, jnp.minimum(g, n_grid - 2))
             x = jax.lax.cond(ends, lambda x: actions(x, g, t_end, u, u_next), lambda x: x, x)
