@@ -64,7 +64,7 @@ unit: env postgres
 test: lint typecheck unit
 
 test-all: env postgres
-	$(VENV)/bin/pytest -m ""
+	$(VENV)/bin/pytest -m "not gpu"
 
 bench: env
 	$(VENV)/bin/python benchmarks/bench_simulate.py
