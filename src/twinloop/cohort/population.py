@@ -41,7 +41,7 @@ from twinloop.cohort.spec import (
 from twinloop.errors import InputError
 from twinloop.models.base import Model
 from twinloop.models.registry import get as get_model
-from twinloop.simulate import simulate
+from twinloop.simulate import COHORT_SOLVER, simulate
 
 LOW_ACCEPTANCE = 0.01
 
@@ -553,7 +553,8 @@ def _outputs_plausible(model: Model, params: np.ndarray, constraints: Sequence[O
     times = np.linspace(0.0, t_end, 289)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        traj = simulate(model, params, plan, times=times, progress=False, chunk_size=min(len(params), 2000))
+        traj = simulate(model, params, plan, times=times, progress=False, chunk_size=min(len(params), 2000),
+                        settings=COHORT_SOLVER)  # fmt: skip
     keep = np.ones(len(params), dtype=bool)
     failed = np.isin(traj.patient_ids, list(traj.failures))
     keep &= ~failed

@@ -40,7 +40,7 @@ from twinloop.models.inputs import Inputs
 from twinloop.models.registry import get as get_model
 from twinloop.products.spec import population_from
 from twinloop.products.treatments import build_plan, validate_treatment
-from twinloop.simulate import simulate
+from twinloop.simulate import COHORT_SOLVER, simulate
 
 
 # --- spec helpers ----------------------------------------------------------
@@ -163,8 +163,12 @@ def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True
     theta = prior.sample(n, np.random.default_rng(seed))
     grid = np.unique(np.r_[0.0, times])
 
+    engine: list[dict[str, Any]] = []
+
     def run(th: np.ndarray) -> np.ndarray:
-        traj = simulate(model, pmap.full_batch(th), plan, times=grid, progress=False, chunk_size=min(len(th), 4096))
+        traj = simulate(model, pmap.full_batch(th), plan, times=grid, progress=False, chunk_size=min(len(th), 4096),
+                        settings=COHORT_SOLVER)  # fmt: skip
+        engine.append({"path": traj.settings["path"], **traj.check})
         return traj[observable][:, np.searchsorted(grid, times)]
 
     raw = run(theta)
@@ -176,7 +180,8 @@ def train_surrogate(spec: Mapping[str, Any], out: Path, *, progress: bool = True
     sur = Surrogate(tuple(prior.names), outputs, seed=seed, **settings)
     training = {"model": {"id": model.id, "version": model.version}, "prior": prior.to_dict(),
                 "parameters": {"names": list(pmap.names), "base": pmap.base.tolist()},
-                "inputs": repr(plan), "observable": observable, "transform": transform, "seed": seed}  # fmt: skip
+                "inputs": repr(plan), "observable": observable, "transform": transform, "seed": seed,
+                "engine": engine[0]}  # fmt: skip
     sur.fit(theta, values, manifest=training)
     sur.measure_speedup(run, theta[: min(n, 2000)])
     sur.save(out)

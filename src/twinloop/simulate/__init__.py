@@ -8,6 +8,7 @@ from twinloop._lazy import attach
 ensure_jax()  # before any module of this package imports JAX
 
 if TYPE_CHECKING:
+    from twinloop.simulate.engine import COHORT_SOLVER as COHORT_SOLVER
     from twinloop.simulate.engine import SOLVERS as SOLVERS
     from twinloop.simulate.engine import SimulationWarning as SimulationWarning
     from twinloop.simulate.engine import SolverSettings as SolverSettings

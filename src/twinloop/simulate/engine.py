@@ -122,6 +122,11 @@ class SolverSettings:
             raise InputError(f"on_check_failure must be 'fallback' or 'refuse'; got {self.on_check_failure!r}.")
 
 
+COHORT_SOLVER = SolverSettings(path="auto")
+"""Cohort work (products, trials, training sets, population constraints): the fast path
+where the model declares one, checked against the accurate path chunk by chunk."""
+
+
 def start_state(model: Model, p: Any, y0: Any) -> Any:
     """The state at the first grid point: ``y0`` when given (per patient), else the model's rule."""
     x0 = model.initial_state(p) if y0 is None else y0
