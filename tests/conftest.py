@@ -20,8 +20,8 @@ import twinloop as tl
 
 # The files whose tests take longest go first, so that with two workers (pytest-xdist,
 # ``--dist loadfile``, as `make test` runs) neither is left alone with a long file at the end.
-LONGEST_FIRST = ("test_cli.py", "test_heldout.py", "test_learn.py", "test_twin.py", "test_calibrate.py",
-                 "test_amortized.py", "test_govern.py", "test_models.py")  # fmt: skip
+LONGEST_FIRST = ("test_cli.py", "test_amortized.py", "test_heldout.py", "test_learn.py", "test_twin.py",
+                 "test_calibrate.py", "test_govern.py", "test_models.py")  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

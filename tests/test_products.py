@@ -165,6 +165,10 @@ def test_product_files_manifest_and_duckdb(t1d_product: Path) -> None:
     assert set(manifest["files"]) == {"patients.parquet", "observations.parquet", "outcomes.parquet", "doses.parquet"}
     assert product.verify() == []
     assert manifest["model"]["id"] == "t1d-uva-padova" and len(manifest["model"]["content_hash"]) == 64
+    engine = manifest["engine"]  # the fast path by default, its self-check over the 3 chunks
+    assert engine["paths"] == ["fast"] and engine["settings"]["path"] == "auto" and engine["check"]["passed"]
+    assert engine["check"]["chunks"] == 3 and len(engine["check"]["patients"]) == 6
+    assert 0 < engine["check"]["max_error"]["plasma_glucose"] < 0.1 <= engine["check"]["tolerance"]["plasma_glucose"][1]
     observations = product.table("observations")
     assert list(observations.columns) == ["subject_id", "time", "variable", "value", "unit", "code", "source"]
     assert str(observations["time"].dtype) == "datetime64[ms, UTC]"
@@ -239,7 +243,8 @@ def test_bad_specs_are_refused_and_write_nothing(tmp_path: Path) -> None:
         ({**T1D_SPEC, "treatment": {"kind": "radiotherapy", "fractions": 5, "dose_gy": 2}}, "radiotherapy"),
         ({**T1D_SPEC, "resolution": 5000}, "resolution"),
         ({**T1D_SPEC, "solver": {"rtol": -1}}, "Tolerances must be > 0"),
-        ({**T1D_SPEC, "solver": {"order": 5}}, "solver must be a mapping"),
+        ({**T1D_SPEC, "solver": {"order": 5}}, "solver has unknown keys"),
+        ({**T1D_SPEC, "solver": {"path": "quick"}}, "solver: path must be"),
     ]
     for raw, message in bad:
         with pytest.raises(tl.TwinloopError, match=message):

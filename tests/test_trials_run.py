@@ -111,6 +111,9 @@ def test_same_seed_same_frames_whatever_the_chunk_size(data: TrialData) -> None:
     pd.testing.assert_frame_equal(again.participants, data.participants)
     pd.testing.assert_frame_equal(again.flow, data.flow)
     assert again.lineage["spec_hash"] != data.lineage["spec_hash"]  # chunk_size is part of the spec
+    engine = data.lineage["engine"]  # tgi-claret declares no fast path: auto keeps it accurate, and says why
+    assert engine["paths"] == ["accurate"] and engine["settings"]["path"] == "auto"
+    assert "declares no fast path" in engine["check"]["reason"]
 
 
 def test_identical_arms_have_identical_potential_outcomes() -> None:

@@ -160,6 +160,26 @@ def _is_frozen(leaf: Any) -> bool:
     return isinstance(leaf, paramax.NonTrainable)
 
 
+_ADAM = optax.scale_by_adam()  # one instance: the compiled training step is shared by every flow of a process
+
+
+def _loss(params: Any, static: Any, *batch: Any) -> Any:
+    return -jnp.mean(eqx.combine(params, static).log_prob(*batch))
+
+
+@eqx.filter_jit
+def _step(params: Any, static: Any, state: Any, learning_rate: Any, *batch: Any) -> tuple[Any, Any, Any]:
+    """One Adam step at ``learning_rate`` (a traced scalar: the cosine schedule's value at
+    this step, so flows of any budget reuse the compiled step of their architecture)."""
+    value, grads = jax.value_and_grad(_loss)(params, static, *batch)
+    updates, state = _ADAM.update(grads, state, params)
+    updates = jax.tree.map(lambda u: -learning_rate.astype(u.dtype) * u, updates)
+    return optax.apply_updates(params, updates), state, value
+
+
+_val_loss = eqx.filter_jit(_loss)
+
+
 def _train(
     estimator: _Estimator, data: tuple[np.ndarray, ...], settings: NPESettings, seed: int, label: str
 ) -> tuple[_Estimator, list[float], list[float]]:
@@ -171,32 +191,23 @@ def _train(
     val, train = order[:n_val], order[n_val:]
     params, static = eqx.partition(estimator, eqx.is_inexact_array, is_leaf=_is_frozen)
     n_batches = max(train.size // settings.batch_size, 1)
-    schedule = optax.cosine_decay_schedule(settings.learning_rate, settings.max_epochs * n_batches, alpha=0.05)
-    optimizer = optax.adam(schedule)
-    opt_state = optimizer.init(params)
-
-    def loss(p: Any, *batch: Any) -> Any:
-        return -jnp.mean(eqx.combine(p, static).log_prob(*batch))
-
-    @eqx.filter_jit
-    def step(p: Any, state: Any, *batch: Any) -> tuple[Any, Any, Any]:
-        value, grads = jax.value_and_grad(loss)(p, *batch)
-        updates, state = optimizer.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, value
-
+    total_steps = settings.max_epochs * n_batches
+    schedule = optax.cosine_decay_schedule(settings.learning_rate, total_steps, alpha=0.05)
+    rates = np.asarray(schedule(np.arange(total_steps)), dtype=np.float64)
+    opt_state = _ADAM.init(params)
     val_batch = tuple(jnp.asarray(a[val]) for a in data)
-    val_loss = eqx.filter_jit(loss)
     best, best_loss, since_best = params, math.inf, 0
     history: tuple[list[float], list[float]] = ([], [])
-    for _ in track(range(settings.max_epochs), description=label, transient=True, disable=not progress_shown()):
+    for epoch in track(range(settings.max_epochs), description=label, transient=True, disable=not progress_shown()):
         shuffled = rng.permutation(train)
         total = 0.0
         for b in range(n_batches):
             idx = shuffled[b * settings.batch_size : (b + 1) * settings.batch_size]
-            params, opt_state, value = step(params, opt_state, *(jnp.asarray(a[idx]) for a in data))
+            rate = jnp.asarray(rates[epoch * n_batches + b])
+            params, opt_state, value = _step(params, static, opt_state, rate, *(jnp.asarray(a[idx]) for a in data))
             total += float(value)
         history[0].append(total / n_batches)
-        history[1].append(float(val_loss(params, *val_batch)))
+        history[1].append(float(_val_loss(params, static, *val_batch)))
         if history[1][-1] < best_loss - 1e-4:
             best, best_loss, since_best = params, history[1][-1], 0
         else:

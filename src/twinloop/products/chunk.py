@@ -101,7 +101,7 @@ class ChunkJob:
 _RESOLVED: dict[tuple[str, str], tuple[ProductSpec, Model]] = {}
 
 
-def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: Planner | None) -> dict[str, int]:
+def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: Planner | None) -> dict[str, Any]:
     """Sample, simulate, observe and label chunk ``k``; write its four part files."""
     width = max(5, len(str(spec.n - 1)))
     cohort = spec.population.sample_chunk(spec.n, spec.seed, spec.chunk_size, k, width)
@@ -136,7 +136,8 @@ def _write_chunk(spec: ProductSpec, model: Model, k: int, parts: Path, planner: 
     frames = {"patients": patients, "observations": observations, "outcomes": outcome_frame, "doses": dose_frame}
     for name, frame in frames.items():
         _write_parquet(frame, parts / f"{k:06d}.{name}.parquet")
-    return {**{name: len(frame) for name, frame in frames.items()}, "draws": cohort.draws, "accepted": cohort.accepted}
+    counts = {name: len(frame) for name, frame in frames.items()}
+    return {**counts, "draws": cohort.draws, "accepted": cohort.accepted, "engine": run.engine}
 
 
 def _timestamps(model_time: np.ndarray, spec: ProductSpec, model: Model) -> pd.Series:

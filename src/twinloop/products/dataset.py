@@ -19,6 +19,7 @@ parts in chunk order, then ``manifest.json`` is written and ``.parts/`` removed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -42,6 +43,7 @@ from twinloop.models.registry import get as get_model
 from twinloop.products.chunk import ChunkJob
 from twinloop.products.simulation import Planner as Planner
 from twinloop.products.spec import ProductSpec
+from twinloop.simulate.trajectories import merge_checks
 
 FILES = ("patients", "observations", "outcomes", "doses")
 PARTS = ".parts"
@@ -213,6 +215,7 @@ def _assemble(
             write_atomic(csv_path, lambda tmp, t=target: pq.read_table(t).to_pandas().to_csv(tmp, index=False))
             files[f"{name}.csv"] = {"sha256": file_hash(csv_path), "rows": rows}
     counts = [json.loads((parts / f"{k:06d}.done").read_text()) for k in range(n_chunks)]
+    engine = engine_summary(spec, [c.pop("engine", {}) for c in counts])
     patients = pq.read_table(out / "patients.parquet", columns=["simulation_failed"]).column(0).to_numpy()
     from twinloop import __version__
 
@@ -243,6 +246,7 @@ def _assemble(
             "rate": sum(c["accepted"] for c in counts) / max(1, sum(c["draws"] for c in counts)),
         },
         "simulation_failures": int(patients.sum()),
+        "engine": engine,
     }
     envelope = measured()
     if envelope is not None:
@@ -251,6 +255,16 @@ def _assemble(
         out / "manifest.json", lambda tmp: Path(tmp).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     )
     shutil.rmtree(parts)
+
+
+def engine_summary(spec: ProductSpec, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The solver settings and, over every chunk, the path taken and the fast path's
+    self-check (largest error per observable against the accurate path, fallbacks)."""
+    settings = dataclasses.asdict(spec.solver)
+    ran = [c for c in chunks if c]
+    paths = sorted({c["path"] for c in ran})
+    checks = [{k: v for k, v in c.items() if k != "path"} for c in ran]
+    return {"settings": settings, "paths": paths, "check": merge_checks(checks) if checks else {}}
 
 
 def check_out_dir(out: Path, field: str) -> None:

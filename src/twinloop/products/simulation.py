@@ -10,10 +10,12 @@ dropout from the generators it is given.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +27,7 @@ from twinloop.products.protocols import ObservationProtocol
 from twinloop.products.spec import ProductSpec
 from twinloop.products.treatments import build_plan, dose_table
 from twinloop.simulate import simulate
+from twinloop.simulate.trajectories import Trajectories, merge_checks
 
 Planner = Callable[[str, Cohort, int], Inputs]
 """``planner(arm, patients, seed) -> Inputs``: the cohort plan of one closed-loop arm's
@@ -34,11 +37,21 @@ patients (``twinloop.control.product``)."""
 @dataclass(frozen=True)
 class ArmRun:
     """What :func:`simulate_arms` gives: observables ``(n, len(grid), n_observables)`` in
-    cohort order, which patients' simulation failed, and each arm's dose table."""
+    cohort order, which patients' simulation failed, each arm's dose table, and the
+    engine's path and self-check over the arms (:func:`engine_record`)."""
 
     observables: np.ndarray
     failed: np.ndarray
     doses: list[pd.DataFrame]
+    engine: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def engine_record(parts: Sequence[Trajectories]) -> dict[str, Any]:
+    """The path the engine took and its fast-path self-check, merged over runs, as JSON data."""
+    if not parts:
+        return {}
+    check = merge_checks([p.check for p in parts])
+    return json.loads(json.dumps({"path": parts[0].settings.get("path", "accurate"), **check}))
 
 
 def grid_of(spec: ProductSpec, duration: float | None = None) -> np.ndarray:
@@ -73,6 +86,7 @@ def simulate_arms(
     observables = np.full((cohort.n, grid.size, len(model.observables)), np.nan)
     failed = np.zeros(cohort.n, dtype=bool)
     tables: list[pd.DataFrame] = []
+    runs: list[Trajectories] = []
     batch = chunk_size or min(spec.batch_size, spec.chunk_size)
     for a, name in enumerate(spec.arms):
         rows = np.flatnonzero(arm == name)
@@ -89,10 +103,11 @@ def simulate_arms(
             traj = simulate(model, sub.parameters, plan, times=grid, patient_ids=sub.ids, progress=False,
                             chunk_size=batch, settings=spec.solver)  # fmt: skip
         observables[rows] = traj.observables[: rows.size]
+        runs.append(traj)
         failed[rows] = np.isin(sub.ids[: rows.size], list(traj.failures))
         if doses:
             tables.append(dose_table(model, plan, sub.ids))
-    return ArmRun(observables, failed, tables)
+    return ArmRun(observables, failed, tables, engine_record(runs))
 
 
 def _padded(cohort: Cohort, rows: np.ndarray, batch: int) -> Cohort:

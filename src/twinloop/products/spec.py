@@ -34,9 +34,11 @@ any other; ``twinloop cohort generate`` does this, ``products.dataset.generate``
 refuses such a spec. The section is hashed with the spec and recorded in the manifest.
 
 ``origin`` is the UTC timestamp of model time 0. ``solver: {rtol: ..., atol: ...,
-solver: tsit5}`` sets the integration tolerances (default 1e-6; for a
-T1D CGM product rtol 1e-4, atol 1e-3 is about twice as fast and changes glucose by
-at most ~0.3 mg/dL, far below sensor noise).
+solver: tsit5, path: auto, precision: float64}`` sets the integration: ``path: auto``
+(default) takes the engine's fast path where the model declares one (fixed steps, every
+chunk checked against the accurate path on a few patients, the largest error recorded in
+the manifest's ``engine`` section), ``fast`` asks for it, ``accurate`` never takes it; the
+tolerances (default 1e-6) are the accurate path's.
 """
 
 from __future__ import annotations
@@ -197,14 +199,25 @@ class ProductSpec:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
 
 
+SOLVER_KEYS = ("rtol", "atol", "solver", "path", "precision")
+
+
 def _solver(raw: Any) -> SolverSettings:
-    if not isinstance(raw, Mapping) or set(raw) - {"rtol", "atol", "solver"}:
-        raise InputError(f"solver must be a mapping with rtol, atol and/or solver; got {raw!r}.")
+    if not isinstance(raw, Mapping):
+        raise InputError(f"solver must be a mapping with some of {', '.join(SOLVER_KEYS)}; got {raw!r}.")
+    unknown = sorted(map(str, set(raw) - set(SOLVER_KEYS)))
+    if unknown:
+        raise InputError(f"solver has unknown keys {unknown}; expected some of {', '.join(SOLVER_KEYS)}.")
     rtol = limits.finite_number("solver.rtol", raw.get("rtol", 1e-6))
     atol = limits.finite_number("solver.atol", raw.get("atol", 1e-6))
-    if not isinstance(raw.get("solver", "tsit5"), str):
-        raise InputError(f"solver.solver must be a solver name such as tsit5; got {raw.get('solver')!r}.")
-    return SolverSettings(solver=raw.get("solver", "tsit5"), rtol=rtol, atol=atol)
+    for key, default in (("solver", "tsit5"), ("path", "auto"), ("precision", "float64")):
+        if not isinstance(raw.get(key, default), str):
+            raise InputError(f"solver.{key} must be a string such as {default!r}; got {raw.get(key)!r}.")
+    try:
+        return SolverSettings(solver=raw.get("solver", "tsit5"), rtol=rtol, atol=atol, path=raw.get("path", "auto"),
+                              precision=raw.get("precision", "float64"))  # fmt: skip
+    except InputError as exc:
+        raise InputError(f"solver: {exc}") from None
 
 
 def _control(raw: Any, arms: list[str]) -> dict[str, dict[str, Any]]:

@@ -112,7 +112,7 @@ def measure_unit(runner: Runner, unit: list[Block], arm: np.ndarray, keep: bool,
             kept.append(obs)
         lo += m
     return {"endpoints": pd.concat(frames, ignore_index=True), "failed": run.failed, "completed":
-            np.concatenate(completed), "observations": kept}  # fmt: skip
+            np.concatenate(completed), "observations": kept, "engine": run.engine}  # fmt: skip
 
 
 def measure_potential(runner: Runner, unit: list[Block], m: int, plans: Plans) -> pd.DataFrame:

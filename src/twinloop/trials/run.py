@@ -34,7 +34,7 @@ import pandas as pd
 
 from twinloop.cohort.population import Cohort
 from twinloop.errors import InputError
-from twinloop.products.dataset import PatientBar
+from twinloop.products.dataset import PatientBar, engine_summary
 from twinloop.trials.measure import (
     Block,
     Plans,
@@ -63,7 +63,8 @@ class TrialData:
     ``participants`` one row per randomized participant of every replicate; ``flow`` the
     CONSORT counts per replicate; ``truth`` the hidden truth (parameters, and potential
     outcomes ``<endpoint>@<arm>`` when asked for); ``observations`` the long table
-    ``subject_id, time, protocol, value`` (when kept); ``lineage`` hashes, seeds and version.
+    ``subject_id, time, protocol, value`` (when kept); ``lineage`` hashes, seeds, version and
+    the engine's settings, path and fast-path self-check.
     """
 
     spec: TrialSpec
@@ -117,7 +118,7 @@ def run_trial(
         flow=_flow(spec, participants, result["completed"], last),
         truth=_truth(runner, table, blocks, result),
         observations=result["observations"],
-        lineage=lineage(spec),
+        lineage={**lineage(spec), "engine": result["engine"]},
     )
 
 
@@ -188,7 +189,7 @@ def _simulate(
 ) -> dict[str, Any]:
     """Endpoints (and potential outcomes, observations) of every block's participants, in order."""
     spec = runner.spec
-    endpoints, failed, completed, observations, potentials = [], [], [], [], []
+    endpoints, failed, completed, observations, potentials, engine = [], [], [], [], [], []
     offset = 0
     groups = engine_units(blocks, spec.chunk_size, bool(spec.product.control))
     with PatientBar(progress, len(arms), f"trial {spec.name}") as advance:
@@ -201,6 +202,7 @@ def _simulate(
             failed.append(run["failed"])
             completed.append(run["completed"])
             observations.extend(run["observations"])
+            engine.append(run["engine"])
             if potential:
                 potentials.append(measure_potential(runner, unit, m, plans))
             offset += m
@@ -211,6 +213,7 @@ def _simulate(
         "completed": np.concatenate(completed),
         "observations": pd.concat(observations, ignore_index=True) if keep else None,
         "potential": pd.concat(potentials, ignore_index=True) if potential else None,
+        "engine": engine_summary(spec.product, engine),
     }
 
 

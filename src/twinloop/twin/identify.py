@@ -165,9 +165,9 @@ def censored_residuals(y: Any, pred: Any, weights: Any, side: Any) -> Any:
 
 def _batched_objective(
     problem: CalibrationProblem, settings: IdentifySettings, prior: GaussianPrior, values: np.ndarray, side: np.ndarray
-) -> tuple[Any, Any]:
+) -> Any:
     """``(theta (S, k), weights (n_obs,)) -> (cost, H, g, residuals)`` with the forward-mode
-    Jacobian of the residuals, and ``(theta, weights) -> cost`` for trial steps."""
+    Jacobian of the residuals: one compiled function serves steps, trial points and the result."""
     model, pmap = problem.model, problem.parameters
     t_out = problem.output_times
     solver = replace(
@@ -206,37 +206,50 @@ def _batched_objective(
         gradient = -jnp.einsum("aso,so->sa", jac, r) - (theta - mu) @ precision
         return cost_of(theta, r, pred), hessian, gradient, r
 
-    @jax.jit
-    def cost_only(theta: Any, weights: Any) -> Any:
-        return cost_of(theta, *residuals(theta, weights))
+    return parts
 
-    return parts, cost_only
+
+@jax.jit
+def _trial(theta: Any, hessian: Any, gradient: Any, damping: Any, max_step: Any) -> Any:
+    """The damped Gauss-Newton step of every start, each component clipped to ``max_step``."""
+    diag = jnp.diagonal(hessian, axis1=1, axis2=2)[:, :, None] * jnp.eye(theta.shape[1])
+    step = jnp.linalg.solve(hessian + damping[:, None, None] * diag, gradient[:, :, None])[:, :, 0]
+    return theta + jnp.clip(jnp.nan_to_num(step), -max_step, max_step)
+
+
+@jax.jit
+def _accept(theta: Any, trial: Any, current: Any, proposed: Any, damping: Any) -> tuple[Any, Any, Any]:
+    """Keep each start's trial where it lowered the cost (and relax its damping), else stay (and raise it)."""
+    better = proposed[0] < current[0]
+
+    def pick(new: Any, old: Any) -> Any:
+        return jnp.where(better.reshape(better.shape + (1,) * (new.ndim - 1)), new, old)
+
+    kept = jax.tree.map(pick, proposed, current)
+    return pick(trial, theta), kept, jnp.where(better, damping / 3.0, damping * 4.0)
 
 
 def _lm(
-    parts: Any, cost_only: Any, theta: Any, weights: Any, steps: int, max_step: float, note: Progress, label: str
-) -> tuple[Any, list[float]]:
-    k = theta.shape[1]
+    parts: Any, theta: Any, weights: Any, steps: int, max_step: float, note: Progress, label: str
+) -> tuple[Any, Any, list[float]]:
+    """Levenberg-Marquardt from every start at once. A trial point is evaluated with its
+    Jacobian, so an accepted step needs no second solve; returns ``theta``, ``parts`` at it
+    and the best cost after each step."""
     damping = jnp.full(theta.shape[0], 1e-2)
+    current = parts(theta, weights)
     history: list[float] = []
     costs: list[np.ndarray] = []
     for i in range(steps):
-        cost, hessian, gradient, _ = parts(theta, weights)
-        costs.append(np.asarray(cost))
+        costs.append(np.asarray(current[0]))
         if converged(costs, steps - i):
             note(f"{label}: converged after {i} steps")
             break
-        diag = jnp.diagonal(hessian, axis1=1, axis2=2)[:, :, None] * jnp.eye(k)
-        step = jnp.linalg.solve(hessian + damping[:, None, None] * diag, gradient[:, :, None])[:, :, 0]
-        trial = theta + jnp.clip(jnp.nan_to_num(step), -max_step, max_step)
-        trial_cost = cost_only(trial, weights)
-        better = trial_cost < cost
-        theta = jnp.where(better[:, None], trial, theta)
-        damping = jnp.where(better, damping / 3.0, damping * 4.0)
-        best = float(jnp.min(jnp.where(better, trial_cost, cost)))
+        trial = _trial(theta, current[1], current[2], damping, max_step)
+        theta, current, damping = _accept(theta, trial, current, parts(trial, weights), damping)
+        best = float(jnp.min(current[0]))
         history.append(best)
         note(f"{label} {i + 1}/{steps}: best cost {best:.1f}")
-    return theta, history
+    return theta, current, history
 
 
 def _rms(values: np.ndarray) -> float:
@@ -308,30 +321,32 @@ def identify(
     noise = problem.noise_sd_fns()
     side = np.array([m.censoring(v) for m, v in zip(noise, problem.values, strict=True)], dtype=np.int8)
     at_limit = np.array([m.read(v) for m, v in zip(noise, problem.values, strict=True)])  # a "LOW" is its limit
-    parts, cost_only = _batched_objective(problem, settings, prior, at_limit, side)
+    parts = _batched_objective(problem, settings, prior, at_limit, side)
     sensor = np.array([m.sd(float(abs(v))) for m, v in zip(noise, at_limit, strict=True)])
     theta = jnp.asarray(start_design(prior, settings.starts))
-    theta, history = _lm(
-        parts, cost_only, theta, jnp.asarray(1.0 / sensor), settings.iterations, settings.max_step, note, "fit"
+    theta, (cost, _, _, r), history = _lm(
+        parts, theta, jnp.asarray(1.0 / sensor), settings.iterations, settings.max_step, note, "fit"
     )
-    costs = np.asarray(cost_only(theta, jnp.asarray(1.0 / sensor)))
+    costs = np.asarray(cost)
     if not np.isfinite(costs).any():
         raise CalibrationError(
             f"No start of the {settings.starts} could be simulated inside the bounds of '{problem.model.id}'; "
             "check the units of the observations and doses."
         )
     best = int(np.argmin(costs))
-    _, _, _, r = parts(theta, jnp.asarray(1.0 / sensor))
     obs = np.asarray(problem.observables)
     scale = _error_scale(np.asarray(r[best]), obs, side == 0)
     sd = sensor * np.array([scale[o] for o in problem.observables])
     weights = jnp.asarray(1.0 / sd)
     if settings.refine:
-        theta, more = _lm(parts, cost_only, theta, weights, settings.refine, settings.max_step, note, "refine")
+        theta, (cost, hessian, _, r), more = _lm(
+            parts, theta, weights, settings.refine, settings.max_step, note, "refine"
+        )
         history += more
-    costs = np.asarray(cost_only(theta, weights))
+    else:
+        cost, hessian, _, r = parts(theta, weights)
+    costs = np.asarray(cost)
     best = int(np.argmin(costs))
-    _, hessian, _, r = parts(theta, weights)
     measured = side == 0
     residual = np.asarray(r[best]) * sd
     rho = _lag1(np.asarray(r[best])[measured], problem.times[measured], tuple(obs[measured]))
