@@ -272,7 +272,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-    parser.add_argument("--chunk-size", type=int, default=1000, help="patients per task and per compiled batch")
+    parser.add_argument("--chunk-size", type=int, default=2500, help="patients per task and per compiled batch")
     parser.add_argument("--simglucose-patients", nargs="*", default=["adult#001", "child#001"])
     parser.add_argument("--pin", action="store_true", help="pin each Dask worker to its own core")
     parser.add_argument("--seed", type=int, default=0)
@@ -281,7 +281,7 @@ def main() -> None:
     if args.patients < 1 or args.chunk_size < 1 or min(args.workers) < 1:
         parser.error("--patients, --chunk-size and --workers must be whole numbers >= 1")
     if args.quick:
-        args.patients, args.chunk_size, args.simglucose_patients = 1000, 250, args.simglucose_patients[:1]
+        args.patients, args.chunk_size, args.simglucose_patients = 1000, 500, args.simglucose_patients[:1]
     params, ratios = cohort(args.patients, args.seed)
     found = run_arms(args, params, ratios, show)
     rows, accuracy = found["rows"], found["accuracy"]
