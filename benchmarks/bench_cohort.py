@@ -9,7 +9,8 @@ manifest. Every (size, workers) runs in a fresh process, so its peak RSS is its 
 the chunk runner (``twinloop.scale.open_runner``: this process for 1 worker, a Dask LocalCluster
 of N one-thread processes otherwise), asks the envelope for the run's predicted wall time and
 peak memory (``twinloop.products.envelope.estimate``), and generates the product as the CLI
-does, compiled solves loaded from the persistent cache (a first run on a machine compiles them).
+does, compiled solves loaded from the persistent cache (a first run on a machine compiles them;
+``--warm`` runs one chunk per worker first, outside the timing, to see steady-state scaling).
 The time excludes the cluster's start (reported apart). Peak RSS is the largest of the client
 and every worker. Target: 1e6 patients in <= 120 s, peak RSS <= 4 GB, 1 -> 2 workers >= 0.8x
 linear. Prints the figures and writes ``benchmarks/results/bench_cohort.json``
@@ -75,6 +76,9 @@ def one(n: int, workers: int, out: Path, args: argparse.Namespace) -> dict[str, 
     t0 = time.perf_counter()
     with open_runner(workers=workers) as runner:
         started = time.perf_counter() - t0
+        if args.warm:  # one chunk per worker first, outside the timing
+            warm = ProductSpec.from_dict({**spec(min(n, args.chunk * workers), args), "name": "warm-up"})
+            generate(warm, out / "warm", progress=False, runner=runner)
         t1 = time.perf_counter()
         generate(parsed, out / "product", progress=False, runner=runner, envelope=predicted)
         elapsed = time.perf_counter() - t1
@@ -106,6 +110,7 @@ def fresh_process(n: int, workers: int, args: argparse.Namespace) -> dict[str, A
     work = Path(tempfile.mkdtemp(prefix="twinloop-bench-"))
     options = ["--chunk", str(args.chunk), "--batch", str(args.batch), "--rtol", str(args.rtol)]
     options += ["--atol", str(args.atol), "--path", args.path, "--precision", args.precision]
+    options += ["--warm"] if args.warm else []
     try:
         done = subprocess.run(
             [sys.executable, __file__, "--one", str(n), "--one-workers", str(workers), "--dir", str(work), *options],
@@ -174,6 +179,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--precision", choices=["float64", "float32"], default="float32")
     parser.add_argument("--rtol", type=float, default=1e-6)
     parser.add_argument("--atol", type=float, default=1e-6)
+    parser.add_argument("--warm", action="store_true", help="run one chunk per worker before the timed run "
+                        "(steady-state scaling; the envelope still predicts a cold run)")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="4,000 patients in chunks of 1,000 (smoke test)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one-workers", type=int, default=1, help=argparse.SUPPRESS)
@@ -217,6 +224,7 @@ def main() -> None:
         "solver": {"path": args.path, "precision": args.precision, "rtol": args.rtol, "atol": args.atol},
         "chunk": args.chunk,
         "batch": args.batch,
+        "warm": args.warm,
         "target": TARGET,
         "results": rows,
         "scaling_vs_linear": speedups,
