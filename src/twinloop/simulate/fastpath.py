@@ -21,7 +21,7 @@ import numpy as np
 
 from twinloop.errors import SimulationError
 from twinloop.models.base import Model
-from twinloop.simulate.fixed import Schedule, fixed_step_solver, schedule
+from twinloop.simulate.fixed import Schedule, bucket, fixed_step_solver, schedule
 
 STABILITY_MARGIN = 2.5  # RK4 is stable for |h * lambda| up to ~2.78 on the real axis, ~2.83 on the imaginary
 STIFFNESS_SAMPLE = 16
@@ -193,6 +193,7 @@ class FastChunks:
         self.fn = _fast_compiled(model, save_states, shared, given_y0, precision)
         self.grid0, self.on_sample = float(grid[0]), on_sample
         self.padded = padded
+        self.points = min(padded.size, bucket(grid.size))  # the padded grid's points the schedule can reach
 
     def solve(
         self, k: int, rows: int, matrix: np.ndarray, rates: Any, jumps: Any, starts: np.ndarray
@@ -204,7 +205,11 @@ class FastChunks:
         sched = (s.interval, s.t, s.h, s.ends, s.slot)
         dtype = np.float32 if self.precision == "float32" else np.float64
         # batch-last on the host: a transpose inside the jit is fused into every step's reads (~30 % slower)
-        last = (rates, jumps) if self.shared else (_batch_last(rates, dtype), _batch_last(jumps, dtype))
+        g = self.points
+        if self.shared:
+            last = (rates[: g - 1], jumps[:g])
+        else:
+            last = (_batch_last(rates[:, : g - 1], dtype), _batch_last(jumps[:, :g], dtype))
         out = jax.device_get(self.fn(matrix, *last, self.grid0, self.on_sample, sched, s.first_slot, starts,
                                      n_out=s.n_out, uniform=s.uniform))  # fmt: skip
         out = {name: np.array(v[:, : self.n_times], dtype=np.float64) for name, v in out.items()}
