@@ -67,7 +67,7 @@ def test_a_corrupt_cost_file_is_ignored_and_rewritten(calibrated: Path, tmp_path
     tables = cost.load(calibrated)
     (key, calibration), *_ = tables["calibrations"].items()
     assert "pk-one-compartment 1.0.0 | accurate | float64" in key
-    assert calibration.patients == 256 and calibration.days == 3.0 and calibration.rate > 100
+    assert calibration.patients == 1024 and calibration.days == 3.0 and calibration.rate > 100
     assert calibration.base_rss_bytes > 10e6 and calibration.compile_s >= 0
     raw = json.loads(calibrated.read_text())
     assert raw["kind"] == "twinloop.cost" and not raw["runs"]  # the truncated file was replaced

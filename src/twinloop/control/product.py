@@ -155,8 +155,11 @@ class ClosedLoopPlanner:
         self.spec: dict[str, Any] | None = None
 
     @classmethod
-    def for_spec(cls, spec: ProductSpec, model: Model, *, accurate: bool = True) -> ClosedLoopPlanner:
-        """The planner of ``spec``'s closed-loop arms (validated by :func:`arm_loops`)."""
+    def for_spec(cls, spec: ProductSpec, model: Model, *, accurate: bool | None = None) -> ClosedLoopPlanner:
+        """The planner of ``spec``'s closed-loop arms (validated by :func:`arm_loops`); the loop
+        integrates on the fast path's scheme unless the spec's solver path is ``accurate``."""
+        if accurate is None:
+            accurate = loop_is_accurate(spec)
         planner = cls(model, arm_loops(spec, model), accurate=accurate)
         planner.spec = {k: v for k, v in spec.to_dict().items() if k != "population_hash"}
         return planner
@@ -176,6 +179,12 @@ class ClosedLoopPlanner:
         result = closed_loop(self.model, padded, loop.controller, loop.scenario, seed=seed,
                              accurate=self.accurate, chunk_size=size)  # fmt: skip
         return delivered_inputs(self.model, result.insulin[: patients.n], result.carbs[: patients.n])
+
+
+def loop_is_accurate(spec: ProductSpec) -> bool:
+    """Whether a spec's closed loops integrate adaptively: only when its solver path is
+    ``accurate`` (the delivered inputs are then simulated, and the fast path checked, as any arm's)."""
+    return spec.solver.path == "accurate"
 
 
 _REBUILT: dict[str, ClosedLoopPlanner] = {}

@@ -57,9 +57,9 @@ def make_runner(spec: TrialSpec, seed: int | None = None) -> Runner:
     model = get_model(spec.model_id)
     planner = None
     if spec.product.control:
-        from twinloop.control.product import ClosedLoopPlanner, arm_loops
+        from twinloop.control.product import ClosedLoopPlanner, arm_loops, loop_is_accurate
 
-        planner = ClosedLoopPlanner(model, arm_loops(spec.product, model))
+        planner = ClosedLoopPlanner(model, arm_loops(spec.product, model), accurate=loop_is_accurate(spec.product))
     seed = spec.seed if seed is None else int(seed)
     return Runner(spec, model, seed, grid_of(spec.product), planner)
 

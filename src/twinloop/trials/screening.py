@@ -122,9 +122,9 @@ def _run_in(runner: Runner, b: int, cohort: Cohort) -> dict[str, tuple[np.ndarra
     product = dataclasses.replace(spec.product, duration=spec.run_in.duration)
     planner = runner.planner
     if planner is not None and spec.run_in.arm in product.control:
-        from twinloop.control.product import ClosedLoopPlanner, arm_loops
+        from twinloop.control.product import ClosedLoopPlanner, arm_loops, loop_is_accurate
 
-        planner = ClosedLoopPlanner(model, arm_loops(product, model))
+        planner = ClosedLoopPlanner(model, arm_loops(product, model), accurate=loop_is_accurate(product))
     grid = grid_of(product)
     arm = np.full(cohort.n, spec.run_in.arm, dtype=object)
     run = simulate_arms(product, model, cohort, arm, grid, planner=planner, doses=False, pad=True,
