@@ -192,7 +192,6 @@ class FastChunks:
         self.sched: Schedule = schedule(grid, out_idx, float(choice.step or 1.0))
         self.fn = _fast_compiled(model, save_states, shared, given_y0, precision)
         self.grid0, self.on_sample = float(grid[0]), on_sample
-        self.padded = padded
         self.points = min(padded.size, bucket(grid.size))  # the padded grid's points the schedule can reach
 
     def solve(
