@@ -209,19 +209,16 @@ def test_open_runner_refuses_bad_values_and_an_absent_scheduler(monkeypatch: pyt
     import socket
 
     for bad in (True, 1.5, "2", 0):
-        with pytest.raises(InputError, match=r"--workers must be a whole number >= 1 .* got"), open_runner(bad):
-            pass
-    with pytest.raises(InputError, match="--scheduler must be a Dask scheduler address"), open_runner(scheduler=8786):
-        pass
+        with pytest.raises(InputError, match=r"--workers must be a whole number >= 1 .* got"):
+            open_runner(bad).__enter__()
+    with pytest.raises(InputError, match="--scheduler must be a Dask scheduler address"):
+        open_runner(scheduler=8786).__enter__()
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setattr(cluster_module, "CONNECT_TIMEOUT_S", 1)
-    with (
-        pytest.raises(InputError, match=rf"tcp://127.0.0.1:{port}: no Dask scheduler answered within 1 s"),
-        open_runner(scheduler=f"tcp://127.0.0.1:{port}"),
-    ):
-        pass
+    with pytest.raises(InputError, match=rf"tcp://127.0.0.1:{port}: no Dask scheduler answered within 1 s"):
+        open_runner(scheduler=f"tcp://127.0.0.1:{port}").__enter__()
 
 
 def test_default_workers_stay_in_process_for_small_runs(monkeypatch: pytest.MonkeyPatch) -> None:

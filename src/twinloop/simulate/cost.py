@@ -16,6 +16,7 @@ ignored (and the file rewritten on the next save), never trusted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -84,13 +85,11 @@ def machine_fingerprint() -> str:
     import jax
 
     cpu = platform.processor() or platform.machine()
-    try:
+    with contextlib.suppress(OSError):  # no /proc (macOS, Windows): the platform's name
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    except OSError:
-        pass
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     device = jax.devices()[0]
     return f"{cpu} x{cores} / {device.platform}:{getattr(device, 'device_kind', '')}"
